@@ -1,0 +1,95 @@
+// Package objectstore is the one interface csefs uses to reach object
+// storage, with two implementations: S3 (aws-sdk-go-v2) and a local
+// directory (the embedded default). It knows nothing of encryption: bodies are
+// opaque bytes and metadata is an opaque map of user metadata.
+//
+// Keys are relative to the store's root (the bucket plus an optional prefix);
+// a Store never returns keys outside it.
+package objectstore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Sentinel errors. Implementations wrap them with %w; callers classify with
+// errors.Is.
+var (
+	ErrNotFound           = errors.New("objectstore: not found")
+	ErrPreconditionFailed = errors.New("objectstore: object changed (ETag mismatch)")
+	ErrAccessDenied       = errors.New("objectstore: access denied")
+	ErrNoSuchBucket       = errors.New("objectstore: no such bucket")
+	ErrInvalidRange       = errors.New("objectstore: invalid range")
+	ErrAborted            = errors.New("objectstore: upload aborted")
+)
+
+// Info describes one object.
+type Info struct {
+	Key          string
+	Size         int64 // stored (ciphertext) size
+	ETag         string
+	LastModified time.Time
+	// Metadata is the user metadata, keys in lower case, without the
+	// x-amz-meta- prefix. It is nil when the Info comes from a listing, which
+	// does not return metadata.
+	Metadata map[string]string
+}
+
+// GetOptions selects part of an object.
+type GetOptions struct {
+	Offset int64
+	// Length is the number of bytes wanted; -1 means to the end.
+	Length int64
+	// IfMatch, when set, makes the read fail with ErrPreconditionFailed if the
+	// object's ETag is no longer this one.
+	IfMatch string
+}
+
+// ListPage is one page of a delimited listing.
+type ListPage struct {
+	Objects  []Info   // objects directly under the prefix (Metadata is nil)
+	Prefixes []string // common prefixes, each ending in the delimiter
+}
+
+// Store is an object store rooted at a bucket (and prefix).
+type Store interface {
+	// Check verifies that the store is reachable and the bucket exists, with
+	// working credentials.
+	Check(ctx context.Context) error
+	// Head returns an object's Info, metadata included.
+	Head(ctx context.Context, key string) (*Info, error)
+	// Get opens a range of an object. The returned Info has the whole
+	// object's size and its metadata.
+	Get(ctx context.Context, key string, opt GetOptions) (io.ReadCloser, *Info, error)
+	// List calls fn for each page of the listing of prefix with delimiter
+	// ("" lists recursively). A non-nil error from fn stops the listing and is
+	// returned.
+	List(ctx context.Context, prefix, delimiter string, fn func(ListPage) error) error
+	// Put stores a small object in one request. It is atomic: readers see the
+	// old object or the new one.
+	Put(ctx context.Context, key string, body []byte, meta map[string]string) (*Info, error)
+	// Create starts a streaming write. Nothing is visible until Commit
+	// succeeds; Abort (or a failed Commit) leaves any previous object intact.
+	Create(ctx context.Context, key string, meta map[string]string) (Writer, error)
+	// Copy copies src to dst on the server. meta nil keeps src's metadata;
+	// otherwise meta replaces it.
+	Copy(ctx context.Context, src, dst string, meta map[string]string) (*Info, error)
+	// Delete removes an object. A missing object is not an error.
+	Delete(ctx context.Context, key string) error
+}
+
+// Writer is a streaming upload. Writes are buffered into parts; finished
+// parts may be sent in parallel while later bytes are still being written.
+// Write returns the first background failure as soon as it is known, and
+// the error is sticky.
+type Writer interface {
+	io.Writer
+	// Commit sends what is buffered, completes the upload and makes the
+	// object visible. It returns only when the object is durable.
+	Commit(ctx context.Context) (*Info, error)
+	// Abort discards the upload. It is safe to call after Commit (a no-op)
+	// and more than once.
+	Abort(ctx context.Context) error
+}
