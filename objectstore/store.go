@@ -93,3 +93,18 @@ type Writer interface {
 	// and more than once.
 	Abort(ctx context.Context) error
 }
+
+// Sentinel errors added for key validation (see LocalStore and S3Store).
+var (
+	// ErrInvalidKey is returned for a key the store cannot represent: empty,
+	// or (LocalStore) with an empty, "." or ".." path segment, a NUL byte or
+	// a reserved name.
+	ErrInvalidKey = errors.New("objectstore: invalid key")
+	// ErrKeyConflict is returned by LocalStore when a key would need a file
+	// and a directory at the same path ("a" exists and "a/b" is written, or
+	// the reverse). S3 has no such conflict.
+	ErrKeyConflict = errors.New("objectstore: key conflicts with an existing object or directory")
+	// ErrTooLarge is returned by an S3 Writer whose object would need more
+	// than 10,000 parts of S3Options.PartSize.
+	ErrTooLarge = errors.New("objectstore: object too large")
+)

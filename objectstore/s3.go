@@ -1,0 +1,463 @@
+package objectstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// S3 limits that shape the multipart code.
+const (
+	MinPartSize      = 5 << 20  // smallest non-final part S3 accepts
+	DefaultPartSize  = 8 << 20  // default S3Options.PartSize
+	maxParts         = 10000    // most parts in one multipart upload
+	maxCopyObject    = 5 << 30  // largest object CopyObject can copy
+	defaultCopyPart  = 512 << 20
+	defaultListPage  = 1000
+	defaultPartConcy = 4
+)
+
+// S3Options tunes an S3Store. The zero value gives the defaults.
+type S3Options struct {
+	// PartSize is the size of each multipart part a Writer sends. Default
+	// 8 MiB; values below 5 MiB are raised to 5 MiB. A Writer holds at most
+	// Concurrency+1 buffers of this size.
+	PartSize int64
+	// Concurrency is the number of parts a Writer uploads in parallel
+	// (default 4). When all are busy, Write blocks (backpressure).
+	Concurrency int
+	// MaxKeys is the ListObjectsV2 page size (default 1000; tests use small
+	// values to exercise pagination).
+	MaxKeys int32
+}
+
+// S3Store is a Store on an S3 bucket (and optional prefix) through
+// aws-sdk-go-v2. Retries are the SDK client's: every request body is a
+// bytes.Reader so the standard retryer can resend it.
+type S3Store struct {
+	client *s3.Client
+	bucket string
+	prefix string // "" or ends in "/"
+	opt    S3Options
+
+	// copyThreshold and copyPartSize choose multipart copy; variables so
+	// tests can exercise UploadPartCopy on small objects.
+	copyThreshold int64
+	copyPartSize  int64
+}
+
+var _ Store = (*S3Store)(nil)
+
+// NewS3 returns a store on bucket. Keys given to and returned by the store
+// are relative to prefix, which is normalised to end in "/" unless empty.
+func NewS3(client *s3.Client, bucket, prefix string, opt S3Options) *S3Store {
+	if opt.PartSize == 0 {
+		opt.PartSize = DefaultPartSize
+	}
+	if opt.PartSize < MinPartSize {
+		opt.PartSize = MinPartSize
+	}
+	if opt.Concurrency <= 0 {
+		opt.Concurrency = defaultPartConcy
+	}
+	if opt.MaxKeys <= 0 {
+		opt.MaxKeys = defaultListPage
+	}
+	prefix = strings.TrimLeft(prefix, "/")
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return &S3Store{
+		client: client, bucket: bucket, prefix: prefix, opt: opt,
+		copyThreshold: maxCopyObject, copyPartSize: defaultCopyPart,
+	}
+}
+
+func (s *S3Store) full(key string) (string, error) {
+	if key == "" {
+		return "", fmt.Errorf("objectstore: s3: empty key: %w", ErrInvalidKey)
+	}
+	return s.prefix + key, nil
+}
+
+// classify maps an SDK error to the package sentinels, keeping the SDK
+// error in the chain (for its message and for errors.As). Errors it does not
+// recognise are returned unchanged.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var sentinel error
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NoSuchKey", "NotFound":
+			sentinel = ErrNotFound
+		case "NoSuchBucket":
+			sentinel = ErrNoSuchBucket
+		case "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+			"AllAccessDisabled", "ExpiredToken", "InvalidToken":
+			sentinel = ErrAccessDenied
+		case "PreconditionFailed":
+			sentinel = ErrPreconditionFailed
+		case "InvalidRange":
+			sentinel = ErrInvalidRange
+		case "NoSuchUpload":
+			sentinel = ErrAborted
+		}
+	}
+	if sentinel == nil {
+		var re *smithyhttp.ResponseError
+		if errors.As(err, &re) {
+			switch re.HTTPStatusCode() {
+			case http.StatusNotFound:
+				sentinel = ErrNotFound
+			case http.StatusForbidden:
+				sentinel = ErrAccessDenied
+			case http.StatusPreconditionFailed:
+				sentinel = ErrPreconditionFailed
+			case http.StatusRequestedRangeNotSatisfiable:
+				sentinel = ErrInvalidRange
+			}
+		}
+	}
+	if sentinel == nil {
+		return err
+	}
+	return fmt.Errorf("%w: %w", sentinel, err)
+}
+
+// Check implements Store with HeadBucket: a missing bucket is
+// ErrNoSuchBucket, bad credentials or policy ErrAccessDenied.
+func (s *S3Store) Check(ctx context.Context) error {
+	_, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &s.bucket})
+	if err == nil {
+		return nil
+	}
+	err = classify(err)
+	if errors.Is(err, ErrNotFound) {
+		// HeadBucket has no body, so a missing bucket is a bare 404.
+		return fmt.Errorf("objectstore: s3 bucket %q: %w: %w", s.bucket, ErrNoSuchBucket, err)
+	}
+	return fmt.Errorf("objectstore: s3 bucket %q: %w", s.bucket, err)
+}
+
+func lowerMeta(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
+
+// Head implements Store.
+func (s *S3Store) Head(ctx context.Context, key string) (*Info, error) {
+	full, err := s.full(key)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: &full})
+	if err != nil {
+		return nil, fmt.Errorf("objectstore: head %q: %w", key, classify(err))
+	}
+	return &Info{
+		Key: key, Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag),
+		LastModified: aws.ToTime(out.LastModified), Metadata: lowerMeta(out.Metadata),
+	}, nil
+}
+
+// Get implements Store. Offset 0 with Length -1 reads the whole object (so
+// a zero-length object reads as empty); Length 0 checks the object (and
+// IfMatch) with a HEAD and returns an empty body.
+func (s *S3Store) Get(ctx context.Context, key string, opt GetOptions) (io.ReadCloser, *Info, error) {
+	full, err := s.full(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	if opt.Offset < 0 || opt.Length < -1 {
+		return nil, nil, fmt.Errorf("objectstore: get %q: offset %d length %d: %w", key, opt.Offset, opt.Length, ErrInvalidRange)
+	}
+	if opt.Length == 0 {
+		info, err := s.Head(ctx, key)
+		if err != nil {
+			return nil, nil, err
+		}
+		if opt.IfMatch != "" && !etagEqual(opt.IfMatch, info.ETag) {
+			return nil, nil, fmt.Errorf("objectstore: get %q: %w", key, ErrPreconditionFailed)
+		}
+		if opt.Offset > info.Size || (opt.Offset == info.Size && info.Size > 0) {
+			return nil, nil, fmt.Errorf("objectstore: get %q: offset %d of %d: %w", key, opt.Offset, info.Size, ErrInvalidRange)
+		}
+		return io.NopCloser(bytes.NewReader(nil)), info, nil
+	}
+	in := &s3.GetObjectInput{Bucket: &s.bucket, Key: &full}
+	if opt.IfMatch != "" {
+		in.IfMatch = aws.String(opt.IfMatch)
+	}
+	switch {
+	case opt.Offset == 0 && opt.Length == -1:
+	case opt.Length == -1:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-", opt.Offset))
+	default:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", opt.Offset, opt.Offset+opt.Length-1))
+	}
+	out, err := s.client.GetObject(ctx, in)
+	if err != nil {
+		err = classify(err)
+		if opt.Offset == 0 && in.Range != nil && errors.Is(err, ErrInvalidRange) {
+			// S3 refuses any range on an empty object; read it whole.
+			return s.Get(ctx, key, GetOptions{Offset: 0, Length: -1, IfMatch: opt.IfMatch})
+		}
+		return nil, nil, fmt.Errorf("objectstore: get %q: %w", key, err)
+	}
+	info := &Info{
+		Key: key, Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag),
+		LastModified: aws.ToTime(out.LastModified), Metadata: lowerMeta(out.Metadata),
+	}
+	if cr := aws.ToString(out.ContentRange); cr != "" {
+		if i := strings.LastIndexByte(cr, '/'); i >= 0 {
+			if n, err := strconv.ParseInt(cr[i+1:], 10, 64); err == nil {
+				info.Size = n
+			}
+		}
+	}
+	return out.Body, info, nil
+}
+
+// List implements Store with ListObjectsV2, one fn call per page.
+func (s *S3Store) List(ctx context.Context, prefix, delimiter string, fn func(ListPage) error) error {
+	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(s.prefix + prefix), MaxKeys: aws.Int32(s.opt.MaxKeys)}
+	if delimiter != "" {
+		in.Delimiter = aws.String(delimiter)
+	}
+	p := s3.NewListObjectsV2Paginator(s.client, in)
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("objectstore: list %q: %w", prefix, classify(err))
+		}
+		var page ListPage
+		for _, o := range out.Contents {
+			k := strings.TrimPrefix(aws.ToString(o.Key), s.prefix)
+			if k == "" {
+				continue // the prefix's own "dir/" marker
+			}
+			page.Objects = append(page.Objects, Info{
+				Key: k, Size: aws.ToInt64(o.Size), ETag: aws.ToString(o.ETag), LastModified: aws.ToTime(o.LastModified),
+			})
+		}
+		for _, cp := range out.CommonPrefixes {
+			page.Prefixes = append(page.Prefixes, strings.TrimPrefix(aws.ToString(cp.Prefix), s.prefix))
+		}
+		if len(page.Objects) == 0 && len(page.Prefixes) == 0 && p.HasMorePages() {
+			continue
+		}
+		if err := fn(page); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Put implements Store with one PutObject.
+func (s *S3Store) Put(ctx context.Context, key string, body []byte, meta map[string]string) (*Info, error) {
+	full, err := s.full(key)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket: &s.bucket, Key: &full, Body: bytes.NewReader(body),
+		ContentLength: aws.Int64(int64(len(body))), Metadata: meta,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("objectstore: put %q: %w", key, classify(err))
+	}
+	return &Info{Key: key, Size: int64(len(body)), ETag: aws.ToString(out.ETag), LastModified: time.Now(), Metadata: lowerMeta(meta)}, nil
+}
+
+// Copy implements Store: CopyObject up to 5 GiB, multipart UploadPartCopy
+// above. meta nil keeps the source's metadata (MetadataDirective COPY).
+func (s *S3Store) Copy(ctx context.Context, src, dst string, meta map[string]string) (*Info, error) {
+	fullSrc, err := s.full(src)
+	if err != nil {
+		return nil, err
+	}
+	fullDst, err := s.full(dst)
+	if err != nil {
+		return nil, err
+	}
+	srcInfo, err := s.Head(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	source := s.bucket + "/" + escapeKey(fullSrc)
+	if srcInfo.Size > s.copyThreshold {
+		if meta == nil {
+			meta = srcInfo.Metadata
+		}
+		return s.copyMultipart(ctx, srcInfo, source, dst, fullDst, meta)
+	}
+	in := &s3.CopyObjectInput{
+		Bucket: &s.bucket, Key: &fullDst, CopySource: &source,
+		// The Head above gave the size and metadata we report; make sure
+		// the copy is of that same version.
+		CopySourceIfMatch: aws.String(srcInfo.ETag),
+		MetadataDirective: types.MetadataDirectiveCopy,
+	}
+	if meta != nil {
+		in.MetadataDirective, in.Metadata = types.MetadataDirectiveReplace, meta
+	} else {
+		meta = srcInfo.Metadata
+	}
+	out, err := s.client.CopyObject(ctx, in)
+	if err != nil {
+		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", src, dst, classify(err))
+	}
+	info := &Info{Key: dst, Size: srcInfo.Size, Metadata: lowerMeta(meta), LastModified: time.Now()}
+	if r := out.CopyObjectResult; r != nil {
+		info.ETag = aws.ToString(r.ETag)
+		if r.LastModified != nil {
+			info.LastModified = *r.LastModified
+		}
+	}
+	return info, nil
+}
+
+func (s *S3Store) copyMultipart(ctx context.Context, srcInfo *Info, source, dst, fullDst string, meta map[string]string) (*Info, error) {
+	partSize := s.copyPartSize
+	if min := (srcInfo.Size + maxParts - 1) / maxParts; partSize < min {
+		partSize = min
+	}
+	create, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &fullDst, Metadata: meta})
+	if err != nil {
+		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", srcInfo.Key, dst, classify(err))
+	}
+	fail := func(err error) (*Info, error) {
+		s.abortMPU(ctx, fullDst, aws.ToString(create.UploadId))
+		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", srcInfo.Key, dst, classify(err))
+	}
+	var parts []types.CompletedPart
+	for off, partNo := int64(0), int32(1); off < srcInfo.Size; off, partNo = off+partSize, partNo+1 {
+		end := min(off+partSize, srcInfo.Size) - 1
+		out, err := s.client.UploadPartCopy(ctx, &s3.UploadPartCopyInput{
+			Bucket: &s.bucket, Key: &fullDst, UploadId: create.UploadId, PartNumber: aws.Int32(partNo),
+			CopySource: &source, CopySourceIfMatch: aws.String(srcInfo.ETag),
+			CopySourceRange: aws.String(fmt.Sprintf("bytes=%d-%d", off, end)),
+		})
+		if err != nil {
+			return fail(err)
+		}
+		parts = append(parts, types.CompletedPart{ETag: out.CopyPartResult.ETag, PartNumber: aws.Int32(partNo)})
+	}
+	out, err := s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket: &s.bucket, Key: &fullDst, UploadId: create.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return &Info{Key: dst, Size: srcInfo.Size, ETag: aws.ToString(out.ETag), LastModified: time.Now(), Metadata: lowerMeta(meta)}, nil
+}
+
+// abortMPU aborts an upload even if ctx is cancelled; the error is dropped
+// because the caller is already returning a more useful one.
+func (s *S3Store) abortMPU(ctx context.Context, fullKey, uploadID string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	_, _ = s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &s.bucket, Key: &fullKey, UploadId: &uploadID})
+}
+
+// escapeKey URL-escapes a key for x-amz-copy-source, keeping "/".
+func escapeKey(key string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '_' || c == '.' || c == '~' || c == '/' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
+// Delete implements Store.
+func (s *S3Store) Delete(ctx context.Context, key string) error {
+	full, err := s.full(key)
+	if err != nil {
+		return err
+	}
+	if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &full}); err != nil {
+		err = classify(err)
+		if errors.Is(err, ErrNotFound) && !errors.Is(err, ErrNoSuchBucket) {
+			return nil
+		}
+		return fmt.Errorf("objectstore: delete %q: %w", key, err)
+	}
+	return nil
+}
+
+// Upload is an incomplete multipart upload under the store's prefix.
+type Upload struct {
+	Key       string // relative to the prefix
+	UploadID  string
+	Initiated time.Time
+}
+
+// ListUploads returns the incomplete multipart uploads under the store's
+// prefix (left behind by crashed writers), for cleanup with AbortUpload.
+func (s *S3Store) ListUploads(ctx context.Context) ([]Upload, error) {
+	in := &s3.ListMultipartUploadsInput{Bucket: &s.bucket, Prefix: aws.String(s.prefix)}
+	var ups []Upload
+	for {
+		out, err := s.client.ListMultipartUploads(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("objectstore: list uploads: %w", classify(err))
+		}
+		for _, u := range out.Uploads {
+			ups = append(ups, Upload{
+				Key: strings.TrimPrefix(aws.ToString(u.Key), s.prefix), UploadID: aws.ToString(u.UploadId),
+				Initiated: aws.ToTime(u.Initiated),
+			})
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return ups, nil
+		}
+		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
+	}
+}
+
+// AbortUpload aborts one incomplete multipart upload (key relative to the
+// prefix). An upload that no longer exists is not an error.
+func (s *S3Store) AbortUpload(ctx context.Context, key, uploadID string) error {
+	full := s.prefix + key
+	_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &s.bucket, Key: &full, UploadId: &uploadID})
+	if err != nil {
+		err = classify(err)
+		if errors.Is(err, ErrAborted) {
+			return nil
+		}
+		return fmt.Errorf("objectstore: abort upload %q: %w", key, err)
+	}
+	return nil
+}
+
+func etagEqual(a, b string) bool {
+	return strings.Trim(a, `"`) == strings.Trim(b, `"`)
+}

@@ -1,0 +1,296 @@
+package objectstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// errWriterClosed is returned by Write or Commit after a successful Commit.
+var errWriterClosed = errors.New("objectstore: writer already committed")
+
+type writerState int
+
+const (
+	writerOpen writerState = iota
+	writerCommitted
+	writerAborted
+)
+
+// s3Writer is the S3 Writer: its own multipart upload.
+//
+// Writes fill a part buffer; a full buffer is handed to a goroutine that
+// uploads it (UploadPart) as soon as one more byte arrives, so an object that
+// fits in one part is sent by Commit as a single PutObject and never starts a
+// multipart upload. At most Concurrency parts are in flight; Write blocks
+// for a free slot (backpressure), so a Writer holds at most Concurrency+1
+// part buffers. The first failure is sticky: it cancels the other part
+// uploads, and every later Write and Commit returns it. A failed Commit and
+// Abort abort the multipart upload, so nothing becomes visible and an older
+// object under the key is left intact.
+//
+// The methods of a Writer must not be called concurrently.
+type s3Writer struct {
+	s    *S3Store
+	key  string // relative
+	full string // with prefix
+	meta map[string]string
+
+	// bg carries the part uploads. It keeps Create's values but not its
+	// cancellation (a FUSE request context ends long before the file is
+	// closed); Abort, a failure or Commit's ctx cancel it.
+	bg     context.Context
+	cancel context.CancelFunc
+
+	buf      []byte        // the part being filled
+	free     chan []byte   // idle part buffers
+	nbufs    int           // part buffers allocated so far
+	sem      chan struct{} // one token per part upload in flight
+	uploadID string        // "" until the first part is started
+	partNo   int32         // last part number started
+	size     int64
+	state    writerState
+	info     *Info
+	wg       sync.WaitGroup
+
+	mu    sync.Mutex // guards parts and err, written by part goroutines
+	parts []types.CompletedPart
+	err   error
+}
+
+var _ Writer = (*s3Writer)(nil)
+
+// Create implements Store. See s3Writer for the upload strategy. ctx's
+// values are kept for the background part uploads but its cancellation is
+// not: end an unwanted upload with Abort.
+func (s *S3Store) Create(ctx context.Context, key string, meta map[string]string) (Writer, error) {
+	full, err := s.full(key)
+	if err != nil {
+		return nil, err
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	return &s3Writer{
+		s: s, key: key, full: full, meta: meta, bg: bg, cancel: cancel,
+		free: make(chan []byte, s.opt.Concurrency+1),
+		sem:  make(chan struct{}, s.opt.Concurrency),
+	}, nil
+}
+
+func (w *s3Writer) loadErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// fail records err if it is the first failure and stops the other uploads.
+func (w *s3Writer) fail(err error) error {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	err = w.err
+	w.mu.Unlock()
+	w.cancel()
+	return err
+}
+
+func (w *s3Writer) usable() error {
+	switch w.state {
+	case writerCommitted:
+		return errWriterClosed
+	case writerAborted:
+		return fmt.Errorf("objectstore: write %q: %w", w.key, ErrAborted)
+	}
+	return w.loadErr()
+}
+
+// Write implements io.Writer. It returns the first background failure as
+// soon as it is known.
+func (w *s3Writer) Write(p []byte) (int, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	partSize := int(w.s.opt.PartSize)
+	n := 0
+	for len(p) > 0 {
+		if len(w.buf) == partSize {
+			if err := w.startPart(); err != nil {
+				return n, err
+			}
+		}
+		if w.buf == nil {
+			w.buf = w.getBuf()
+		}
+		c := min(partSize-len(w.buf), len(p))
+		if len(w.buf)+c > cap(w.buf) {
+			// The first buffer grows, so small objects stay small.
+			nb := make([]byte, len(w.buf), min(partSize, max(2*cap(w.buf), len(w.buf)+c, 64<<10)))
+			copy(nb, w.buf)
+			w.buf = nb
+		}
+		w.buf = append(w.buf, p[:c]...)
+		p = p[c:]
+		n += c
+		w.size += int64(c)
+	}
+	return n, nil
+}
+
+// getBuf returns an empty part buffer, waiting for an upload to finish when
+// all Concurrency+1 buffers are taken.
+func (w *s3Writer) getBuf() []byte {
+	select {
+	case b := <-w.free:
+		return b[:0]
+	default:
+	}
+	if w.nbufs < cap(w.free) {
+		w.nbufs++
+		if w.nbufs == 1 {
+			return nil // grown on demand by Write
+		}
+		return make([]byte, 0, w.s.opt.PartSize)
+	}
+	return (<-w.free)[:0]
+}
+
+// startPart hands w.buf to a part upload goroutine, starting the multipart
+// upload first if needed. It blocks while Concurrency parts are in flight.
+func (w *s3Writer) startPart() error {
+	if w.uploadID == "" {
+		out, err := w.s.client.CreateMultipartUpload(w.bg, &s3.CreateMultipartUploadInput{
+			Bucket: &w.s.bucket, Key: &w.full, Metadata: w.meta,
+		})
+		if err != nil {
+			return w.fail(fmt.Errorf("objectstore: create %q: %w", w.key, classify(err)))
+		}
+		w.uploadID = aws.ToString(out.UploadId)
+	}
+	if w.partNo == maxParts {
+		return w.fail(fmt.Errorf("objectstore: create %q: more than %d parts of %d bytes: %w",
+			w.key, maxParts, w.s.opt.PartSize, ErrTooLarge))
+	}
+	select {
+	case w.sem <- struct{}{}:
+	case <-w.bg.Done():
+		if err := w.loadErr(); err != nil {
+			return err
+		}
+		return w.fail(fmt.Errorf("objectstore: create %q: %w", w.key, w.bg.Err()))
+	}
+	w.partNo++
+	partNo, body := w.partNo, w.buf
+	w.buf = nil
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		out, err := w.s.client.UploadPart(w.bg, &s3.UploadPartInput{
+			Bucket: &w.s.bucket, Key: &w.full, UploadId: &w.uploadID, PartNumber: aws.Int32(partNo),
+			Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))),
+		})
+		w.free <- body
+		<-w.sem
+		if err != nil {
+			w.fail(fmt.Errorf("objectstore: upload part %d of %q: %w", partNo, w.key, classify(err)))
+			return
+		}
+		w.mu.Lock()
+		w.parts = append(w.parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(partNo)})
+		w.mu.Unlock()
+	}()
+	return nil
+}
+
+// Commit implements Writer. Cancelling ctx cancels the part uploads too.
+func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
+	if w.state == writerCommitted {
+		return nil, errWriterClosed
+	}
+	if w.state == writerAborted {
+		return nil, fmt.Errorf("objectstore: commit %q: %w", w.key, ErrAborted)
+	}
+	if err := w.loadErr(); err != nil {
+		w.abort(ctx)
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, w.cancel)
+	defer stop()
+	if w.uploadID == "" {
+		body := w.buf
+		out, err := w.s.client.PutObject(ctx, &s3.PutObjectInput{
+			Bucket: &w.s.bucket, Key: &w.full, Body: bytes.NewReader(body),
+			ContentLength: aws.Int64(int64(len(body))), Metadata: w.meta,
+		})
+		if err != nil {
+			err = w.fail(fmt.Errorf("objectstore: put %q: %w", w.key, classify(err)))
+			w.abort(ctx)
+			return nil, err
+		}
+		return w.committed(aws.ToString(out.ETag)), nil
+	}
+	err := w.startPart()
+	w.wg.Wait()
+	if err == nil {
+		err = w.loadErr()
+	}
+	if err != nil {
+		w.abort(ctx)
+		return nil, err
+	}
+	slices.SortFunc(w.parts, func(a, b types.CompletedPart) int { return int(*a.PartNumber - *b.PartNumber) })
+	out, err := w.s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket: &w.s.bucket, Key: &w.full, UploadId: &w.uploadID,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: w.parts},
+	})
+	if err != nil {
+		err = w.fail(fmt.Errorf("objectstore: complete %q: %w", w.key, classify(err)))
+		w.abort(ctx)
+		return nil, err
+	}
+	return w.committed(aws.ToString(out.ETag)), nil
+}
+
+func (w *s3Writer) committed(etag string) *Info {
+	w.state = writerCommitted
+	w.cancel()
+	w.buf, w.free = nil, nil
+	w.info = &Info{Key: w.key, Size: w.size, ETag: etag, LastModified: time.Now(), Metadata: lowerMeta(w.meta)}
+	return w.info
+}
+
+// abort stops the part uploads, waits for them and aborts the multipart
+// upload, if any.
+func (w *s3Writer) abort(ctx context.Context) error {
+	w.state = writerAborted
+	w.cancel()
+	w.wg.Wait()
+	w.buf, w.free = nil, nil
+	if w.uploadID == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	_, err := w.s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+		Bucket: &w.s.bucket, Key: &w.full, UploadId: &w.uploadID,
+	})
+	if err != nil && !errors.Is(classify(err), ErrAborted) {
+		return fmt.Errorf("objectstore: abort %q: %w", w.key, classify(err))
+	}
+	return nil
+}
+
+// Abort implements Writer.
+func (w *s3Writer) Abort(ctx context.Context) error {
+	if w.state != writerOpen {
+		return nil
+	}
+	return w.abort(ctx)
+}
