@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -172,5 +173,37 @@ func TestToolsBinCached(t *testing.T) {
 func TestToolsBinUnknown(t *testing.T) {
 	if _, err := ToolsBin("nope"); err == nil {
 		t.Fatal("ToolsBin(nope) succeeded")
+	}
+}
+
+// TestToolsBinBuilds builds local-kms (the small one, seconds) into an empty
+// cache from two goroutines at once: the flock lets one build and the other
+// reuse the result.
+func TestToolsBinBuilds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds local-kms; skipped in -short")
+	}
+	dir := t.TempDir()
+	t.Setenv("CSEFS_TOOLS_BIN", dir)
+	var paths [2]string
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i := range paths {
+		wg.Go(func() { paths[i], errs[i] = ToolsBin("local-kms") })
+	}
+	wg.Wait()
+	for i := range paths {
+		if errs[i] != nil {
+			Unavailable(t, "cannot build local-kms: %v", errs[i])
+		}
+		if paths[i] != dir+"/local-kms" || !isExecutable(paths[i]) {
+			t.Fatalf("ToolsBin = %q, not an executable in %s", paths[i], dir)
+		}
+	}
+	left, _ := os.ReadDir(dir)
+	for _, e := range left {
+		if strings.Contains(e.Name(), ".tmp") {
+			t.Errorf("temporary build output left behind: %s", e.Name())
+		}
 	}
 }
