@@ -1,0 +1,51 @@
+// Package cse implements the client-side encryption of Amazon S3 Encryption
+// Client (S3EC) and EMRFS CSE objects: content ciphers, data-key wrapping, and
+// the materials providers (KMS and local keyrings). The byte format is fixed
+// by docs/s3ec-format.md; this package produces and consumes exactly those
+// bytes.
+//
+// # No I/O in the ciphers
+//
+// The content ciphers and key wraps do no I/O of their own: they take byte
+// slices, or wrap an io.Reader/io.Writer the caller supplies, and never know
+// about S3, paths or FUSE. Only KMSProvider talks to a service, through the
+// KMSClient interface the caller passes in (kms.go). Nothing in this package
+// logs; no error message contains key material or plaintext.
+//
+// # What is authenticated, and when
+//
+//   - AES/GCM/NoPadding, whole body (NewGCMDecryptReader, OpenGCM): the
+//     ciphertext and its length are authenticated by the 16-byte tag at the
+//     end. The streaming reader releases plaintext before it has seen the tag
+//     (it holds back only the final piece); the body is authentic only once
+//     Read has returned io.EOF. On ErrAuthentication or ErrTruncated the caller
+//     must discard, not merely stop using, what it has read so far.
+//   - AES/GCM ranges (DecryptGCMRange): plain AES-CTR, NOT authenticated. An
+//     attacker who can write the object can flip chosen plaintext bits. Use it
+//     only under an explicit policy that accepts this (as the Java clients'
+//     "legacy unauthenticated modes" do).
+//   - AES/CBC/PKCS5Padding (legacy, read-only): never authenticated. The
+//     padding check catches most wrong keys and cuts at block boundaries, and
+//     is reported as ErrAuthentication, but tampering goes undetected.
+//   - Key wraps: AES/GCM (the AAD binds the content algorithm), RSA-OAEP-SHA1
+//     (the pseudo key binds the content algorithm), AESWrap (RFC 3394
+//     integrity value) and RSA-OAEP-SHA256 are integrity-checked; kms and
+//     kms+context are checked by KMS, with the encryption context as AAD.
+//     V1 AES/ECB has only a padding check and V1 RSA PKCS#1 v1.5 only its
+//     padding.
+//
+// # Errors
+//
+// Every error of cryptographic origin wraps exactly one of the sentinels in
+// materials.go; classify with errors.Is. Errors from a caller-supplied reader,
+// writer or KMS client are wrapped with %w as well, so errors.As still
+// reaches them. Streams have sticky errors. Panics ("cse: internal error: ...")
+// are for caller bugs such as sealing after the last piece.
+//
+// # Streaming GCM
+//
+// The Go standard library's AEAD is one-shot. GCMSealer/EncryptWriter and the
+// GCM reader build the same GCM from AES-CTR (counter IV || BE32(2+k) for
+// plaintext block k) plus an incremental GHASH, obtained chunk by chunk from the
+// assembly GCM (see gcmCore). Output is byte-identical to a one-shot Seal.
+package cse
