@@ -4,7 +4,15 @@
 package metadata
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"mime"
+	"strconv"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/csefs/csefs/cse"
 )
@@ -56,4 +64,331 @@ type Envelope struct {
 	TagLenBits int
 	// PlainLen is x-amz-unencrypted-content-length, -1 when absent.
 	PlainLen int64
+}
+
+// V3 (key-committing) envelope keys, detected only to be refused.
+const (
+	keyV3Marker  = "x-amz-3"
+	keyV3Context = "x-amz-c"
+	keyV3Key     = "x-amz-d"
+	keyV3IV      = "x-amz-i"
+)
+
+// Lookup returns the value of the logical metadata key, compared
+// case-insensitively (ASCII only) because S3 lowercases user-metadata keys
+// while GO3 writes them in canonical header case. An exact match wins; among
+// several keys that differ only in case the lexically smallest wins, so the
+// result never depends on map iteration order.
+func Lookup(meta map[string]string, key string) (string, bool) {
+	if v, ok := meta[key]; ok {
+		return v, true
+	}
+	var bestKey, bestVal string
+	found := false
+	for k, v := range meta {
+		if asciiEqualFold(k, key) && (!found || k < bestKey) {
+			bestKey, bestVal, found = k, v, true
+		}
+	}
+	return bestVal, found
+}
+
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		ca, cb := a[i], b[i]
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if 'A' <= cb && cb <= 'Z' {
+			cb += 'a' - 'A'
+		}
+		if ca != cb {
+			return false
+		}
+	}
+	return true
+}
+
+// Detect decodes the S3EC envelope held in an object's user metadata (keys
+// without the x-amz-meta- prefix, in any case), following s3ec-format.md §1:
+//
+//   - x-amz-key and x-amz-key-v2 both present: ErrKeyConflict.
+//   - x-amz-iv plus x-amz-key-v2: V2; plus x-amz-key: V1 (Key.WrapAlg is
+//     cse.WrapV1, any x-amz-wrap-alg is ignored).
+//   - x-amz-c, x-amz-d and x-amz-i (with or without x-amz-3): ErrV3Unsupported.
+//   - x-amz-key or x-amz-key-v2 without x-amz-iv: ErrMalformed. (J3 would look
+//     for an instruction file; refusing is safer than serving ciphertext as
+//     plaintext when that file is missing.)
+//   - otherwise ErrNoEnvelope: look for the instruction file.
+//
+// Field rules: base64 is StdEncoding with padding; an absent or empty
+// x-amz-cek-alg means cse.CEKAlgCBC (JV1, J3); the IV must be 12 bytes for
+// GCM and 16 for CBC; x-amz-tag-len, when present and non-empty on a GCM
+// object, must be 128 (it is ignored for CBC, §11.1); x-amz-wrap-alg is
+// required for V2 but its value is not checked here (cse reports unknown wrap
+// algorithms as cse.ErrUnsupported); x-amz-unencrypted-content-length must be
+// a non-negative decimal when non-empty; x-amz-matdesc, after DecodeValue, must
+// be a JSON object of strings, and an absent or empty value means {}.
+//
+// Every parse failure wraps ErrMalformed and names the field, never its bytes.
+func Detect(meta map[string]string) (*Envelope, error) {
+	return parse(func(k string) (string, bool) { return Lookup(meta, k) }, true)
+}
+
+// NewEnvelope builds a V2 envelope for a writer. TagLenBits is 128 for GCM
+// and 0 otherwise; plainLen < 0 means unknown. iv and w are not copied.
+func NewEnvelope(iv []byte, w cse.WrappedKey, plainLen int64) *Envelope {
+	e := &Envelope{Version: 2, IV: iv, Key: w, PlainLen: plainLen}
+	if w.CEKAlg == cse.CEKAlgGCM {
+		e.TagLenBits = 128
+	}
+	if plainLen < 0 {
+		e.PlainLen = -1
+	}
+	return e
+}
+
+func parse(get func(string) (string, bool), s3Decode bool) (*Envelope, error) {
+	ivStr, hasIV := get(KeyIV)
+	v1Str, hasV1 := get(KeyV1)
+	v2Str, hasV2 := get(KeyV2)
+	if hasV1 && hasV2 {
+		return nil, ErrKeyConflict
+	}
+	if !hasV1 && !hasV2 || !hasIV {
+		_, c := get(keyV3Context)
+		_, d := get(keyV3Key)
+		_, i := get(keyV3IV)
+		if c && d && i {
+			return nil, ErrV3Unsupported
+		}
+		if hasV1 || hasV2 {
+			return nil, fmt.Errorf("%w: %s missing", ErrMalformed, KeyIV)
+		}
+		return nil, ErrNoEnvelope
+	}
+
+	e := &Envelope{Version: 2, PlainLen: -1}
+	keyName, keyStr := KeyV2, v2Str
+	if hasV1 {
+		e.Version, keyName, keyStr = 1, KeyV1, v1Str
+	}
+	blob, err := base64.StdEncoding.DecodeString(keyStr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: bad base64: %v", ErrMalformed, keyName, err)
+	}
+	if len(blob) == 0 {
+		return nil, fmt.Errorf("%w: %s is empty", ErrMalformed, keyName)
+	}
+	e.Key.Blob = blob
+
+	if e.Version == 2 {
+		wrap, _ := get(KeyWrapAlg)
+		if wrap == "" {
+			return nil, fmt.Errorf("%w: %s missing", ErrMalformed, KeyWrapAlg)
+		}
+		e.Key.WrapAlg = wrap
+	} else {
+		e.Key.WrapAlg = cse.WrapV1
+	}
+
+	ivSize := cse.CBCIVSize
+	switch alg, _ := get(KeyCEKAlg); alg {
+	case "", cse.CEKAlgCBC:
+		e.Key.CEKAlg = cse.CEKAlgCBC
+	case cse.CEKAlgGCM:
+		e.Key.CEKAlg = cse.CEKAlgGCM
+		ivSize = cse.GCMIVSize
+	default:
+		return nil, fmt.Errorf("%w: %s: unknown algorithm %.64q", ErrMalformed, KeyCEKAlg, alg)
+	}
+
+	iv, err := base64.StdEncoding.DecodeString(ivStr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: bad base64: %v", ErrMalformed, KeyIV, err)
+	}
+	if len(iv) != ivSize {
+		return nil, fmt.Errorf("%w: %s: %d bytes, want %d for %s", ErrMalformed, KeyIV, len(iv), ivSize, e.Key.CEKAlg)
+	}
+	e.IV = iv
+
+	if tl, ok := get(KeyTagLen); ok && tl != "" && e.Key.CEKAlg == cse.CEKAlgGCM {
+		n, err := strconv.ParseInt(tl, 10, 32)
+		if err != nil || n != 128 {
+			return nil, fmt.Errorf("%w: %s: %.16q, want 128", ErrMalformed, KeyTagLen, tl)
+		}
+		e.TagLenBits = int(n)
+	}
+
+	if pl, ok := get(KeyPlainLen); ok && pl != "" {
+		n, err := strconv.ParseInt(pl, 10, 64)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%w: %s: %.32q is not a non-negative integer", ErrMalformed, KeyPlainLen, pl)
+		}
+		e.PlainLen = n
+	}
+
+	md, _ := get(KeyMatDesc)
+	if s3Decode {
+		md = DecodeValue(md)
+	}
+	e.Key.MatDesc, err = parseMatDesc(md)
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func parseMatDesc(s string) (map[string]string, error) {
+	if s == "" {
+		return map[string]string{}, nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return nil, fmt.Errorf("%w: %s: not a JSON object of strings: %v", ErrMalformed, KeyMatDesc, err)
+	}
+	if m == nil { // "null"
+		return nil, fmt.Errorf("%w: %s: not a JSON object", ErrMalformed, KeyMatDesc)
+	}
+	return m, nil
+}
+
+// encodeMatDesc renders a materials description as JSON with sorted keys
+// (json.Marshal of a map), using only US-ASCII (SPEC "US-ASCII Preferred
+// String"): non-ASCII runes become \u escapes so S3 never MIME-encodes the
+// header, and "=?" becomes "\u003d?" so the value is never mistaken for an
+// RFC 2047 word by DecodeValue. Both are ordinary JSON escapes.
+func encodeMatDesc(m map[string]string) string {
+	if len(m) == 0 {
+		return "{}"
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		panic("metadata: internal error: marshal matdesc: " + err.Error())
+	}
+	var sb strings.Builder
+	sb.Grow(len(raw))
+	s := string(raw)
+	for i, r := range s {
+		switch {
+		case r == '=' && strings.HasPrefix(s[i+1:], "?"):
+			sb.WriteString(`\u003d`)
+		case r < utf8.RuneSelf:
+			sb.WriteByte(byte(r))
+		default:
+			if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
+				fmt.Fprintf(&sb, `\u%04x\u%04x`, r1, r2)
+			} else {
+				fmt.Fprintf(&sb, `\u%04x`, r)
+			}
+		}
+	}
+	return sb.String()
+}
+
+// DecodeValue undoes what S3 does to non-ASCII user-metadata values
+// (s3ec-format.md §2 "Non-ASCII matdesc", GO3 customS3Decoder, J3
+// decodeS3CustomEncoding): it decodes RFC 2047 words (a value that does not
+// decode is kept as is), and then, if every rune of the result is ≤ U+00FF and
+// some are not ASCII, maps each rune to one byte; when those bytes are valid
+// UTF-8 they are the original value ("double encoding"), otherwise the
+// MIME-decoded string is returned. ASCII values come back unchanged.
+func DecodeValue(v string) string {
+	s := v
+	if strings.Contains(v, "=?") {
+		if d, err := new(mime.WordDecoder).DecodeHeader(v); err == nil {
+			s = d
+		}
+	}
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for _, r := range s {
+		if r > 0xFF {
+			return s
+		}
+		b = append(b, byte(r))
+	}
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	return s
+}
+
+// Metadata returns the envelope as user metadata with lower-case logical keys
+// (no x-amz-meta- prefix): x-amz-key-v2 (or x-amz-key when Version is 1, with
+// no wrap algorithm), x-amz-iv, x-amz-cek-alg, x-amz-wrap-alg, x-amz-matdesc
+// (JSON, sorted keys, US-ASCII), x-amz-tag-len "128" for GCM only (never for
+// CBC, §11.1) and x-amz-unencrypted-content-length when PlainLen ≥ 0.
+func (e *Envelope) Metadata() map[string]string {
+	m := make(map[string]string, 7)
+	if e.Version == 1 {
+		m[KeyV1] = base64.StdEncoding.EncodeToString(e.Key.Blob)
+	} else {
+		m[KeyV2] = base64.StdEncoding.EncodeToString(e.Key.Blob)
+		m[KeyWrapAlg] = e.Key.WrapAlg
+	}
+	m[KeyIV] = base64.StdEncoding.EncodeToString(e.IV)
+	m[KeyCEKAlg] = e.Key.CEKAlg
+	m[KeyMatDesc] = encodeMatDesc(e.Key.MatDesc)
+	if e.Key.CEKAlg == cse.CEKAlgGCM {
+		m[KeyTagLen] = "128"
+	}
+	if e.PlainLen >= 0 {
+		m[KeyPlainLen] = strconv.FormatInt(e.PlainLen, 10)
+	}
+	return m
+}
+
+// PlainSize returns the plaintext size of an object of cipherSize stored
+// bytes. GCM: cipherSize − 16, unknown when cipherSize < 16. CBC: PlainLen
+// when it is recorded and consistent with cipherSize (16·⌊P/16⌋+16 bytes);
+// otherwise unknown, and the caller derives it by decrypting the last block.
+func (e *Envelope) PlainSize(cipherSize int64) (size int64, known bool) {
+	switch e.Key.CEKAlg {
+	case cse.CEKAlgGCM:
+		if cipherSize < cse.TagSize {
+			return 0, false
+		}
+		return cipherSize - cse.TagSize, true
+	case cse.CEKAlgCBC:
+		if e.PlainLen < 0 || e.PlainLen > cipherSize {
+			return 0, false
+		}
+		if e.PlainLen/cse.BlockSize*cse.BlockSize+cse.BlockSize != cipherSize {
+			return 0, false
+		}
+		return e.PlainLen, true
+	}
+	return 0, false
+}
+
+// Size counts user metadata the way S3 does for its limit: the sum of the
+// UTF-8 byte lengths of every key (without the x-amz-meta- prefix) and value.
+func Size(meta map[string]string) int {
+	n := 0
+	for k, v := range meta {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// CheckSize returns ErrTooLarge when meta exceeds MaxUserMetadata; the writer
+// should then store the envelope in an instruction file.
+func CheckSize(meta map[string]string) error {
+	if n := Size(meta); n > MaxUserMetadata {
+		return fmt.Errorf("%w: %d bytes", ErrTooLarge, n)
+	}
+	return nil
 }

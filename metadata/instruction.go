@@ -1,0 +1,84 @@
+package metadata
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// envelopeKeys are the logical keys an instruction file may carry. Any other
+// member of the JSON object is ignored.
+var envelopeKeys = []string{
+	KeyV2, KeyV1, KeyIV, KeyCEKAlg, KeyWrapAlg, KeyMatDesc, KeyTagLen, KeyPlainLen,
+	keyV3Marker, keyV3Context, keyV3Key, keyV3IV,
+}
+
+// InstructionKey names the instruction file of the object key (s3ec-format.md
+// §6): key + ".instruction".
+func InstructionKey(key string) string { return key + InstructionSuffix }
+
+// IsInstructionKey reports whether key names an instruction file. EMRFS hides
+// such keys from listings; so should csefs.
+func IsInstructionKey(key string) bool { return strings.HasSuffix(key, InstructionSuffix) }
+
+// InstructionMetadata is the user metadata to store on the instruction object
+// itself ({x-amz-crypto-instr-file: ""}, as JV1 and J3 write it).
+func InstructionMetadata() map[string]string { return map[string]string{KeyInstrMarker: ""} }
+
+// ParseInstruction decodes an instruction file body: a JSON object with the
+// logical keys of §2, compared case-insensitively. Values are JSON strings,
+// except that x-amz-tag-len and x-amz-unencrypted-content-length may also be
+// JSON numbers (GO1, aws-sdk-go #3422/#3427). x-amz-matdesc is a string that
+// holds JSON. S3's double encoding does not apply (DecodeValue is not used).
+// Detection and field rules are Detect's; an object with no key entries gives
+// ErrNoEnvelope. Errors wrap ErrMalformed, ErrKeyConflict, ErrV3Unsupported or
+// ErrNoEnvelope.
+func ParseInstruction(body []byte) (*Envelope, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return nil, fmt.Errorf("%w: instruction file: not a JSON object: %v", ErrMalformed, err)
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("%w: instruction file: not a JSON object", ErrMalformed)
+	}
+	vals := make(map[string]string, len(raw))
+	for k, v := range raw {
+		logical := ""
+		for _, ek := range envelopeKeys {
+			if asciiEqualFold(k, ek) {
+				logical = ek
+				break
+			}
+		}
+		if logical == "" {
+			continue
+		}
+		v = bytes.TrimSpace(v)
+		switch {
+		case len(v) > 0 && v[0] == '"':
+			var s string
+			if err := json.Unmarshal(v, &s); err != nil {
+				return nil, fmt.Errorf("%w: instruction file: %s: %v", ErrMalformed, logical, err)
+			}
+			vals[k] = s
+		case len(v) > 0 && (v[0] == '-' || '0' <= v[0] && v[0] <= '9') &&
+			(logical == KeyTagLen || logical == KeyPlainLen):
+			// A JSON number; parse() requires a decimal integer.
+			vals[k] = string(v)
+		default:
+			return nil, fmt.Errorf("%w: instruction file: %s: want a JSON string", ErrMalformed, logical)
+		}
+	}
+	return parse(func(k string) (string, bool) { return Lookup(vals, k) }, false)
+}
+
+// Instruction returns the instruction-file body for e: a JSON object of the
+// Metadata entries, all string values, as GO1 writes it (keys sorted).
+func (e *Envelope) Instruction() []byte {
+	b, err := json.Marshal(e.Metadata())
+	if err != nil {
+		panic("metadata: internal error: marshal instruction: " + err.Error())
+	}
+	return b
+}
