@@ -202,27 +202,27 @@ func describe(md map[string]string) string {
 
 // Keyring file (JSON), read by ParseKeyring and created by NewKeyringFile:
 //
-//	{
-//	  "version": 1,
-//	  "encrypt_with": "default",
-//	  "keys": [
-//	    {"name": "default", "aes256": "<standard base64 of 32 bytes>"},
-//	    {"name": "old-rsa", "rsa_private_key_pem": "-----BEGIN RSA PRIVATE KEY-----\n..."}
-//	  ]
-//	}
+//		{
+//		  "version": 1,
+//		  "encrypt_with": "default",
+//		  "keys": [
+//		    {"name": "default", "aes256": "<standard base64 of 32 bytes>"},
+//		    {"name": "old-rsa", "rsa_private_key_pem": "-----BEGIN RSA PRIVATE KEY-----\n..."}
+//		  ]
+//		}
 //
-//   - version: must be 1.
-//   - keys: at least one; each has a unique non-empty "name" and exactly one
-//     of "aes256" (standard base64, padded, of exactly 32 bytes) and
-//     "rsa_private_key_pem" (PEM, PKCS#1 "RSA PRIVATE KEY" or PKCS#8
-//     "PRIVATE KEY" holding an RSA key).
-//   - encrypt_with: the name of the key new objects are written with. It may
-//     be omitted when there is a single key (that key is used); with several
-//     keys and no encrypt_with the keyring is decrypt-only.
-//   - The name is stored with every object written ("keyname" in
-//     x-amz-matdesc) and selects the key on read; renaming a key makes its
-//     objects fall back to trial decryption.
-//   - Unknown fields are errors. The file holds secrets: mode 0600.
+//	  - version: must be 1.
+//	  - keys: at least one; each has a unique non-empty "name" and exactly one
+//	    of "aes256" (standard base64, padded, of exactly 32 bytes) and
+//	    "rsa_private_key_pem" (PEM, PKCS#1 "RSA PRIVATE KEY" or PKCS#8
+//	    "PRIVATE KEY" holding an RSA key).
+//	  - encrypt_with: the name of the key new objects are written with. It may
+//	    be omitted when there is a single key (that key is used); with several
+//	    keys and no encrypt_with the keyring is decrypt-only.
+//	  - The name is stored with every object written ("keyname" in
+//	    x-amz-matdesc) and selects the key on read; renaming a key makes its
+//	    objects fall back to trial decryption.
+//	  - Unknown fields are errors. The file holds secrets: mode 0600.
 type keyringFile struct {
 	Version     int              `json:"version"`
 	EncryptWith string           `json:"encrypt_with,omitempty"`
