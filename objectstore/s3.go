@@ -236,7 +236,8 @@ func (s *S3Store) Get(ctx context.Context, key string, opt GetOptions) (io.ReadC
 	return out.Body, info, nil
 }
 
-// List implements Store with ListObjectsV2, one fn call per page.
+// List implements Store with ListObjectsV2, one fn call per non-empty page
+// (an empty listing calls fn never).
 func (s *S3Store) List(ctx context.Context, prefix, delimiter string, fn func(ListPage) error) error {
 	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(s.prefix + prefix), MaxKeys: aws.Int32(s.opt.MaxKeys)}
 	if delimiter != "" {
@@ -261,7 +262,7 @@ func (s *S3Store) List(ctx context.Context, prefix, delimiter string, fn func(Li
 		for _, cp := range out.CommonPrefixes {
 			page.Prefixes = append(page.Prefixes, strings.TrimPrefix(aws.ToString(cp.Prefix), s.prefix))
 		}
-		if len(page.Objects) == 0 && len(page.Prefixes) == 0 && p.HasMorePages() {
+		if len(page.Objects) == 0 && len(page.Prefixes) == 0 {
 			continue
 		}
 		if err := fn(page); err != nil {
