@@ -200,29 +200,7 @@ func describe(md map[string]string) string {
 	return b.String()
 }
 
-// Keyring file (JSON), read by ParseKeyring and created by NewKeyringFile:
-//
-//		{
-//		  "version": 1,
-//		  "encrypt_with": "default",
-//		  "keys": [
-//		    {"name": "default", "aes256": "<standard base64 of 32 bytes>"},
-//		    {"name": "old-rsa", "rsa_private_key_pem": "-----BEGIN RSA PRIVATE KEY-----\n..."}
-//		  ]
-//		}
-//
-//	  - version: must be 1.
-//	  - keys: at least one; each has a unique non-empty "name" and exactly one
-//	    of "aes256" (standard base64, padded, of exactly 32 bytes) and
-//	    "rsa_private_key_pem" (PEM, PKCS#1 "RSA PRIVATE KEY" or PKCS#8
-//	    "PRIVATE KEY" holding an RSA key).
-//	  - encrypt_with: the name of the key new objects are written with. It may
-//	    be omitted when there is a single key (that key is used); with several
-//	    keys and no encrypt_with the keyring is decrypt-only.
-//	  - The name is stored with every object written ("keyname" in
-//	    x-amz-matdesc) and selects the key on read; renaming a key makes its
-//	    objects fall back to trial decryption.
-//	  - Unknown fields are errors. The file holds secrets: mode 0600.
+// keyringFile is the JSON form documented on ParseKeyring.
 type keyringFile struct {
 	Version     int              `json:"version"`
 	EncryptWith string           `json:"encrypt_with,omitempty"`
@@ -235,8 +213,36 @@ type keyringFileKey struct {
 	RSAPrivateKey string `json:"rsa_private_key_pem,omitempty"`
 }
 
-// ParseKeyring parses a keyring file (format above). Errors wrap ErrMalformed
-// and name the offending field; ErrNoMasterKey if encrypt_with names no key.
+// ParseKeyring parses a keyring file and returns its provider. A keyring
+// file is JSON (NewKeyringFile creates one):
+//
+//	{
+//	  "version": 1,
+//	  "encrypt_with": "default",
+//	  "keys": [
+//	    {"name": "default", "aes256": "<standard base64 of 32 bytes>"},
+//	    {"name": "old-rsa", "rsa_private_key_pem": "-----BEGIN RSA PRIVATE KEY-----\n..."}
+//	  ]
+//	}
+//
+// The fields:
+//
+//   - version: must be 1.
+//   - keys: at least one; each has a unique non-empty "name" and exactly one
+//     of "aes256" (standard padded base64 of exactly 32 bytes) and
+//     "rsa_private_key_pem" (PEM: PKCS#1 "RSA PRIVATE KEY" or PKCS#8
+//     "PRIVATE KEY" holding an RSA key).
+//   - encrypt_with: the name of the key new objects are written with. It may
+//     be omitted when there is a single key (that key is used); with several
+//     keys and no encrypt_with the keyring is decrypt-only.
+//
+// A key's name is stored with every object it wraps ("keyname" in
+// x-amz-matdesc) and selects the key on read; renaming a key makes its
+// objects fall back to trial decryption. Unknown fields are errors. The file
+// holds secrets and should be mode 0600.
+//
+// Errors wrap ErrMalformed and name the offending field, or ErrNoMasterKey if
+// encrypt_with names no key.
 func ParseKeyring(data []byte) (*KeyringProvider, error) {
 	var f keyringFile
 	dec := json.NewDecoder(bytes.NewReader(data))

@@ -1,0 +1,98 @@
+package cse
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+)
+
+// testBytes returns n deterministic pseudo-random bytes for the seed.
+func testBytes(seed uint64, n int) []byte {
+	var s [32]byte
+	s[0] = byte(seed)
+	s[1] = byte(seed >> 8)
+	b := make([]byte, n)
+	r := rand.NewChaCha8(s)
+	_, _ = r.Read(b)
+	return b
+}
+
+func testKeyIV(t testing.TB) (key, iv []byte) {
+	t.Helper()
+	return testBytes(1, KeySize), testBytes(2, GCMIVSize)
+}
+
+// stdSeal is the reference: the standard library's one-shot GCM.
+func stdSeal(t testing.TB, key, iv, plain []byte) []byte {
+	t.Helper()
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := cipher.NewGCM(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g.Seal(nil, iv, plain, nil)
+}
+
+// stepWriter forwards to w in pieces of at most step bytes.
+func writeInSteps(w io.Writer, p []byte, step int) error {
+	for len(p) > 0 {
+		k := min(step, len(p))
+		n, err := w.Write(p[:k])
+		if err != nil {
+			return err
+		}
+		if n != k {
+			return io.ErrShortWrite
+		}
+		p = p[k:]
+	}
+	return nil
+}
+
+// readInSteps reads r to EOF with a buffer of step bytes.
+func readInSteps(r io.Reader, step int) ([]byte, error) {
+	var out bytes.Buffer
+	buf := make([]byte, step)
+	for {
+		n, err := r.Read(buf)
+		out.Write(buf[:n])
+		if err == io.EOF {
+			return out.Bytes(), nil
+		}
+		if err != nil {
+			return out.Bytes(), err
+		}
+	}
+}
+
+// mustFail asserts err wraps want.
+func mustFail(t *testing.T, err, want error) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got success, want %v", want)
+	}
+	if !errors.Is(err, want) {
+		t.Fatalf("got %v, want an error wrapping %v", err, want)
+	}
+}
+
+// errAfterReader returns data then a non-EOF error.
+type errAfterReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errAfterReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		return n, e.err
+	}
+	return n, err
+}
