@@ -1,12 +1,212 @@
+// Command csefs mounts an S3 bucket (or a prefix of one, or a local
+// directory) as a directory, encrypting on the client in the format of Amazon
+// EMRFS client-side encryption and the AWS S3 Encryption Clients.
 package main
 
 import (
-	_ "github.com/aws/aws-sdk-go-v2/config"
-	_ "github.com/aws/aws-sdk-go-v2/service/kms"
-	_ "github.com/aws/aws-sdk-go-v2/service/s3"
-	_ "github.com/hanwen/go-fuse/v2/fs"
-	_ "github.com/hashicorp/golang-lru/v2"
-	_ "github.com/urfave/cli/v2"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/csefs/csefs/mount"
 )
 
-func main() {}
+func main() {
+	if err := newApp().Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "csefs:", err)
+		os.Exit(1)
+	}
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "csefs",
+		Usage: "mount S3 as a directory with EMRFS-compatible client-side encryption",
+		Commands: []*cli.Command{
+			mountCommand(),
+			unmountCommand(),
+			keyringCommand(),
+		},
+	}
+}
+
+func mountCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "mount",
+		Usage:     "mount a bucket, prefix or local directory",
+		ArgsUsage: "s3://BUCKET[/PREFIX]|file:///ABS/DIR MOUNTPOINT",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
+			&cli.StringFlag{Name: "kms-endpoint-url", Usage: "KMS endpoint URL (default: AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL, or AWS)"},
+			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
+			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
+			&cli.StringFlag{Name: "cse", Usage: "encryption mode: kms, custom or off (default: kms for s3://, custom for file://)"},
+			&cli.StringFlag{Name: "kms-key-id", Usage: "KMS key for new objects: key id, key ARN, alias/NAME or alias ARN"},
+			&cli.StringFlag{Name: "kms-wrap", Value: "kms+context", Usage: "KMS wrapping for new objects: kms+context, or kms for the legacy EMRFS context {\"kms_cmk_id\": KEY}"},
+			&cli.StringFlag{Name: "storage-mode", Value: "object-metadata", Usage: "where new objects keep their envelope: object-metadata or instruction-file"},
+			&cli.StringFlag{Name: "keyring", Usage: "keyring file for --cse custom (default for file:// sources: " + mount.DefaultKeyring() + ", created if missing)"},
+			&cli.StringFlag{Name: "plaintext", Value: "allow", Usage: "objects without an envelope: allow (read them as they are) or deny (EACCES)"},
+			&cli.StringFlag{Name: "verify-threshold", Value: "8MiB", Usage: "GCM objects up to this size are authenticated whole before any byte is returned"},
+			&cli.BoolFlag{Name: "strict-ranged-reads", Usage: "authenticate a whole large object before serving random reads from it"},
+			&cli.DurationFlag{Name: "metadata-ttl", Value: 5 * time.Second, Usage: "how long listings and object attributes are trusted before S3 is asked again"},
+			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground instead of daemonizing"},
+			&cli.BoolFlag{Name: "read-only", Usage: "mount read-only"},
+			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)"},
+			&cli.IntFlag{Name: "uid", Value: os.Getuid(), Usage: "owner of every file and directory"},
+			&cli.IntFlag{Name: "gid", Value: os.Getgid(), Usage: "group of every file and directory"},
+			&cli.StringFlag{Name: "file-mode", Value: "0644", Usage: "permission bits of files (octal) that have none stored"},
+			&cli.StringFlag{Name: "dir-mode", Value: "0755", Usage: "permission bits of directories (octal)"},
+			&cli.StringFlag{Name: "part-size", Value: "8MiB", Usage: "multipart upload part size"},
+			&cli.IntFlag{Name: "upload-concurrency", Value: 4, Usage: "parts of one file uploaded in parallel"},
+			&cli.IntFlag{Name: "key-cache-size", Value: 1024, Usage: "unwrapped data keys kept in memory"},
+			&cli.DurationFlag{Name: "key-cache-ttl", Value: 10 * time.Minute, Usage: "how long an unwrapped data key is kept"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-file", Usage: "log destination (default: stderr in the foreground, a file beside the pid file in the background)"},
+			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request (very verbose)"},
+		},
+		Action: runMount,
+	}
+}
+
+func runMount(c *cli.Context) error {
+	if c.NArg() != 2 {
+		return fmt.Errorf("mount needs a source and a mountpoint; see csefs mount --help")
+	}
+	cfg := mount.Config{
+		Source:            c.Args().Get(0),
+		Mountpoint:        c.Args().Get(1),
+		EndpointURL:       c.String("endpoint-url"),
+		KMSEndpointURL:    c.String("kms-endpoint-url"),
+		Region:            c.String("region"),
+		PathStyle:         c.Bool("path-style"),
+		CSE:               c.String("cse"),
+		KMSKeyID:          c.String("kms-key-id"),
+		KMSWrap:           c.String("kms-wrap"),
+		StorageMode:       c.String("storage-mode"),
+		Keyring:           c.String("keyring"),
+		Plaintext:         c.String("plaintext"),
+		StrictRanged:      c.Bool("strict-ranged-reads"),
+		MetadataTTL:       c.Duration("metadata-ttl"),
+		ReadOnly:          c.Bool("read-only"),
+		AllowOther:        c.Bool("allow-other"),
+		UID:               uint32(c.Int("uid")),
+		GID:               uint32(c.Int("gid")),
+		UploadConcurrency: c.Int("upload-concurrency"),
+		KeyCacheSize:      c.Int("key-cache-size"),
+		KeyCacheTTL:       c.Duration("key-cache-ttl"),
+		LogLevel:          c.String("log-level"),
+		FuseDebug:         c.Bool("fuse-debug"),
+	}
+	var err error
+	if cfg.VerifyThreshold, err = parseSize(c.String("verify-threshold")); err != nil {
+		return fmt.Errorf("--verify-threshold: %w", err)
+	}
+	if cfg.PartSize, err = parseSize(c.String("part-size")); err != nil {
+		return fmt.Errorf("--part-size: %w", err)
+	}
+	if cfg.FileMode, err = parseMode(c.String("file-mode")); err != nil {
+		return fmt.Errorf("--file-mode: %w", err)
+	}
+	if cfg.DirMode, err = parseMode(c.String("dir-mode")); err != nil {
+		return fmt.Errorf("--dir-mode: %w", err)
+	}
+	if !c.Bool("foreground") && !mount.IsDaemonChild() {
+		logPath := c.String("log-file")
+		if logPath == "" {
+			mnt, _ := filepath.Abs(cfg.Mountpoint)
+			logPath = mount.DefaultLogFile(mnt)
+			if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+				return err
+			}
+		}
+		return mount.Daemonize(nil, logPath)
+	}
+	var out io.Writer = os.Stderr
+	if p := c.String("log-file"); p != "" && !mount.IsDaemonChild() {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		out = f
+	}
+	log, err := mount.Logger(cfg.LogLevel, out)
+	if err != nil {
+		return err
+	}
+	var ready func(error)
+	if mount.IsDaemonChild() {
+		ready = mount.ReadyFunc()
+	}
+	return mount.Run(context.Background(), cfg, log, ready)
+}
+
+func unmountCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "unmount",
+		Aliases:   []string{"umount"},
+		Usage:     "unmount, after in-flight uploads have finished",
+		ArgsUsage: "MOUNTPOINT",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "lazy", Aliases: []string{"z"}, Usage: "detach at once, even if busy or dead (\"transport endpoint is not connected\")"},
+			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long to wait for open files and uploads to finish"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("unmount needs a mountpoint")
+			}
+			return mount.Unmount(c.Args().First(), c.Bool("lazy"), c.Duration("timeout"))
+		},
+	}
+}
+
+func keyringCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "keyring",
+		Usage: "manage keyring files for --cse custom",
+		Subcommands: []*cli.Command{{
+			Name:      "create",
+			Usage:     "create a keyring with one new random AES-256 key (mode 0600)",
+			ArgsUsage: "FILE",
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 1 {
+					return fmt.Errorf("keyring create needs a file name")
+				}
+				return mount.CreateKeyring(c.Args().First())
+			},
+		}},
+	}
+}
+
+// parseSize reads "8MiB", "4M", "1048576" and the like.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if len(s) > len(u.suffix) && s[len(s)-len(u.suffix):] == u.suffix {
+			s, mult = s[:len(s)-len(u.suffix)], u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size", s)
+	}
+	return n * mult, nil
+}
+
+func parseMode(s string) (uint32, error) {
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o7777 {
+		return 0, fmt.Errorf("%q is not an octal mode", s)
+	}
+	return uint32(n), nil
+}

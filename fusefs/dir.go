@@ -1,0 +1,330 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/csefs/csefs/metadata"
+	"github.com/csefs/csefs/objectstore"
+)
+
+// dirNode is a directory: every key under prefix.
+type dirNode struct {
+	fs.Inode
+	fsys   *FS
+	prefix string // "" for the root, else "a/b/"
+}
+
+var (
+	_ fs.NodeLookuper  = (*dirNode)(nil)
+	_ fs.NodeReaddirer = (*dirNode)(nil)
+	_ fs.NodeGetattrer = (*dirNode)(nil)
+	_ fs.NodeCreater   = (*dirNode)(nil)
+	_ fs.NodeMkdirer   = (*dirNode)(nil)
+	_ fs.NodeUnlinker  = (*dirNode)(nil)
+	_ fs.NodeRmdirer   = (*dirNode)(nil)
+	_ fs.NodeStatfser  = (*dirNode)(nil)
+	_ fs.NodeSetattrer = (*dirNode)(nil)
+)
+
+func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.fsys.dirAttr(&out.Attr)
+	return 0
+}
+
+// Setattr accepts chmod/utimes on directories without persisting them:
+// directories are prefixes and have no metadata of their own.
+func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	d.fsys.dirAttr(&out.Attr)
+	return 0
+}
+
+func (f *FS) dirAttr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFDIR | f.opt.DirMode
+	a.Nlink = 2
+	a.Uid, a.Gid = f.opt.UID, f.opt.GID
+	a.Size = 4096
+	a.Blksize = 4096
+}
+
+func (f *FS) fileAttr(o *object, a *fuse.Attr) {
+	mode := f.opt.FileMode
+	if o.attrs.HasMode {
+		mode = o.attrs.Mode & 0o7777
+	}
+	a.Mode = syscall.S_IFREG | mode
+	a.Nlink = 1
+	a.Uid, a.Gid = f.opt.UID, f.opt.GID
+	a.Size = uint64(o.plainSize)
+	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = 1 << 20
+	mt := o.info.LastModified
+	if o.attrs.HasMtime {
+		mt = o.attrs.Mtime
+	}
+	a.SetTimes(nil, &mt, &mt)
+}
+
+// entryKind is what a name in a directory is.
+type entryKind int
+
+const (
+	entryNone entryKind = iota
+	entryFile
+	entryDir
+)
+
+// probe finds out what key is: a directory (some key under key/), a file,
+// or nothing. A name that is both is shown as the directory.
+func (f *FS) probe(ctx context.Context, key string) (entryKind, *object, error) {
+	var (
+		wg      sync.WaitGroup
+		isDir   bool
+		dirErr  error
+		obj     *object
+		fileErr error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		dirErr = f.store.List(ctx, key+"/", "/", func(p objectstore.ListPage) error {
+			isDir = len(p.Objects) > 0 || len(p.Prefixes) > 0
+			return errStop
+		})
+		if errors.Is(dirErr, errStop) {
+			dirErr = nil
+		}
+	}()
+	obj, fileErr = f.head(ctx, key)
+	wg.Wait()
+	switch {
+	case dirErr != nil:
+		return entryNone, nil, dirErr
+	case isDir:
+		return entryDir, nil, nil
+	case fileErr == nil:
+		return entryFile, obj, nil
+	case errors.Is(fileErr, objectstore.ErrNotFound):
+		return entryNone, nil, nil
+	default:
+		return entryNone, nil, fileErr
+	}
+}
+
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	f := d.fsys
+	if !validName(name) || metadata.IsInstructionKey(name) {
+		return nil, syscall.ENOENT
+	}
+	key := childKey(d.prefix, name)
+	if n := f.pendingNode(key); n != nil {
+		n.fillAttr(&out.Attr)
+		return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}), 0
+	}
+	k, obj, err := f.probe(ctx, key)
+	if err != nil {
+		return nil, f.logErr("lookup", key, err)
+	}
+	switch k {
+	case entryDir:
+		f.dirAttr(&out.Attr)
+		return d.NewInode(ctx, &dirNode{fsys: f, prefix: key + "/"}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(key, true)}), 0
+	case entryFile:
+		f.fileAttr(obj, &out.Attr)
+		return d.NewInode(ctx, &fileNode{fsys: f, key: key}, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}), 0
+	}
+	return nil, syscall.ENOENT
+}
+
+func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	f := d.fsys
+	seen := make(map[string]bool)
+	var entries []fuse.DirEntry
+	var files []objectstore.Info
+	err := f.store.List(ctx, d.prefix, "/", func(p objectstore.ListPage) error {
+		for _, pre := range p.Prefixes {
+			name := strings.TrimSuffix(strings.TrimPrefix(pre, d.prefix), "/")
+			if !validName(name) || seen[name] {
+				continue
+			}
+			seen[name] = true
+			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: ino(d.prefix+name, true)})
+		}
+		for _, o := range p.Objects {
+			name := strings.TrimPrefix(o.Key, d.prefix)
+			if !validName(name) || metadata.IsInstructionKey(name) {
+				continue // the "dir/" marker itself, odd keys, instruction files
+			}
+			files = append(files, o)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, f.logErr("readdir", d.prefix, err)
+	}
+	for _, o := range files {
+		name := strings.TrimPrefix(o.Key, d.prefix)
+		if seen[name] {
+			continue // a directory of the same name wins
+		}
+		seen[name] = true
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(o.Key, false)})
+	}
+	for _, key := range f.pendingUnder(d.prefix) {
+		name := strings.TrimPrefix(key, d.prefix)
+		if !seen[name] {
+			seen[name] = true
+			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(key, false)})
+		}
+	}
+	f.prefetchHeads(files)
+	return fs.NewListDirStream(entries), 0
+}
+
+// prefetchHeads resolves listed files in the background, a few at a time,
+// so the lookups that follow a readdir (ls -l) find them in the stat cache.
+func (f *FS) prefetchHeads(files []objectstore.Info) {
+	var todo []string
+	for _, o := range files {
+		if f.cachedStat(o.Key) == nil {
+			todo = append(todo, o.Key)
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		sem := make(chan struct{}, 16)
+		var wg sync.WaitGroup
+		for _, key := range todo {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				_, _ = f.head(ctx, key) // errors surface on the real lookup
+			}()
+		}
+		wg.Wait()
+	}()
+}
+
+func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	f := d.fsys
+	if f.opt.ReadOnly {
+		return nil, nil, 0, syscall.EROFS
+	}
+	if !validName(name) || metadata.IsInstructionKey(name) {
+		return nil, nil, 0, syscall.EINVAL
+	}
+	key := childKey(d.prefix, name)
+	n := &fileNode{fsys: f, key: key}
+	w, err := f.newWriter(ctx, n, mode, true)
+	if err != nil {
+		return nil, nil, 0, f.logErr("create", key, err)
+	}
+	n.fillAttr(&out.Attr)
+	ch := d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)})
+	return ch, w, 0, 0
+}
+
+func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	f := d.fsys
+	if f.opt.ReadOnly {
+		return nil, syscall.EROFS
+	}
+	if !validName(name) {
+		return nil, syscall.EINVAL
+	}
+	key := childKey(d.prefix, name)
+	if k, _, err := f.probe(ctx, key); err != nil {
+		return nil, f.logErr("mkdir", key, err)
+	} else if k != entryNone {
+		return nil, syscall.EEXIST
+	}
+	if _, err := f.store.Put(ctx, key+"/", nil, nil); err != nil {
+		return nil, f.logErr("mkdir", key+"/", err)
+	}
+	f.dirAttr(&out.Attr)
+	return d.NewInode(ctx, &dirNode{fsys: f, prefix: key + "/"}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(key, true)}), 0
+}
+
+func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	f := d.fsys
+	if f.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	key := childKey(d.prefix, name)
+	o, err := f.head(ctx, key)
+	if err != nil {
+		return f.logErr("unlink", key, err)
+	}
+	if err := f.store.Delete(ctx, key); err != nil {
+		return f.logErr("unlink", key, err)
+	}
+	f.putStat(key, nil)
+	if o.instr || o.kind == kindPlain {
+		// An instruction file may exist beside the object; remove it too,
+		// or a later object of the same name would inherit it.
+		if err := f.store.Delete(ctx, metadata.InstructionKey(key)); err != nil {
+			f.log.Warn("could not delete instruction file", "object", f.uri(key), "cause", err.Error())
+		}
+	}
+	return 0
+}
+
+func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	f := d.fsys
+	if f.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	key := childKey(d.prefix, name) + "/"
+	empty := true
+	err := f.store.List(ctx, key, "/", func(p objectstore.ListPage) error {
+		for _, o := range p.Objects {
+			if o.Key != key {
+				empty = false
+			}
+		}
+		if len(p.Prefixes) > 0 {
+			empty = false
+		}
+		if !empty {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return f.logErr("rmdir", key, err)
+	}
+	if !empty {
+		return syscall.ENOTEMPTY
+	}
+	if err := f.store.Delete(ctx, key); err != nil {
+		return f.logErr("rmdir", key, err)
+	}
+	return 0
+}
+
+func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	// Object stores have no fixed capacity; report a large, stable figure so
+	// that tools which check free space proceed.
+	const blocks = 1 << 40 / 4096 * 1024 // 1 PiB in 4 KiB blocks
+	out.Bsize = 4096
+	out.Frsize = 4096
+	out.Blocks = blocks
+	out.Bfree = blocks
+	out.Bavail = blocks
+	out.Files = 1 << 30
+	out.Ffree = 1 << 30
+	out.NameLen = 1024
+	return 0
+}

@@ -1,0 +1,242 @@
+// Package fusefs serves an object store as a FUSE filesystem (go-fuse v2),
+// encrypting and decrypting object bodies with the S3EC format of cse and
+// metadata.
+//
+// Layout: directories are key prefixes (and "dir/" marker objects); files are
+// objects. Instruction files ("<key>.instruction") are hidden. Every error
+// reaches the kernel through toErrno, and every error worth a log line is
+// logged once, with the object key and the cause, never key material.
+//
+// Reads: see read.go for the authentication policy. Writes: see write.go; a
+// new object becomes visible only when its upload completes, in Flush or
+// Fsync, and close(2)/fsync(2) return that upload's result.
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"log/slog"
+	"path"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/objectstore"
+)
+
+// StorageMode says where a new object's envelope goes.
+type StorageMode int
+
+const (
+	ObjectMetadata  StorageMode = iota // x-amz-* user metadata (default)
+	InstructionFile                    // <key>.instruction beside the object
+)
+
+// Options configure a filesystem.
+type Options struct {
+	Store objectstore.Store
+	// Provider wraps and unwraps data keys (normally a keycache.Cache in
+	// front of a KMS or keyring provider). Nil means --cse off: new objects
+	// are written in plaintext and encrypted objects cannot be read.
+	Provider cse.Provider
+	// StorageMode for new objects.
+	StorageMode StorageMode
+	// MatDesc is added to every new object's materials description.
+	MatDesc map[string]string
+	// URIPrefix is "s3://bucket/prefix/" (or file:///dir/), used to name
+	// objects to providers and in logs.
+	URIPrefix string
+	// DenyPlaintext refuses objects without an envelope (--plaintext=deny).
+	DenyPlaintext bool
+	// VerifyThreshold: GCM objects up to this plaintext size are read and
+	// authenticated whole before any byte is returned.
+	VerifyThreshold int64
+	// StrictRanged: random reads of larger objects are served only after the
+	// whole object has been authenticated once (per ETag).
+	StrictRanged bool
+	// MetadataTTL bounds how long a HEAD or listing result is trusted.
+	MetadataTTL time.Duration
+	ReadOnly    bool
+	UID, GID    uint32
+	FileMode    uint32 // permission bits for files, e.g. 0644
+	DirMode     uint32 // permission bits for directories, e.g. 0755
+	// ReadAhead is the sequential read-ahead window in bytes.
+	ReadAhead int64
+	Logger    *slog.Logger
+}
+
+// FS is the shared state of one mount.
+type FS struct {
+	opt   Options
+	store objectstore.Store
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	stats map[string]statEntry // key -> resolved object, within MetadataTTL
+
+	verifiedMu sync.Mutex
+	verified   map[string]bool // "key\x00etag" of GCM objects whose tag verified
+
+	inflight sync.WaitGroup // uploads in progress
+
+	pendMu sync.Mutex
+	pend   map[string]*fileNode // files being written, not yet committed
+}
+
+type statEntry struct {
+	obj *object
+	at  time.Time
+}
+
+// New returns a filesystem and its root node.
+func New(opt Options) (*FS, fs.InodeEmbedder) {
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.MetadataTTL <= 0 {
+		opt.MetadataTTL = 5 * time.Second
+	}
+	if opt.FileMode == 0 {
+		opt.FileMode = 0o644
+	}
+	if opt.DirMode == 0 {
+		opt.DirMode = 0o755
+	}
+	if opt.ReadAhead <= 0 {
+		opt.ReadAhead = 8 << 20
+	}
+	f := &FS{
+		opt:      opt,
+		store:    opt.Store,
+		log:      opt.Logger,
+		stats:    make(map[string]statEntry),
+		verified: make(map[string]bool),
+		pend:     make(map[string]*fileNode),
+	}
+	return f, &dirNode{fsys: f, prefix: ""}
+}
+
+// WaitUploads blocks until every upload in progress has finished.
+func (f *FS) WaitUploads() { f.inflight.Wait() }
+
+// MountOptions returns the go-fuse options csefs mounts with.
+func (f *FS) MountOptions(fsName string, allowOther, debug bool) *fs.Options {
+	ttl := time.Second
+	if f.opt.MetadataTTL < ttl {
+		ttl = f.opt.MetadataTTL
+	}
+	neg := ttl
+	return &fs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:        fsName,
+			Name:          "csefs",
+			AllowOther:    allowOther,
+			MaxWrite:      1 << 20, // Linux caps requests at 1 MiB
+			MaxReadAhead:  1 << 20,
+			MaxBackground: 64,
+			Debug:         debug,
+		},
+		EntryTimeout:    &ttl,
+		AttrTimeout:     &ttl,
+		NegativeTimeout: &neg,
+		UID:             f.opt.UID,
+		GID:             f.opt.GID,
+	}
+}
+
+// uri names an object for logs and providers.
+func (f *FS) uri(key string) string { return f.opt.URIPrefix + key }
+
+// logErr logs a failed operation once and returns its errno.
+func (f *FS) logErr(op, key string, err error) syscall.Errno {
+	errno := toErrno(err)
+	if errno == syscall.ENOENT || errno == syscall.EINTR {
+		return errno
+	}
+	lvl := slog.LevelWarn
+	if errno == syscall.EIO || errno == syscall.EACCES {
+		lvl = slog.LevelError
+	}
+	f.log.Log(context.Background(), lvl, "operation failed", "op", op, "object", f.uri(key), "errno", errno.Error(), "cause", err.Error())
+	return errno
+}
+
+// cachedStat returns a fresh resolved object for key, if any.
+func (f *FS) cachedStat(key string) *object {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.stats[key]
+	if !ok || time.Since(e.at) > f.opt.MetadataTTL {
+		return nil
+	}
+	return e.obj
+}
+
+func (f *FS) putStat(key string, o *object) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if o == nil {
+		delete(f.stats, key)
+		return
+	}
+	f.stats[key] = statEntry{obj: o, at: time.Now()}
+	if len(f.stats) > 100000 {
+		// Crude bound: drop everything expired.
+		for k, e := range f.stats {
+			if time.Since(e.at) > f.opt.MetadataTTL {
+				delete(f.stats, k)
+			}
+		}
+	}
+}
+
+func (f *FS) isVerified(key, etag string) bool {
+	f.verifiedMu.Lock()
+	defer f.verifiedMu.Unlock()
+	return f.verified[key+"\x00"+etag]
+}
+
+func (f *FS) setVerified(key, etag string) {
+	f.verifiedMu.Lock()
+	defer f.verifiedMu.Unlock()
+	if len(f.verified) > 100000 {
+		clear(f.verified)
+	}
+	f.verified[key+"\x00"+etag] = true
+}
+
+// ino gives a key a stable inode number, so that two lookups of one path
+// are one inode to the kernel.
+func ino(key string, dir bool) uint64 {
+	h := fnv.New64a()
+	if dir {
+		h.Write([]byte{'d'})
+	} else {
+		h.Write([]byte{'f'})
+	}
+	h.Write([]byte(key))
+	n := h.Sum64()
+	if n <= 1 {
+		n += 2 // 1 is the root
+	}
+	return n
+}
+
+// childKey joins a directory prefix and a name.
+func childKey(prefix, name string) string { return prefix + name }
+
+// validName rejects names that cannot be object key segments.
+func validName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.Contains(name, "/")
+}
+
+// baseName is the last path element of a key ("a/b/" -> "b").
+func baseName(key string) string { return path.Base(strings.TrimSuffix(key, "/")) }
+
+var errStop = errors.New("stop")

@@ -1,0 +1,180 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/metadata"
+	"github.com/csefs/csefs/objectstore"
+)
+
+// kind is how an object's body is stored.
+type kind int
+
+const (
+	kindPlain kind = iota // no envelope: passed through
+	kindGCM               // AES/GCM/NoPadding
+	kindCBC               // AES/CBC/PKCS5Padding (legacy, read only)
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindGCM:
+		return "gcm"
+	case kindCBC:
+		return "cbc"
+	}
+	return "plaintext"
+}
+
+// object is what a HEAD (plus, where needed, the instruction file) tells
+// about one object.
+type object struct {
+	key       string
+	info      objectstore.Info
+	kind      kind
+	env       *metadata.Envelope // nil for plaintext
+	plainSize int64
+	attrs     metadata.Attrs
+	instr     bool // the envelope came from an instruction file
+}
+
+// head resolves key through the stat cache.
+func (f *FS) head(ctx context.Context, key string) (*object, error) {
+	if o := f.cachedStat(key); o != nil {
+		return o, nil
+	}
+	info, err := f.store.Head(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	o, err := f.resolve(ctx, info)
+	if err != nil {
+		return nil, err
+	}
+	f.putStat(key, o)
+	return o, nil
+}
+
+// resolve finds an object's envelope (metadata, else instruction file) and
+// plaintext size.
+func (f *FS) resolve(ctx context.Context, info *objectstore.Info) (*object, error) {
+	o := &object{key: info.Key, info: *info, attrs: metadata.ParseAttrs(info.Metadata)}
+	env, err := metadata.Detect(info.Metadata)
+	switch {
+	case err == nil:
+	case errors.Is(err, metadata.ErrNoEnvelope):
+		env, err = f.instruction(ctx, info)
+		if err != nil {
+			return nil, err
+		}
+		o.instr = env != nil
+	default:
+		return nil, fmt.Errorf("envelope of %s: %w", info.Key, err)
+	}
+	if env == nil {
+		if f.opt.DenyPlaintext {
+			return nil, errPlaintextDenied
+		}
+		o.kind = kindPlain
+		o.plainSize = info.Size
+		return o, nil
+	}
+	o.env = env
+	switch env.Key.CEKAlg {
+	case cse.CEKAlgGCM:
+		o.kind = kindGCM
+		n, err := cse.GCMPlainSize(info.Size)
+		if err != nil {
+			return nil, fmt.Errorf("object %s: %w", info.Key, err)
+		}
+		o.plainSize = n
+	case cse.CEKAlgCBC:
+		o.kind = kindCBC
+		if n, ok := env.PlainSize(info.Size); ok {
+			o.plainSize = n
+		} else if o.plainSize, err = f.cbcSize(ctx, o); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("object %s: content algorithm %q: %w", info.Key, env.Key.CEKAlg, cse.ErrUnsupported)
+	}
+	return o, nil
+}
+
+// instruction loads key's instruction file. It returns nil, nil when there
+// is none and the object does not claim one: the object is plaintext.
+func (f *FS) instruction(ctx context.Context, info *objectstore.Info) (*metadata.Envelope, error) {
+	if metadata.IsInstructionKey(info.Key) {
+		return nil, nil
+	}
+	claims := info.Metadata[metadata.AttrEnvelope] == metadata.EnvelopeInstructionFile
+	rc, _, err := f.store.Get(ctx, metadata.InstructionKey(info.Key), objectstore.GetOptions{Length: -1})
+	if errors.Is(err, objectstore.ErrNotFound) {
+		if claims {
+			return nil, fmt.Errorf("object %s: %w", info.Key, metadata.ErrNoInstructionFile)
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	body, err := io.ReadAll(io.LimitReader(rc, 64<<10))
+	if err != nil {
+		return nil, err
+	}
+	env, err := metadata.ParseInstruction(body)
+	if err != nil {
+		return nil, fmt.Errorf("instruction file of %s: %w", info.Key, err)
+	}
+	return env, nil
+}
+
+// dataKey unwraps an object's data key. The caller zeroes it.
+func (f *FS) dataKey(ctx context.Context, o *object) ([]byte, error) {
+	if f.opt.Provider == nil {
+		return nil, errNoProvider
+	}
+	k, err := f.opt.Provider.DecryptKey(ctx, o.env.Key)
+	if err != nil {
+		return nil, fmt.Errorf("data key of %s (wrap %q): %w", o.key, o.env.Key.WrapAlg, err)
+	}
+	return k, nil
+}
+
+// cbcSize derives a CBC object's plaintext size from its last two blocks.
+func (f *FS) cbcSize(ctx context.Context, o *object) (int64, error) {
+	size := o.info.Size
+	if size < cse.BlockSize || size%cse.BlockSize != 0 {
+		return 0, fmt.Errorf("object %s: CBC body of %d bytes: %w", o.key, size, cse.ErrMalformed)
+	}
+	key, err := f.dataKey(ctx, o)
+	if err != nil {
+		return 0, err
+	}
+	defer cse.Zero(key)
+	off := max(size-2*cse.BlockSize, 0)
+	rc, _, err := f.store.Get(ctx, o.key, objectstore.GetOptions{Offset: off, Length: size - off, IfMatch: o.info.ETag})
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	tail, err := io.ReadAll(rc)
+	if err != nil {
+		return 0, err
+	}
+	prev := o.env.IV
+	last := tail
+	if len(tail) == 2*cse.BlockSize {
+		prev, last = tail[:cse.BlockSize], tail[cse.BlockSize:]
+	}
+	n, err := cse.CBCPlainSizeFromTail(key, prev, last, size)
+	if err != nil {
+		return 0, fmt.Errorf("object %s: %w", o.key, err)
+	}
+	return n, nil
+}

@@ -1,0 +1,391 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/objectstore"
+)
+
+// Authentication policy (docs/security.md):
+//
+//   - GCM objects up to VerifyThreshold are fetched and authenticated whole at
+//     open; a tampered object fails open(2) with EIO.
+//   - Larger objects read sequentially from offset 0 are decrypted as they
+//     stream; the chunk holding the last bytes is released only after the tag
+//     has verified, so a whole-file read never reaches EOF unauthenticated.
+//   - Random reads of larger objects are decrypted with AES-CTR from
+//     ETag-pinned ranged GETs. They are not authenticated, except that any read
+//     that includes the object's last byte first authenticates the whole
+//     object (once per ETag). StrictRanged authenticates the whole object
+//     before serving the first random read.
+//
+// chunkSize is the unit of sequential read-ahead.
+const chunkSize = 1 << 20
+
+type readHandle struct {
+	fsys *FS
+	obj  *object
+	key  []byte // data key; nil for plaintext
+
+	mu     sync.Mutex
+	whole  []byte // authenticated plaintext of a small object
+	seq    *seqReader
+	closed bool
+}
+
+var (
+	_ fs.FileReader    = (*readHandle)(nil)
+	_ fs.FileReleaser  = (*readHandle)(nil)
+	_ fs.FileGetattrer = (*readHandle)(nil)
+)
+
+func (f *FS) newReader(ctx context.Context, o *object) (*readHandle, error) {
+	r := &readHandle{fsys: f, obj: o}
+	if o.kind != kindPlain {
+		k, err := f.dataKey(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		r.key = k
+	}
+	if o.kind == kindGCM && o.plainSize <= f.opt.VerifyThreshold {
+		whole, err := r.readAll(ctx)
+		if err != nil {
+			r.zero()
+			return nil, err
+		}
+		r.whole = whole
+		f.setVerified(o.key, o.info.ETag)
+	}
+	return r, nil
+}
+
+func (r *readHandle) zero() {
+	cse.Zero(r.key)
+	r.key = nil
+}
+
+// openStream opens the object from the start as a plaintext stream that
+// authenticates (GCM) or checks padding (CBC) at its end.
+func (r *readHandle) openStream(ctx context.Context) (io.Reader, io.Closer, error) {
+	o := r.obj
+	rc, _, err := r.fsys.store.Get(ctx, o.key, objectstore.GetOptions{Length: -1, IfMatch: o.info.ETag})
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.kind == kindPlain {
+		return rc, rc, nil
+	}
+	dec, err := cse.NewDecryptReader(rc, r.key, o.env.Key.CEKAlg, o.env.IV)
+	if err != nil {
+		rc.Close()
+		return nil, nil, err
+	}
+	return dec, rc, nil
+}
+
+// readAll returns the whole authenticated plaintext.
+func (r *readHandle) readAll(ctx context.Context) ([]byte, error) {
+	src, c, err := r.openStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	buf := make([]byte, 0, r.obj.plainSize)
+	buf, err = readAllInto(buf, src)
+	if err != nil {
+		return nil, fmt.Errorf("object %s: %w", r.obj.key, err)
+	}
+	if int64(len(buf)) != r.obj.plainSize {
+		return nil, fmt.Errorf("object %s: %d bytes, expected %d: %w", r.obj.key, len(buf), r.obj.plainSize, cse.ErrTruncated)
+	}
+	return buf, nil
+}
+
+func readAllInto(buf []byte, src io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := src.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// verify authenticates the whole object once per ETag.
+func (r *readHandle) verify(ctx context.Context) error {
+	o := r.obj
+	if o.kind != kindGCM || r.fsys.isVerified(o.key, o.info.ETag) {
+		return nil
+	}
+	src, c, err := r.openStream(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := io.Copy(io.Discard, src); err != nil {
+		return fmt.Errorf("object %s: %w", o.key, err)
+	}
+	r.fsys.setVerified(o.key, o.info.ETag)
+	return nil
+}
+
+func (r *readHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	r.fsys.fileAttr(r.obj, &out.Attr)
+	return 0
+}
+
+func (r *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	o := r.obj
+	if off >= o.plainSize || len(dest) == 0 {
+		return fuse.ReadResultData(nil), 0
+	}
+	n := min(int64(len(dest)), o.plainSize-off)
+	dest = dest[:n]
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, syscall.EBADF
+	}
+	if r.whole != nil {
+		r.mu.Unlock()
+		return fuse.ReadResultData(r.whole[off : off+n]), 0
+	}
+	seq := r.seq
+	if seq == nil && off == 0 {
+		src, c, err := r.openStream(ctx)
+		if err != nil {
+			r.mu.Unlock()
+			return nil, r.fsys.logErr("read", o.key, err)
+		}
+		seq = newSeqReader(src, c, o.plainSize, r.fsys.opt.ReadAhead, func() { r.fsys.setVerified(o.key, o.info.ETag) })
+		r.seq = seq
+	}
+	r.mu.Unlock()
+	if seq != nil {
+		ok, err := seq.readAt(ctx, dest, off)
+		if err != nil {
+			return nil, r.fsys.logErr("read", o.key, err)
+		}
+		if ok {
+			return fuse.ReadResultData(dest), 0
+		}
+	}
+	if err := r.readRange(ctx, dest, off); err != nil {
+		return nil, r.fsys.logErr("read", o.key, err)
+	}
+	return fuse.ReadResultData(dest), 0
+}
+
+// readRange serves a random read with a ranged GET pinned to the ETag.
+func (r *readHandle) readRange(ctx context.Context, dest []byte, off int64) error {
+	o := r.obj
+	end := off + int64(len(dest))
+	if o.kind == kindGCM && (r.fsys.opt.StrictRanged || end == o.plainSize) {
+		if err := r.verify(ctx); err != nil {
+			return err
+		}
+	}
+	fetchOff, fetchLen := off, int64(len(dest))
+	if o.kind == kindCBC {
+		fetchOff, fetchLen = cse.CBCRange(off, int64(len(dest)), o.info.Size)
+	}
+	rc, _, err := r.fsys.store.Get(ctx, o.key, objectstore.GetOptions{Offset: fetchOff, Length: fetchLen, IfMatch: o.info.ETag})
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	src := make([]byte, fetchLen)
+	if _, err := io.ReadFull(rc, src); err != nil {
+		return fmt.Errorf("ranged read of %s at %d: %w", o.key, fetchOff, err)
+	}
+	switch o.kind {
+	case kindPlain:
+		copy(dest, src)
+	case kindGCM:
+		return cse.DecryptGCMRange(r.key, o.env.IV, off, dest, src)
+	case kindCBC:
+		plain, err := cse.DecryptCBCRange(r.key, o.env.IV, fetchOff, o.info.Size, src)
+		if err != nil {
+			return err
+		}
+		skip := off - cse.CBCRangeStart(fetchOff)
+		if skip < 0 || skip+int64(len(dest)) > int64(len(plain)) {
+			return fmt.Errorf("object %s: CBC range [%d,%d) outside plaintext: %w", o.key, off, end, cse.ErrMalformed)
+		}
+		copy(dest, plain[skip:])
+	}
+	return nil
+}
+
+func (r *readHandle) Release(ctx context.Context) syscall.Errno {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	if r.seq != nil {
+		r.seq.close()
+		r.seq = nil
+	}
+	r.whole = nil
+	r.zero()
+	return 0
+}
+
+// seqReader reads a plaintext stream ahead of the reader, in chunks, in a
+// goroutine, keeping at most readAhead bytes ahead and one chunk behind the
+// furthest read. Reads slightly out of order (the kernel's async reads) are
+// served from the kept chunks.
+type seqReader struct {
+	src       io.Reader
+	closer    io.Closer
+	size      int64
+	readAhead int64
+	onVerify  func()
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	chunks [][]byte // contiguous, chunks[0] starts at start
+	start  int64
+	end    int64
+	pos    int64 // furthest offset a reader asked for
+	err    error // terminal; reads past end fail with it
+	done   bool
+}
+
+var errHandleClosed = errors.New("fusefs: read handle closed")
+
+func newSeqReader(src io.Reader, c io.Closer, size, readAhead int64, onVerify func()) *seqReader {
+	s := &seqReader{src: src, closer: c, size: size, readAhead: max(readAhead, 2*chunkSize), onVerify: onVerify}
+	s.cond = sync.NewCond(&s.mu)
+	go s.pump()
+	return s
+}
+
+func (s *seqReader) pump() {
+	defer s.closer.Close()
+	for {
+		s.mu.Lock()
+		for s.err == nil && s.end-s.pos >= s.readAhead {
+			s.cond.Wait()
+		}
+		if s.err != nil {
+			s.mu.Unlock()
+			return
+		}
+		next := s.end
+		s.mu.Unlock()
+
+		n := min(int64(chunkSize), s.size-next)
+		buf := make([]byte, n)
+		_, err := io.ReadFull(s.src, buf)
+		if err == nil && next+n == s.size {
+			// Last chunk: release it only once the stream has ended
+			// cleanly, i.e. the GCM tag (or CBC padding) has verified.
+			var one [1]byte
+			m, e := s.src.Read(one[:])
+			for m == 0 && e == nil {
+				m, e = s.src.Read(one[:])
+			}
+			switch {
+			case m > 0:
+				err = fmt.Errorf("object longer than its size: %w", cse.ErrMalformed)
+			case e != io.EOF:
+				err = e
+			}
+		} else if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("object ended at %d of %d: %w", next, s.size, cse.ErrTruncated)
+		}
+
+		s.mu.Lock()
+		if s.err != nil { // closed meanwhile
+			s.mu.Unlock()
+			return
+		}
+		if err != nil {
+			s.err = err
+		} else {
+			s.chunks = append(s.chunks, buf)
+			s.end += n
+			// Keep one chunk behind the furthest read.
+			for len(s.chunks) > 1 && s.start+int64(len(s.chunks[0])) < s.pos-chunkSize {
+				s.start += int64(len(s.chunks[0]))
+				s.chunks = s.chunks[1:]
+			}
+			if s.end == s.size {
+				s.done = true
+				s.err = io.EOF
+				if s.onVerify != nil {
+					s.onVerify()
+				}
+			}
+		}
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		if err != nil || s.done {
+			return
+		}
+	}
+}
+
+// readAt fills dest from offset off. ok is false when off is outside what the
+// stream can serve (behind the kept chunks, or too far ahead).
+func (s *seqReader) readAt(ctx context.Context, dest []byte, off int64) (ok bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if off < s.start || off > s.end+s.readAhead {
+		return false, nil
+	}
+	want := off + int64(len(dest))
+	if want > s.pos {
+		s.pos = want
+		s.cond.Broadcast()
+	}
+	for s.end < want && s.err == nil {
+		s.cond.Wait()
+	}
+	if s.end < want {
+		if s.err == errHandleClosed {
+			return false, errHandleClosed
+		}
+		return false, s.err
+	}
+	if off < s.start {
+		return false, nil // dropped while waiting
+	}
+	// Copy out of the kept chunks.
+	pos := s.start
+	for _, c := range s.chunks {
+		cend := pos + int64(len(c))
+		if cend > off && pos < want {
+			from := max(off, pos)
+			to := min(want, cend)
+			copy(dest[from-off:to-off], c[from-pos:to-pos])
+		}
+		pos = cend
+	}
+	return true, nil
+}
+
+func (s *seqReader) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil || s.err == io.EOF {
+		s.err = errHandleClosed
+	}
+	s.cond.Broadcast()
+}

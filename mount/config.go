@@ -1,0 +1,149 @@
+// Package mount wires csefs together: it builds the SDK clients, the object
+// store, the key provider behind the key cache and the FUSE server from a
+// Config, mounts, signals readiness, handles signals, and unmounts.
+package mount
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is everything the command line can say about one mount.
+type Config struct {
+	Source     string // s3://BUCKET[/PREFIX] or file:///ABS/DIR
+	Mountpoint string
+
+	EndpointURL    string // S3 endpoint; AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL otherwise
+	KMSEndpointURL string // KMS endpoint; AWS_ENDPOINT_URL_KMS otherwise
+	Region         string
+	PathStyle      bool
+
+	CSE         string // "kms", "custom", "off"; "" picks kms for s3:// and custom for file://
+	KMSKeyID    string
+	KMSWrap     string // "kms+context" (default) or "kms"
+	StorageMode string // "object-metadata" (default) or "instruction-file"
+	Keyring     string // keyring file for --cse custom
+
+	Plaintext       string // "allow" (default) or "deny"
+	VerifyThreshold int64
+	StrictRanged    bool
+	MetadataTTL     time.Duration
+
+	ReadOnly   bool
+	AllowOther bool
+	UID, GID   uint32
+	FileMode   uint32
+	DirMode    uint32
+
+	PartSize          int64
+	UploadConcurrency int
+	KeyCacheSize      int
+	KeyCacheTTL       time.Duration
+
+	LogLevel  string
+	LogFile   string
+	FuseDebug bool
+}
+
+// source is a parsed Config.Source.
+type source struct {
+	scheme string // "s3" or "file"
+	bucket string // s3
+	prefix string // s3, "" or ending in "/"
+	dir    string // file
+}
+
+func parseSource(s string) (source, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return source{}, fmt.Errorf("source %q: %w", s, err)
+	}
+	switch u.Scheme {
+	case "s3":
+		if u.Host == "" {
+			return source{}, fmt.Errorf("source %q: no bucket", s)
+		}
+		p := strings.Trim(u.Path, "/")
+		if p != "" {
+			p += "/"
+		}
+		return source{scheme: "s3", bucket: u.Host, prefix: p}, nil
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return source{}, fmt.Errorf("source %q: file URLs take an absolute path (file:///dir)", s)
+		}
+		if !filepath.IsAbs(u.Path) {
+			return source{}, fmt.Errorf("source %q: not an absolute path", s)
+		}
+		return source{scheme: "file", dir: filepath.Clean(u.Path)}, nil
+	}
+	return source{}, fmt.Errorf("source %q: expected s3://BUCKET[/PREFIX] or file:///ABS/DIR", s)
+}
+
+func (s source) uri() string {
+	if s.scheme == "s3" {
+		return "s3://" + s.bucket + "/" + s.prefix
+	}
+	return "file://" + s.dir + "/"
+}
+
+// normalize fills defaults and rejects contradictions.
+func (c *Config) normalize() (source, error) {
+	src, err := parseSource(c.Source)
+	if err != nil {
+		return src, err
+	}
+	if c.CSE == "" {
+		if src.scheme == "file" {
+			c.CSE = "custom"
+		} else {
+			c.CSE = "kms"
+		}
+	}
+	switch c.CSE {
+	case "kms":
+		if c.KMSKeyID == "" {
+			return src, errors.New("--cse kms needs --kms-key-id")
+		}
+	case "custom", "off":
+	default:
+		return src, fmt.Errorf("--cse %q: expected kms, custom or off", c.CSE)
+	}
+	if c.KMSWrap == "" {
+		c.KMSWrap = "kms+context"
+	}
+	if c.KMSWrap != "kms+context" && c.KMSWrap != "kms" {
+		return src, fmt.Errorf("--kms-wrap %q: expected kms+context or kms", c.KMSWrap)
+	}
+	if c.StorageMode == "" {
+		c.StorageMode = "object-metadata"
+	}
+	if c.StorageMode != "object-metadata" && c.StorageMode != "instruction-file" {
+		return src, fmt.Errorf("--storage-mode %q: expected object-metadata or instruction-file", c.StorageMode)
+	}
+	if c.Plaintext == "" {
+		c.Plaintext = "allow"
+	}
+	if c.Plaintext != "allow" && c.Plaintext != "deny" {
+		return src, fmt.Errorf("--plaintext %q: expected allow or deny", c.Plaintext)
+	}
+	if c.MetadataTTL <= 0 {
+		c.MetadataTTL = 5 * time.Second
+	}
+	if c.FileMode == 0 {
+		c.FileMode = 0o644
+	}
+	if c.DirMode == 0 {
+		c.DirMode = 0o755
+	}
+	abs, err := filepath.Abs(c.Mountpoint)
+	if err != nil {
+		return src, err
+	}
+	c.Mountpoint = abs
+	return src, nil
+}

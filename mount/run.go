@@ -1,0 +1,366 @@
+package mount
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/fusefs"
+	"github.com/csefs/csefs/keycache"
+	"github.com/csefs/csefs/objectstore"
+)
+
+// Logger builds the logger for a log level name and destination.
+func Logger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "", "info":
+		l = slog.LevelInfo
+	case "debug":
+		l = slog.LevelDebug
+	case "warn", "warning":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return nil, fmt.Errorf("--log-level %q: expected debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// Run mounts cfg and serves it until it is unmounted or a SIGTERM/SIGINT
+// arrives. ready is called once: with nil when the mount is usable, or with
+// the error that prevented it (which Run also returns).
+func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (err error) {
+	readied := false
+	defer func() {
+		if !readied && ready != nil {
+			ready(err)
+		}
+	}()
+	src, err := cfg.normalize()
+	if err != nil {
+		return err
+	}
+	if err := checkMountpoint(cfg.Mountpoint); err != nil {
+		return err
+	}
+	store, provider, err := build(ctx, cfg, src, log)
+	if err != nil {
+		return err
+	}
+	fsys, root := fusefs.New(fusefs.Options{
+		Store:           store,
+		Provider:        provider,
+		StorageMode:     map[string]fusefs.StorageMode{"object-metadata": fusefs.ObjectMetadata, "instruction-file": fusefs.InstructionFile}[cfg.StorageMode],
+		URIPrefix:       src.uri(),
+		DenyPlaintext:   cfg.Plaintext == "deny",
+		VerifyThreshold: cfg.VerifyThreshold,
+		StrictRanged:    cfg.StrictRanged,
+		MetadataTTL:     cfg.MetadataTTL,
+		ReadOnly:        cfg.ReadOnly,
+		UID:             cfg.UID,
+		GID:             cfg.GID,
+		FileMode:        cfg.FileMode,
+		DirMode:         cfg.DirMode,
+		Logger:          log,
+	})
+	opts := fsys.MountOptions(src.uri(), cfg.AllowOther, cfg.FuseDebug)
+	opts.DirectMount = os.Geteuid() == 0
+	if cfg.ReadOnly {
+		opts.Options = append(opts.Options, "ro")
+	}
+	server, err := fs.Mount(cfg.Mountpoint, root, opts)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
+	}
+	pidfile := pidFile(cfg.Mountpoint)
+	if err := os.MkdirAll(filepath.Dir(pidfile), 0o700); err == nil {
+		_ = os.WriteFile(pidfile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600)
+		defer os.Remove(pidfile)
+	}
+	log.Info("mounted", "source", src.uri(), "mountpoint", cfg.Mountpoint, "cse", cfg.CSE)
+	readied = true
+	if ready != nil {
+		ready(nil)
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	go func() {
+		for sig := range sigs {
+			log.Info("signal: unmounting", "signal", sig.String())
+			if err := unmountServer(server, cfg.Mountpoint, 30*time.Second); err != nil {
+				log.Error("unmount after signal failed", "cause", err.Error())
+			}
+		}
+	}()
+	server.Wait()
+	fsys.WaitUploads()
+	log.Info("unmounted", "mountpoint", cfg.Mountpoint)
+	return nil
+}
+
+// unmountServer unmounts, retrying while the mount is busy (files still open,
+// uploads in progress); after timeout it detaches lazily.
+func unmountServer(server interface{ Unmount() error }, mnt string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	delay := 50 * time.Millisecond
+	for {
+		err := server.Unmount()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, time.Second)
+	}
+}
+
+// build makes the store and the key provider, and checks both work.
+func build(ctx context.Context, cfg Config, src source, log *slog.Logger) (objectstore.Store, cse.Provider, error) {
+	var (
+		store  objectstore.Store
+		awsCfg *aws.Config
+	)
+	loadAWS := func() (*aws.Config, error) {
+		if awsCfg != nil {
+			return awsCfg, nil
+		}
+		var opts []func(*config.LoadOptions) error
+		if cfg.Region != "" {
+			opts = append(opts, config.WithRegion(cfg.Region))
+		}
+		c, err := config.LoadDefaultConfig(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("AWS configuration: %w", err)
+		}
+		if c.Region == "" {
+			c.Region = "us-east-1"
+		}
+		awsCfg = &c
+		return awsCfg, nil
+	}
+	switch src.scheme {
+	case "s3":
+		c, err := loadAWS()
+		if err != nil {
+			return nil, nil, err
+		}
+		client := s3.NewFromConfig(*c, func(o *s3.Options) {
+			if cfg.EndpointURL != "" {
+				o.BaseEndpoint = aws.String(cfg.EndpointURL)
+			}
+			o.UsePathStyle = cfg.PathStyle
+			// The GCM tag already protects every byte end to end.
+			o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+			o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+		})
+		store = objectstore.NewS3(client, src.bucket, src.prefix, objectstore.S3Options{
+			PartSize:    cfg.PartSize,
+			Concurrency: cfg.UploadConcurrency,
+		})
+	case "file":
+		s, err := objectstore.NewLocal(src.dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		store = s
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := store.Check(checkCtx); err != nil {
+		switch {
+		case errors.Is(err, objectstore.ErrNoSuchBucket):
+			return nil, nil, fmt.Errorf("no such bucket: %s: %w", src.uri(), err)
+		case errors.Is(err, objectstore.ErrAccessDenied):
+			return nil, nil, fmt.Errorf("access denied to %s (bad credentials or missing permission): %w", src.uri(), err)
+		}
+		return nil, nil, fmt.Errorf("cannot reach %s: %w", src.uri(), err)
+	}
+
+	var provider cse.Provider
+	switch cfg.CSE {
+	case "kms":
+		c, err := loadAWS()
+		if err != nil {
+			return nil, nil, err
+		}
+		kc := kms.NewFromConfig(*c, func(o *kms.Options) {
+			if cfg.KMSEndpointURL != "" {
+				o.BaseEndpoint = aws.String(cfg.KMSEndpointURL)
+			}
+		})
+		wrap := cse.WrapKMSContext
+		if cfg.KMSWrap == "kms" {
+			wrap = cse.WrapKMS
+		}
+		p, err := cse.NewKMSProvider(checkCtx, kc, cfg.KMSKeyID, cse.KMSOptions{Wrap: wrap})
+		if err != nil {
+			return nil, nil, fmt.Errorf("KMS key %s: %w", cfg.KMSKeyID, err)
+		}
+		provider = p
+	case "custom":
+		p, err := loadKeyring(cfg.Keyring, src, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		provider = p
+	case "off":
+		return store, nil, nil
+	}
+	return store, keycache.New(provider, keycache.Options{Size: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL}), nil
+}
+
+// DefaultKeyring is where the keyring of a file:// mount lives when no
+// --keyring is given. It is created on first use.
+func DefaultKeyring() string {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		dir = filepath.Join(os.TempDir(), fmt.Sprintf("csefs-%d", os.Getuid()))
+	}
+	return filepath.Join(dir, "csefs", "keyring.json")
+}
+
+func loadKeyring(path string, src source, log *slog.Logger) (cse.Provider, error) {
+	if path == "" {
+		if src.scheme != "file" {
+			return nil, errors.New("--cse custom needs --keyring FILE (create one with: csefs keyring create FILE)")
+		}
+		path = DefaultKeyring()
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			if err := CreateKeyring(path); err != nil {
+				return nil, err
+			}
+			log.Info("created a new keyring for the local bucket; back it up, it is the only copy of the key", "keyring", path)
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("keyring: %w", err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("keyring is readable by group or others; chmod 600 it", "keyring", path)
+	}
+	p, err := cse.ParseKeyring(data)
+	if err != nil {
+		return nil, fmt.Errorf("keyring %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// CreateKeyring writes a new keyring with one random AES-256 key, mode 0600.
+// It refuses to overwrite an existing file.
+func CreateKeyring(path string) error {
+	data, err := cse.NewKeyringFile()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("keyring: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// checkMountpoint refuses a mountpoint that is missing, not a directory, or
+// already a mount.
+func checkMountpoint(mnt string) error {
+	fi, err := os.Stat(mnt)
+	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) && errno == syscall.ENOTCONN {
+			return fmt.Errorf("mountpoint %s is busy: a dead mount is still attached (csefs unmount --lazy %s)", mnt, mnt)
+		}
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", mnt)
+	}
+	mounted, err := isMountpoint(mnt)
+	if err != nil {
+		return err
+	}
+	if mounted {
+		return fmt.Errorf("mountpoint %s is busy: something is already mounted there", mnt)
+	}
+	return nil
+}
+
+// isMountpoint reports whether mnt is a mount point, from /proc/self/mountinfo.
+func isMountpoint(mnt string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == mnt {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var c byte
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
+				b.WriteByte(c)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// pidFile is where the daemon serving mnt records its pid, so that unmount
+// can wait for it to finish.
+func pidFile(mnt string) string {
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), fmt.Sprintf("csefs-%d", os.Getuid()))
+	}
+	r := strings.NewReplacer("/", "_", " ", "_")
+	return filepath.Join(dir, "csefs", r.Replace(strings.Trim(mnt, "/"))+".pid")
+}
