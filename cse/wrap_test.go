@@ -264,6 +264,7 @@ func writeNew(t testing.TB, path string, data []byte) {
 // TestGenerateGolden writes the golden vectors that are missing:
 //
 //	go test ./cse/ -run TestGenerateGolden -args -update
+//
 // Content is produced with stdlib primitives only (one-shot GCM, CBC), and
 // the wrapped keys with the functions under test or stdlib where those are
 // read-only. Existing files are left alone: add new vectors, never edit.
@@ -302,7 +303,9 @@ func TestGenerateGolden(t *testing.T) {
 				return must(rsa.EncryptOAEPWithOptions(rand.Reader, &priv.PublicKey, cek, &rsa.OAEPOptions{Hash: crypto.SHA256, MGFHash: crypto.SHA1}))
 			}},
 		{"rsa-oaep-sha256-mgf1sha256.json", "RSA/ECB/OAEPWithSHA-256AndMGF1Padding, BouncyCastle (MGF1-SHA-256), GCM content", WrapRSAOAEPSHA256, CEKAlgGCM, true,
-			func(cek []byte) []byte { return must(rsa.EncryptOAEP(sha256.New(), rand.Reader, &priv.PublicKey, cek, nil)) }},
+			func(cek []byte) []byte {
+				return must(rsa.EncryptOAEP(sha256.New(), rand.Reader, &priv.PublicKey, cek, nil))
+			}},
 		{"v1-aes-ecb.json", "V1 x-amz-key, AES/ECB/PKCS5Padding (JCE AES), CBC content", WrapV1, CEKAlgCBC, false,
 			func(cek []byte) []byte { return v1AESWrap(t, kek, cek) }},
 		{"v1-rsa-pkcs1.json", "V1 x-amz-key, RSA PKCS#1 v1.5 (JCE RSA), CBC content", WrapV1, CEKAlgCBC, true,
