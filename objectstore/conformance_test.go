@@ -24,8 +24,9 @@ type harness struct {
 	// failing returns a store on s's bucket whose Writers fail after the
 	// first part (or first write).
 	failing func(t *testing.T, s Store) Store
-	// incomplete counts unfinished uploads left in s's bucket.
-	incomplete func(t *testing.T, s Store) int
+	// incomplete counts unfinished uploads of key left in s's bucket (or
+	// of any key, where the store can tell).
+	incomplete func(t *testing.T, s Store, key string) int
 	// prefixed, if set, returns stores on one bucket with the given prefixes.
 	prefixed func(t *testing.T, prefixes ...string) []Store
 }
@@ -422,10 +423,10 @@ func testWriterMultipart(t *testing.T, h harness) {
 			if !bytes.Equal(got, body[ps-10:ps+10]) {
 				t.Errorf("range across the part boundary differs")
 			}
+			if n := h.incomplete(t, s, key); n != 0 {
+				t.Errorf("%d incomplete uploads left", n)
+			}
 		})
-	}
-	if n := h.incomplete(t, s); n != 0 {
-		t.Errorf("%d incomplete uploads left", n)
 	}
 }
 
@@ -465,8 +466,10 @@ func testWriterAbort(t *testing.T, h harness) {
 	if _, err := s.Head(ctx, "new"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("aborted object: Head = %v, want ErrNotFound", err)
 	}
-	if n := h.incomplete(t, s); n != 0 {
-		t.Errorf("%d incomplete uploads left", n)
+	for _, key := range []string{"obj", "new"} {
+		if n := h.incomplete(t, s, key); n != 0 {
+			t.Errorf("%d incomplete uploads of %q left", n, key)
+		}
 	}
 }
 
@@ -496,7 +499,7 @@ func testWriterFailure(t *testing.T, h harness) {
 		}
 	}
 	checkObject(t, s, "obj", old, map[string]string{"v": "1"})
-	if n := h.incomplete(t, s); n != 0 {
+	if n := h.incomplete(t, s, "obj"); n != 0 {
 		t.Errorf("%d incomplete uploads left", n)
 	}
 }

@@ -40,7 +40,7 @@ func TestLocalConformance(t *testing.T) {
 			}
 			return fs
 		},
-		incomplete: func(t *testing.T, s Store) int {
+		incomplete: func(t *testing.T, s Store, _ string) int {
 			entries, err := os.ReadDir(s.(*LocalStore).tmp)
 			if err != nil {
 				t.Fatal(err)

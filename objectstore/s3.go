@@ -20,10 +20,10 @@ import (
 
 // S3 limits that shape the multipart code.
 const (
-	MinPartSize      = 5 << 20  // smallest non-final part S3 accepts
-	DefaultPartSize  = 8 << 20  // default S3Options.PartSize
-	maxParts         = 10000    // most parts in one multipart upload
-	maxCopyObject    = 5 << 30  // largest object CopyObject can copy
+	MinPartSize      = 5 << 20 // smallest non-final part S3 accepts
+	DefaultPartSize  = 8 << 20 // default S3Options.PartSize
+	maxParts         = 10000   // most parts in one multipart upload
+	maxCopyObject    = 5 << 30 // largest object CopyObject can copy
 	defaultCopyPart  = 512 << 20
 	defaultListPage  = 1000
 	defaultPartConcy = 4
@@ -423,8 +423,17 @@ type Upload struct {
 
 // ListUploads returns the incomplete multipart uploads under the store's
 // prefix (left behind by crashed writers), for cleanup with AbortUpload.
+//
+// MinIO's ListMultipartUploads only finds uploads of one exact key, so
+// against MinIO this returns none unless the prefix is a whole key; AWS S3
+// lists them all.
 func (s *S3Store) ListUploads(ctx context.Context) ([]Upload, error) {
-	in := &s3.ListMultipartUploadsInput{Bucket: &s.bucket, Prefix: aws.String(s.prefix)}
+	return s.listUploads(ctx, "")
+}
+
+// listUploads lists the uploads of keys beginning with prefix.
+func (s *S3Store) listUploads(ctx context.Context, prefix string) ([]Upload, error) {
+	in := &s3.ListMultipartUploadsInput{Bucket: &s.bucket, Prefix: aws.String(s.prefix + prefix)}
 	var ups []Upload
 	for {
 		out, err := s.client.ListMultipartUploads(ctx, in)
