@@ -1,0 +1,212 @@
+package cse
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"strings"
+	"testing"
+)
+
+func TestKeyringAESByName(t *testing.T) {
+	a, b := MasterKey{Name: "a", AES: testBytes(40, 32)}, MasterKey{Name: "b", AES: testBytes(41, 32)}
+	pa, err := NewKeyringProvider([]MasterKey{a, b}, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, w, err := pa.GenerateKey(t.Context(), KeyRequest{CEKAlg: CEKAlgGCM, MatDesc: map[string]string{"Path": "s3://b/k"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.WrapAlg != WrapAESGCM || w.MatDesc[KeyNameKey] != "a" || w.MatDesc["Path"] != "s3://b/k" || len(w.Blob) != 60 {
+		t.Fatalf("wrapped %+v", w)
+	}
+	// A reader whose encrypt-with key is another one still finds "a" by name.
+	pb, _ := NewKeyringProvider([]MasterKey{b, a}, "b")
+	got, err := pb.DecryptKey(t.Context(), w)
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("by name: %v", err)
+	}
+	// The named key failing is an authentication error, not a fallback.
+	pSwapped, _ := NewKeyringProvider([]MasterKey{{Name: "a", AES: b.AES}}, "")
+	_, err = pSwapped.DecryptKey(t.Context(), w)
+	mustFail(t, err, ErrAuthentication)
+}
+
+func TestKeyringUnknownName(t *testing.T) {
+	p, _ := NewKeyringProvider([]MasterKey{{Name: "a", AES: testBytes(42, 32)}}, "a")
+	_, w, _ := p.GenerateKey(t.Context(), KeyRequest{})
+	w.MatDesc[KeyNameKey] = "gone"
+	_, err := p.DecryptKey(t.Context(), w)
+	mustFail(t, err, ErrNoMasterKey)
+	if !strings.Contains(err.Error(), `"keyname":"gone"`) {
+		t.Fatalf("message does not name the description: %v", err)
+	}
+}
+
+func TestKeyringTrialDecryption(t *testing.T) {
+	a, b := MasterKey{Name: "a", AES: testBytes(43, 32)}, MasterKey{Name: "b", AES: testBytes(44, 32)}
+	pb, _ := NewKeyringProvider([]MasterKey{b}, "b")
+	key, w, _ := pb.GenerateKey(t.Context(), KeyRequest{})
+	delete(w.MatDesc, KeyNameKey) // as written by a client that records no name
+	p, _ := NewKeyringProvider([]MasterKey{a, b}, "")
+	got, err := p.DecryptKey(t.Context(), w)
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("trial: %v", err)
+	}
+	// AESWrap too.
+	blob, _ := WrapKeyAESWrap(b.AES, key)
+	got, err = p.DecryptKey(t.Context(), WrappedKey{WrapAlg: WrapAESWrap, CEKAlg: CEKAlgGCM, Blob: blob, MatDesc: map[string]string{}})
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("AESWrap trial: %v", err)
+	}
+	// No key fits.
+	pa, _ := NewKeyringProvider([]MasterKey{a}, "")
+	_, err = pa.DecryptKey(t.Context(), w)
+	mustFail(t, err, ErrNoMasterKey)
+	// V1 AES/ECB is not trial-decrypted across several AES keys...
+	v1 := WrappedKey{WrapAlg: WrapV1, CEKAlg: CEKAlgCBC, Blob: v1AESWrap(t, b.AES, key), MatDesc: map[string]string{}}
+	_, err = p.DecryptKey(t.Context(), v1)
+	mustFail(t, err, ErrNoMasterKey)
+	// ...but works with exactly one.
+	got, err = pb.DecryptKey(t.Context(), v1)
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("V1 single key: %v", err)
+	}
+	// KMS wraps are not for a keyring.
+	_, err = p.DecryptKey(t.Context(), WrappedKey{WrapAlg: WrapKMSContext})
+	mustFail(t, err, ErrUnsupported)
+	_, err = p.DecryptKey(t.Context(), WrappedKey{WrapAlg: "ROT13"})
+	mustFail(t, err, ErrUnsupported)
+	// Decrypt-only keyrings cannot generate.
+	_, _, err = p.GenerateKey(t.Context(), KeyRequest{})
+	mustFail(t, err, ErrNoMasterKey)
+}
+
+func TestKeyringRSA(t *testing.T) {
+	priv := testRSA(t)
+	r := MasterKey{Name: "r", RSA: priv}
+	a := MasterKey{Name: "a", AES: testBytes(45, 32)}
+	p, err := NewKeyringProvider([]MasterKey{a, r}, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, w, err := p.GenerateKey(t.Context(), KeyRequest{CEKAlg: CEKAlgGCM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.WrapAlg != WrapRSAOAEPSHA1 || w.MatDesc[KeyNameKey] != "r" {
+		t.Fatalf("wrapped %+v", w)
+	}
+	got, err := p.DecryptKey(t.Context(), w)
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("by name: %v", err)
+	}
+	delete(w.MatDesc, KeyNameKey)
+	if got, err = p.DecryptKey(t.Context(), w); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("trial: %v", err)
+	}
+	// Name pointing at a key of the wrong kind.
+	w.MatDesc[KeyNameKey] = "a"
+	_, err = p.DecryptKey(t.Context(), w)
+	mustFail(t, err, ErrNoMasterKey)
+	_, _, err = p.GenerateKey(t.Context(), KeyRequest{CEKAlg: CEKAlgCBC})
+	mustFail(t, err, ErrUnsupported)
+}
+
+func TestNewKeyringProviderErrors(t *testing.T) {
+	k := testBytes(46, 32)
+	for name, c := range map[string]struct {
+		keys []MasterKey
+		with string
+		want error
+	}{
+		"no name":   {[]MasterKey{{AES: k}}, "", ErrMalformed},
+		"dup":       {[]MasterKey{{Name: "a", AES: k}, {Name: "a", AES: k}}, "", ErrMalformed},
+		"both":      {[]MasterKey{{Name: "a", AES: k, RSA: testRSA(t)}}, "", ErrMalformed},
+		"neither":   {[]MasterKey{{Name: "a"}}, "", ErrMalformed},
+		"short aes": {[]MasterKey{{Name: "a", AES: k[:20]}}, "", ErrMalformed},
+		"bad with":  {[]MasterKey{{Name: "a", AES: k}}, "b", ErrNoMasterKey},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := NewKeyringProvider(c.keys, c.with)
+			mustFail(t, err, c.want)
+		})
+	}
+}
+
+func TestKeyringFile(t *testing.T) {
+	data, err := NewKeyringFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParseKeyring(data)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	key, w, err := p.GenerateKey(t.Context(), KeyRequest{})
+	if err != nil || w.MatDesc[KeyNameKey] != "default" {
+		t.Fatalf("generate: %v %v", err, w.MatDesc)
+	}
+	if got, err := p.DecryptKey(t.Context(), w); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("decrypt: %v", err)
+	}
+	data2, _ := NewKeyringFile()
+	if bytes.Equal(data, data2) {
+		t.Fatal("two keyring files share a key")
+	}
+
+	priv := testRSA(t)
+	pkcs1 := string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(priv)}))
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	pkcs8 := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	aes := base64.StdEncoding.EncodeToString(testBytes(47, 32))
+	file := func(v any) []byte { b, _ := json.Marshal(v); return b }
+	type k = map[string]string
+	good := file(map[string]any{"version": 1, "encrypt_with": "r8", "keys": []k{
+		{"name": "a", "aes256": aes}, {"name": "r1", "rsa_private_key_pem": pkcs1}, {"name": "r8", "rsa_private_key_pem": pkcs8}}})
+	p, err = ParseKeyring(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, w, err := p.GenerateKey(t.Context(), KeyRequest{}); err != nil || w.WrapAlg != WrapRSAOAEPSHA1 {
+		t.Fatalf("rsa keyring: %v", err)
+	}
+
+	for name, c := range map[string]struct {
+		data  []byte
+		field string
+		want  error
+	}{
+		"not json":    {[]byte("{"), "keyring file", ErrMalformed},
+		"version":     {file(map[string]any{"version": 2, "keys": []k{{"name": "a", "aes256": aes}}}), "version", ErrMalformed},
+		"no keys":     {file(map[string]any{"version": 1}), "keys", ErrMalformed},
+		"unknown":     {file(map[string]any{"version": 1, "extra": 1, "keys": []k{{"name": "a", "aes256": aes}}}), "extra", ErrMalformed},
+		"no name":     {file(map[string]any{"version": 1, "keys": []k{{"aes256": aes}}}), "keys[0].name", ErrMalformed},
+		"short key":   {file(map[string]any{"version": 1, "keys": []k{{"name": "a", "aes256": "AAAA"}}}), "keys[0].aes256", ErrMalformed},
+		"bad b64":     {file(map[string]any{"version": 1, "keys": []k{{"name": "a", "aes256": "!!"}}}), "keys[0].aes256", ErrMalformed},
+		"both":        {file(map[string]any{"version": 1, "keys": []k{{"name": "a", "aes256": aes, "rsa_private_key_pem": pkcs1}}}), "exactly one", ErrMalformed},
+		"bad pem":     {file(map[string]any{"version": 1, "keys": []k{{"name": "a", "rsa_private_key_pem": "nope"}}}), "rsa_private_key_pem", ErrMalformed},
+		"unknown enc": {file(map[string]any{"version": 1, "encrypt_with": "z", "keys": []k{{"name": "a", "aes256": aes}}}), "z", ErrNoMasterKey},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseKeyring(c.data)
+			mustFail(t, err, c.want)
+			if !strings.Contains(err.Error(), c.field) {
+				t.Fatalf("error %q does not name %q", err, c.field)
+			}
+			if strings.Contains(err.Error(), aes) {
+				t.Fatal("error message contains key material")
+			}
+		})
+	}
+	// Several keys and no encrypt_with: decrypt-only.
+	p, err = ParseKeyring(file(map[string]any{"version": 1, "keys": []k{{"name": "a", "aes256": aes}, {"name": "b", "aes256": aes}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = p.GenerateKey(t.Context(), KeyRequest{})
+	mustFail(t, err, ErrNoMasterKey)
+}
