@@ -18,8 +18,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -134,26 +134,32 @@ func clone(b []byte) []byte {
 }
 
 // cacheID hashes a length-prefixed encoding of everything the key is bound
-// to. MatDesc is canonical JSON (json.Marshal sorts map keys); nil and empty
-// are the same.
+// to: the wrap and content algorithms, the blob, and the materials
+// description as its entries sorted by key (canonical, like json.Marshal of
+// the map; nil and empty are the same).
 func cacheID(w cse.WrappedKey) id {
-	md := []byte("{}")
-	if len(w.MatDesc) > 0 {
-		var err error
-		if md, err = json.Marshal(w.MatDesc); err != nil {
-			panic("keycache: internal error: " + err.Error())
-		}
+	var stack [512]byte
+	b := append(stack[:0], "csefs keycache v1"...)
+	b = appendField(b, w.WrapAlg)
+	b = appendField(b, w.CEKAlg)
+	b = appendField(b, string(w.Blob))
+	b = binary.BigEndian.AppendUint64(b, uint64(len(w.MatDesc)))
+	var keyStack [16]string
+	keys := keyStack[:0]
+	for k := range w.MatDesc {
+		keys = append(keys, k)
 	}
-	h := sha256.New()
-	var n [8]byte
-	for _, f := range [][]byte{[]byte("csefs keycache v1"), []byte(w.WrapAlg), []byte(w.CEKAlg), w.Blob, md} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-		h.Write(n[:])
-		h.Write(f)
+	slices.Sort(keys)
+	for _, k := range keys {
+		b = appendField(b, k)
+		b = appendField(b, w.MatDesc[k])
 	}
-	var k id
-	h.Sum(k[:0])
-	return k
+	return sha256.Sum256(b)
+}
+
+func appendField(b []byte, f string) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(len(f)))
+	return append(b, f...)
 }
 
 // lookup returns a copy of a live cached key, removing an expired one.

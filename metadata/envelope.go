@@ -60,7 +60,8 @@ type Envelope struct {
 	// Key is the wrapped data key with its algorithms and description.
 	// Key.CEKAlg is cse.CEKAlgCBC for V1 objects, which have no x-amz-cek-alg.
 	Key cse.WrappedKey
-	// TagLenBits is x-amz-tag-len, 0 when absent.
+	// TagLenBits is x-amz-tag-len, 0 when absent. It is read for GCM only
+	// (and must then be 128); for CBC it is ignored and always 0 (§11.1).
 	TagLenBits int
 	// PlainLen is x-amz-unencrypted-content-length, -1 when absent.
 	PlainLen int64
@@ -128,8 +129,8 @@ func asciiEqualFold(a, b string) bool {
 // x-amz-cek-alg means cse.CEKAlgCBC (JV1, J3); the IV must be 12 bytes for
 // GCM and 16 for CBC; x-amz-tag-len, when present and non-empty on a GCM
 // object, must be 128 (it is ignored for CBC, §11.1); x-amz-wrap-alg is
-// required for V2 but its value is not checked here (cse reports unknown wrap
-// algorithms as cse.ErrUnsupported); x-amz-unencrypted-content-length must be
+// required for V2 and must be printable ASCII, but its value is not checked
+// here (cse reports unknown wrap algorithms as cse.ErrUnsupported); x-amz-unencrypted-content-length must be
 // a non-negative decimal when non-empty; x-amz-matdesc, after DecodeValue, must
 // be a JSON object of strings, and an absent or empty value means {}.
 //
@@ -189,6 +190,11 @@ func parse(get func(string) (string, bool), s3Decode bool) (*Envelope, error) {
 		wrap, _ := get(KeyWrapAlg)
 		if wrap == "" {
 			return nil, fmt.Errorf("%w: %s missing", ErrMalformed, KeyWrapAlg)
+		}
+		for i := 0; i < len(wrap); i++ {
+			if wrap[i] < 0x20 || wrap[i] > 0x7E {
+				return nil, fmt.Errorf("%w: %s: not printable ASCII", ErrMalformed, KeyWrapAlg)
+			}
 		}
 		e.Key.WrapAlg = wrap
 	} else {

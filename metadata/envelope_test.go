@@ -189,6 +189,7 @@ func TestDetectMalformed(t *testing.T) {
 		{"tag-len text", with(go3Example(), KeyTagLen, "abc"), KeyTagLen},
 		{"missing wrap-alg", without(go3Example(), KeyWrapAlg), KeyWrapAlg},
 		{"empty wrap-alg", with(go3Example(), KeyWrapAlg, ""), KeyWrapAlg},
+		{"wrap-alg not ASCII", with(go3Example(), KeyWrapAlg, "kms\xfe"), KeyWrapAlg},
 		{"length text", with(go3Example(), KeyPlainLen, "1k"), KeyPlainLen},
 		{"length negative", with(go3Example(), KeyPlainLen, "-1"), KeyPlainLen},
 		{"length float", with(go3Example(), KeyPlainLen, "1.5"), KeyPlainLen},
