@@ -11,14 +11,14 @@ import (
 
 	s3ecclient "github.com/aws/amazon-s3-encryption-client-go/v3/client"
 	s3ecmaterials "github.com/aws/amazon-s3-encryption-client-go/v3/materials"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	v1aws "github.com/aws/aws-sdk-go/aws"
 	v1creds "github.com/aws/aws-sdk-go/aws/credentials"
 	v1session "github.com/aws/aws-sdk-go/aws/session"
 	v1kms "github.com/aws/aws-sdk-go/service/kms"
 	v1s3 "github.com/aws/aws-sdk-go/service/s3"
 	"github.com/aws/aws-sdk-go/service/s3/s3crypto"
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // go3 returns a GO3 v3.1.0 client whose KMS keyring uses keyID. legacy
@@ -152,7 +152,9 @@ var go1Writers = []go1Writer{
 		sess := go1Session(t, e)
 		c, err := s3crypto.NewEncryptionClientV2(sess, s3crypto.AESGCMContentCipherBuilderV2(
 			s3crypto.NewKMSContextKeyGenerator(go1KMS(sess, e), keyID, s3crypto.MaterialDescription{})),
-			func(o *s3crypto.EncryptionClientOptions) { o.SaveStrategy = s3crypto.S3SaveStrategy{Client: v1s3.New(sess)} })
+			func(o *s3crypto.EncryptionClientOptions) {
+				o.SaveStrategy = s3crypto.S3SaveStrategy{Client: v1s3.New(sess)}
+			})
 		if err != nil {
 			t.Fatal(err)
 		}
