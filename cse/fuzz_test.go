@@ -1,0 +1,170 @@
+package cse
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"testing"
+)
+
+// FuzzGCMDecrypt mutates a valid body (flip, cut, extend) and checks that
+// the streaming reader authenticates it only if it still equals the original,
+// and then returns exactly the plaintext.
+func FuzzGCMDecrypt(f *testing.F) {
+	f.Add(uint32(0), uint32(0), byte(0), uint16(0), uint16(4096))
+	f.Add(uint32(100), uint32(5), byte(1), uint16(0), uint16(1))
+	f.Add(uint32(1000), uint32(1010), byte(0x80), uint16(0), uint16(7))
+	f.Add(uint32(70000), uint32(3), byte(0), uint16(1), uint16(65535))
+	f.Add(uint32(17), uint32(0), byte(0), uint16(20), uint16(16))
+	f.Add(uint32(65536), uint32(65540), byte(4), uint16(0), uint16(5000))
+	key, iv := testKeyIV(f)
+	f.Fuzz(func(t *testing.T, size, pos uint32, flip byte, cut, step uint16) {
+		size %= 150000
+		plain := testBytes(uint64(size), int(size))
+		orig := stdSeal(t, key, iv, plain)
+		body := bytes.Clone(orig)
+		body[int(pos)%len(body)] ^= flip
+		if c := int(cut); c > 0 {
+			if c <= len(body) {
+				body = body[:len(body)-c]
+			} else {
+				body = append(body, make([]byte, c%32)...)
+			}
+		}
+		r, err := NewGCMDecryptReader(bytes.NewReader(body), key, iv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := readInSteps(r, int(step)%70000+1)
+		if err == nil {
+			if !bytes.Equal(body, orig) {
+				t.Fatalf("modified body authenticated (size %d pos %d flip %#x cut %d)", size, pos, flip, cut)
+			}
+			if !bytes.Equal(got, plain) {
+				t.Fatal("authenticated but wrong plaintext")
+			}
+			return
+		}
+		if !errors.Is(err, ErrAuthentication) && !errors.Is(err, ErrTruncated) {
+			t.Fatalf("unexpected error class: %v", err)
+		}
+		if bytes.Equal(body, orig) {
+			t.Fatalf("original body rejected: %v", err)
+		}
+	})
+}
+
+// FuzzGCMDecryptDifferential compares the streaming reader with stdlib Open
+// on arbitrary bodies: same verdict, same plaintext.
+func FuzzGCMDecryptDifferential(f *testing.F) {
+	key, iv := testKeyIV(f)
+	f.Add([]byte{})
+	f.Add(make([]byte, 16))
+	f.Add(stdSeal(f, key, iv, []byte("hello")))
+	f.Add(stdSeal(f, key, iv, testBytes(1, 300)))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		want, werr := OpenGCM(key, iv, body)
+		r, _ := NewGCMDecryptReader(bytes.NewReader(body), key, iv)
+		got, err := io.ReadAll(r)
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("stream %v, stdlib %v", err, werr)
+		}
+		if err == nil && !bytes.Equal(got, want) {
+			t.Fatal("plaintexts differ")
+		}
+	})
+}
+
+// FuzzCBCDecrypt: arbitrary bodies never panic, and the streaming reader and
+// the range decryptor agree.
+func FuzzCBCDecrypt(f *testing.F) {
+	key, iv := testCBCKeyIV()
+	f.Add([]byte{}, uint16(1))
+	f.Add(make([]byte, 16), uint16(16))
+	f.Add(cbcEncrypt(f, key, iv, []byte("hello")), uint16(3))
+	f.Add(cbcEncrypt(f, key, iv, testBytes(2, 1000)), uint16(100))
+	f.Fuzz(func(t *testing.T, body []byte, step uint16) {
+		r, _ := NewCBCDecryptReader(bytes.NewReader(body), key, iv)
+		got, err := readInSteps(r, int(step)%5000+1)
+		whole, werr := DecryptCBCRange(key, iv, 0, int64(len(body)), body)
+		if err == nil {
+			if werr != nil || !bytes.Equal(got, whole) {
+				t.Fatalf("reader ok, range: %v", werr)
+			}
+		} else if !errors.Is(err, ErrAuthentication) && !errors.Is(err, ErrTruncated) {
+			t.Fatalf("error class: %v", err)
+		}
+		if len(body) >= 16 && len(body)%16 == 0 {
+			prev := iv
+			if len(body) > 16 {
+				prev = body[len(body)-32 : len(body)-16]
+			}
+			n, serr := CBCPlainSizeFromTail(key, prev, body[len(body)-16:], int64(len(body)))
+			if (serr == nil) != (err == nil) || (serr == nil && n != int64(len(got))) {
+				t.Fatalf("size from tail %d, %v; reader %d, %v", n, serr, len(got), err)
+			}
+		}
+	})
+}
+
+// FuzzUnwrapAES: the AES unwrappers never panic and only return keys of a
+// valid length.
+func FuzzUnwrapAES(f *testing.F) {
+	kek := testBytes(50, 32)
+	cek := testBytes(51, 32)
+	g, _ := WrapKeyAESGCM(kek, cek, CEKAlgGCM, rand.Reader)
+	w, _ := WrapKeyAESWrap(kek, cek)
+	f.Add(g)
+	f.Add(w)
+	f.Add(v1AESWrap(f, kek, cek))
+	f.Add([]byte{})
+	f.Add(make([]byte, 40))
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		for name, fn := range map[string]func() ([]byte, error){
+			"aesgcm":  func() ([]byte, error) { return UnwrapKeyAESGCM(kek, blob, CEKAlgGCM) },
+			"aeswrap": func() ([]byte, error) { return UnwrapKeyAESWrap(kek, blob) },
+			"v1aes":   func() ([]byte, error) { return UnwrapKeyV1AES(kek, blob) },
+		} {
+			k, err := fn()
+			if err == nil && !validCEKLen(len(k)) && name != "aeswrap" {
+				t.Fatalf("%s: %d-byte key", name, len(k))
+			}
+		}
+	})
+}
+
+// FuzzUnwrapRSA: the RSA unwrappers never panic.
+func FuzzUnwrapRSA(f *testing.F) {
+	priv := testRSA(f)
+	cek := testBytes(52, 32)
+	b, _ := WrapKeyRSAOAEPSHA1(&priv.PublicKey, cek, CEKAlgGCM, rand.Reader)
+	f.Add(b)
+	f.Add([]byte{})
+	f.Add(make([]byte, 256))
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		for _, fn := range []func() ([]byte, error){
+			func() ([]byte, error) { return UnwrapKeyRSAOAEPSHA1(priv, blob) },
+			func() ([]byte, error) { return UnwrapKeyRSAOAEPSHA256(priv, blob) },
+			func() ([]byte, error) { return UnwrapKeyV1RSA(priv, blob) },
+		} {
+			if k, err := fn(); err == nil && !validCEKLen(len(k)) {
+				t.Fatalf("%d-byte key", len(k))
+			}
+		}
+	})
+}
+
+// FuzzParseKeyring: arbitrary files never panic.
+func FuzzParseKeyring(f *testing.F) {
+	good, _ := NewKeyringFile()
+	f.Add(good)
+	f.Add([]byte(`{"version":1,"keys":[{"name":"r","rsa_private_key_pem":"-----BEGIN RSA PRIVATE KEY-----\nAA==\n-----END RSA PRIVATE KEY-----\n"}]}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := ParseKeyring(data)
+		if err == nil && p == nil {
+			t.Fatal("nil provider without error")
+		}
+	})
+}
