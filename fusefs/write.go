@@ -184,6 +184,11 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 		}
 		w.fsys.setPending(w.key, w.node, true)
 	}
+	if w.done && w.result == nil && w.written == 0 && off == 0 {
+		if err := w.restart(ctx); err != nil {
+			return 0, w.fsys.logErr("write", w.key, err)
+		}
+	}
 	if w.done {
 		if w.result != nil {
 			return 0, w.fsys.logErr("write", w.key, w.result)
@@ -205,15 +210,14 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 // Flush commits the upload; close(2) returns its result. A second Flush
 // (from a dup'ed descriptor) returns the first one's result.
 //
-// A Flush before anything was written does not commit: shells open a file
-// and then dup2 the descriptor, closing the original, before writing. Such
-// a file is committed by the Flush that follows its writes, or (when it stays
-// empty, as with touch) by Release.
+// Shells open a file, dup2 the descriptor and close the original before
+// writing, so a Flush may commit an empty object that more writes follow;
+// Write then starts the upload afresh (see restart).
 func (w *writeHandle) Flush(ctx context.Context) syscall.Errno {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.done && (w.written == 0 || !w.started) {
-		return 0
+	if !w.started && !w.done {
+		return 0 // opened for writing, nothing changed yet
 	}
 	return w.commitLocked(ctx)
 }
@@ -276,6 +280,23 @@ func (w *writeHandle) finish(ctx context.Context, cause error) {
 	if err := w.up.Abort(context.WithoutCancel(ctx)); err != nil {
 		f.log.Warn("abort of failed upload failed", "object", f.uri(w.key), "cause", err.Error())
 	}
+}
+
+// restart begins a new upload on a handle whose empty object was already
+// committed by an early Flush. w.mu is held.
+func (w *writeHandle) restart(ctx context.Context) error {
+	w.done, w.started, w.up, w.enc = false, false, nil, nil
+	w.fsys.inflight.Add(1)
+	w.node.mu.Lock()
+	w.node.w = w
+	w.node.mu.Unlock()
+	if err := w.start(ctx); err != nil {
+		w.done, w.result = true, err
+		w.release()
+		return err
+	}
+	w.fsys.setPending(w.key, w.node, true)
+	return nil
 }
 
 // release detaches a finished handle from its node.
