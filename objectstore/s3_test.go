@@ -248,3 +248,22 @@ func TestEscapeKey(t *testing.T) {
 		}
 	}
 }
+
+// A Writer refuses part 10,001 rather than failing at Complete.
+func TestS3WriterTooLarge(t *testing.T) {
+	client := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String("http://127.0.0.1:1"), RetryMaxAttempts: 1})
+	s := NewS3(client, "bucket", "", S3Options{})
+	wr, err := s.Create(context.Background(), "k", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := wr.(*s3Writer)
+	w.uploadID, w.partNo = "pretend", maxParts // as if 10,000 parts were sent
+	w.buf = make([]byte, s.opt.PartSize)
+	if _, err := w.Write([]byte("one byte too many")); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Write = %v, want ErrTooLarge", err)
+	}
+	if _, err := w.Write([]byte("x")); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("error not sticky: %v", err)
+	}
+}
