@@ -52,25 +52,43 @@ var (
 // KeyId was passed explicitly.
 func KMS(t testing.TB) *KMSServer {
 	t.Helper()
-	kmsOnce.Do(func() { kmsSrv, kmsErr = startKMS() })
+	kmsOnce.Do(func() { kmsSrv, _, kmsErr = startKMS() })
 	if kmsErr != nil {
 		Unavailable(t, "local-kms: %v", kmsErr)
 	}
 	return kmsSrv
 }
 
-func startKMS() (*KMSServer, error) {
+// StartKMS starts a local-kms of the caller's own, outside any test, like
+// KMS does (free 127.0.0.1 port, fresh database, the keys described on
+// KMSServer). stop kills it and removes its directory; it is safe to call
+// more than once. The server also dies with this process (Pdeathsig). Errors
+// wrap ErrUnavailable when the binary or the server cannot be provided.
+func StartKMS() (srv *KMSServer, stop func(), err error) {
+	srv, p, err := startKMS()
+	if err != nil {
+		if p != nil {
+			p.stop(true)
+		}
+		return nil, nil, err
+	}
+	return srv, func() { p.stop(false) }, nil
+}
+
+// startKMS starts local-kms. The proc is returned, when one was started,
+// even with an error, so that callers can stop it.
+func startKMS() (*KMSServer, *proc, error) {
 	bin, err := ToolsBin("local-kms")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dir, err := os.MkdirTemp("", "csefs-kms-")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	port, err := freePort()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	env := append(os.Environ(),
 		"PORT="+strconv.Itoa(port),
@@ -83,7 +101,7 @@ func startKMS() (*KMSServer, error) {
 	)
 	p, err := startProc("local-kms", dir, bin, nil, env)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	k := &KMSServer{
 		Endpoint:  "http://127.0.0.1:" + strconv.Itoa(port),
@@ -97,12 +115,12 @@ func startKMS() (*KMSServer, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, p, err
 	}
 	if err := k.createKeys(ctx, c); err != nil {
-		return nil, fmt.Errorf("%w: local-kms setup: %v (log %s)", ErrUnavailable, err, p.logPath)
+		return nil, p, fmt.Errorf("%w: local-kms setup: %v (log %s)", ErrUnavailable, err, p.logPath)
 	}
-	return k, nil
+	return k, p, nil
 }
 
 func (k *KMSServer) createKeys(ctx context.Context, c *kms.Client) error {
@@ -157,6 +175,10 @@ func (k *KMSServer) client() *kms.Client {
 		o.BaseEndpoint = aws.String(k.Endpoint)
 	})
 }
+
+// NewClient is Client for callers without a testing.TB (benchmarks,
+// commands). It does not read the host's AWS configuration.
+func (k *KMSServer) NewClient() *kms.Client { return k.client() }
 
 // Client returns an aws-sdk-go-v2 KMS client for the server. It does not read
 // the host's AWS configuration.

@@ -36,29 +36,47 @@ var (
 // found or built, or the server does not become ready, it calls Unavailable.
 func MinIO(t testing.TB) *S3Server {
 	t.Helper()
-	minioOnce.Do(func() { minioSrv, minioErr = startMinIO() })
+	minioOnce.Do(func() { minioSrv, _, minioErr = startMinIO() })
 	if minioErr != nil {
 		Unavailable(t, "MinIO: %v", minioErr)
 	}
 	return minioSrv
 }
 
-func startMinIO() (*S3Server, error) {
+// StartMinIO starts a MinIO server of the caller's own, outside any test,
+// like MinIO does (free 127.0.0.1 port, fresh data directory). stop kills it
+// and removes its data directory; it is safe to call more than once. The
+// server also dies with this process (Pdeathsig). Errors wrap ErrUnavailable
+// when the binary or the server cannot be provided.
+func StartMinIO() (srv *S3Server, stop func(), err error) {
+	srv, p, err := startMinIO()
+	if err != nil {
+		if p != nil {
+			p.stop(true)
+		}
+		return nil, nil, err
+	}
+	return srv, func() { p.stop(false) }, nil
+}
+
+// startMinIO starts MinIO. The proc is returned, when one was started, even
+// with an error, so that callers can stop it.
+func startMinIO() (*S3Server, *proc, error) {
 	bin, err := ToolsBin("minio")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dir, err := os.MkdirTemp("", "csefs-minio-")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	port, err := freePort()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	cport, err := freePort()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	env := append(os.Environ(),
@@ -77,7 +95,7 @@ func startMinIO() (*S3Server, error) {
 		dir + "/data",
 	}, env)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	srv := &S3Server{Endpoint: "http://" + addr, AccessKey: testAccessKey, SecretKey: testSecretKey, Region: testRegion}
 	hc := &http.Client{Timeout: startTimeout}
@@ -95,9 +113,9 @@ func startMinIO() (*S3Server, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, p, err
 	}
-	return srv, nil
+	return srv, p, nil
 }
 
 // client builds an S3 client without a testing.TB.
@@ -113,6 +131,11 @@ func (s *S3Server) client() *s3.Client {
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
 }
+
+// NewClient is Client for callers without a testing.TB (benchmarks,
+// commands): static credentials, path-style addressing, checksums only when
+// required, no host AWS configuration.
+func (s *S3Server) NewClient() *s3.Client { return s.client() }
 
 // Client returns an aws-sdk-go-v2 S3 client for the server: static
 // credentials, path-style addressing, checksums only when required. It does

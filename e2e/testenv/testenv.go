@@ -118,6 +118,31 @@ func stopAll(keepLogs bool) {
 	}
 }
 
+// stop kills p, forgets it (so stopAll does not see it again) and removes
+// its directory unless keepLogs, when it prints the log path instead. It is
+// safe to call more than once.
+func (p *proc) stop(keepLogs bool) {
+	procsMu.Lock()
+	found := false
+	for i, q := range procs {
+		if q == p {
+			procs = append(procs[:i], procs[i+1:]...)
+			found = true
+			break
+		}
+	}
+	procsMu.Unlock()
+	if !found {
+		return // already stopped, here or by stopAll
+	}
+	p.kill()
+	if keepLogs {
+		fmt.Fprintf(os.Stderr, "testenv: %s log: %s\n", p.name, p.logPath)
+		return
+	}
+	os.RemoveAll(p.dir)
+}
+
 func (p *proc) kill() {
 	if p.cmd.Process != nil {
 		// Negative pid: the whole process group (Setpgid below).

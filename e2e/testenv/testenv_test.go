@@ -207,3 +207,56 @@ func TestToolsBinBuilds(t *testing.T) {
 		}
 	}
 }
+
+// TestStartKMSStop starts a private local-kms through the non-test entry
+// point, uses it, stops it twice, and checks that it is gone: the port
+// refuses connections and its directory is removed.
+func TestStartKMSStop(t *testing.T) {
+	if _, err := ToolsBin("local-kms"); err != nil {
+		Unavailable(t, "local-kms: %v", err)
+	}
+	before := map[*proc]bool{}
+	procsMu.Lock()
+	for _, p := range procs {
+		before[p] = true
+	}
+	procsMu.Unlock()
+	srv, stop, err := StartKMS()
+	if err != nil {
+		Unavailable(t, "StartKMS: %v", err)
+	}
+	if srv.KeyID == "" || srv == kmsSrv {
+		t.Fatalf("StartKMS returned %+v, want a fresh server with keys", srv)
+	}
+	if _, err := srv.NewClient().DescribeKey(context.Background(), &kms.DescribeKeyInput{KeyId: aws.String(srv.AliasName)}); err != nil {
+		t.Fatalf("DescribeKey on the private server: %v", err)
+	}
+	procsMu.Lock()
+	var dir string
+	for _, p := range procs {
+		if !before[p] {
+			dir = p.dir
+		}
+	}
+	procsMu.Unlock()
+	if dir == "" {
+		t.Fatal("StartKMS did not register its process")
+	}
+	stop()
+	stop()
+	u, _ := url.Parse(srv.Endpoint)
+	if c, err := net.Dial("tcp", u.Host); err == nil {
+		c.Close()
+		t.Errorf("%s still accepts connections after stop", u.Host)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("server directory %s left behind: %v", dir, err)
+	}
+	procsMu.Lock()
+	for _, p := range procs {
+		if !before[p] {
+			t.Errorf("stopped server %s still registered", p.name)
+		}
+	}
+	procsMu.Unlock()
+}
