@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/e2e/oracle"
 	"github.com/csefs/csefs/metadata"
 )
 
@@ -149,12 +150,14 @@ func TestGO1WritesCoreReads(t *testing.T) {
 	e := newEnv(t)
 	k := e.KMSSRV
 	p := newKMSProvider(t, e, k.KeyID, cse.WrapKMSContext)
-	for _, w := range go1Writers {
+	for _, w := range oracle.GO1Writers {
 		for _, n := range sizes {
-			t.Run(w.name+"/"+sizeName(n), func(t *testing.T) {
-				key := fmt.Sprintf("go1/%s/%d", w.name, n)
+			t.Run(w.Name+"/"+sizeName(n), func(t *testing.T) {
+				key := fmt.Sprintf("go1/%s/%d", w.Name, n)
 				plain := randBytes(t, n)
-				w.put(t, e, k.KeyID, key, plain)
+				if err := w.Put(ctx, e.servers(), k.KeyID, e.Bucket, key, plain); err != nil {
+					t.Fatal(err)
+				}
 				mustCoreRead(t, e, p, key, plain)
 			})
 		}
