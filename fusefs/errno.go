@@ -71,7 +71,7 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EIO
 	case errors.Is(err, errExists):
 		return syscall.EEXIST
-	case errors.Is(err, cse.ErrTooLarge):
+	case errors.Is(err, cse.ErrTooLarge), errors.Is(err, objectstore.ErrTooLarge):
 		return syscall.EFBIG
 	case errors.Is(err, errClosed):
 		return syscall.EBADF

@@ -1,0 +1,57 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"testing"
+
+	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/metadata"
+	"github.com/csefs/csefs/objectstore"
+)
+
+func TestToErrno(t *testing.T) {
+	wrap := func(err error) error { return fmt.Errorf("object a/b: %w", fmt.Errorf("layer: %w", err)) }
+	for _, tc := range []struct {
+		err  error
+		want syscall.Errno
+	}{
+		{nil, 0},
+		{syscall.ENOSPC, syscall.ENOSPC},
+		{wrap(syscall.EROFS), syscall.EROFS},
+		{wrap(context.Canceled), syscall.EINTR},
+		{wrap(objectstore.ErrNotFound), syscall.ENOENT},
+		{wrap(objectstore.ErrAccessDenied), syscall.EACCES},
+		{wrap(objectstore.ErrNoSuchBucket), syscall.EACCES},
+		{wrap(objectstore.ErrPreconditionFailed), syscall.ESTALE},
+		{wrap(cse.ErrKeyAccess), syscall.EACCES},
+		{wrap(cse.ErrKeyUnusable), syscall.EACCES},
+		{wrap(cse.ErrNoMasterKey), syscall.EACCES},
+		{wrap(cse.ErrContextMismatch), syscall.EACCES},
+		{wrap(errPlaintextDenied), syscall.EACCES},
+		{wrap(errNoProvider), syscall.EACCES},
+		{wrap(cse.ErrAuthentication), syscall.EIO},
+		{wrap(cse.ErrTruncated), syscall.EIO},
+		{wrap(cse.ErrMalformed), syscall.EIO},
+		{wrap(cse.ErrUnsupported), syscall.EIO},
+		{wrap(metadata.ErrMalformed), syscall.EIO},
+		{wrap(metadata.ErrKeyConflict), syscall.EIO},
+		{wrap(metadata.ErrV3Unsupported), syscall.EIO},
+		{wrap(metadata.ErrNoInstructionFile), syscall.EIO},
+		{wrap(cse.ErrTooLarge), syscall.EFBIG},
+		{wrap(objectstore.ErrTooLarge), syscall.EFBIG},
+		{wrap(errNonSequential), syscall.EINVAL},
+		{wrap(errReadOnly), syscall.EROFS},
+		{wrap(errNotEmpty), syscall.ENOTEMPTY},
+		{wrap(errUnsupported), syscall.ENOTSUP},
+		{wrap(errExists), syscall.EEXIST},
+		{wrap(errClosed), syscall.EBADF},
+		{errors.New("some SDK error"), syscall.EIO},
+	} {
+		if got := toErrno(tc.err); got != tc.want {
+			t.Errorf("toErrno(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
