@@ -1,0 +1,128 @@
+package main
+
+import (
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+)
+
+// countingProxy is a reverse proxy on 127.0.0.1 that counts the requests
+// passing through it by operation, so that the bench can report how many
+// KMS or S3 calls a workload made.
+type countingProxy struct {
+	URL string // http://127.0.0.1:PORT
+
+	classify func(*http.Request) string
+	srv      *http.Server
+	mu       sync.Mutex
+	counts   map[string]int
+}
+
+// newCountingProxy starts a proxy to target that names each request with
+// classify.
+func newCountingProxy(target string, classify func(*http.Request) string) (*countingProxy, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &countingProxy{URL: "http://" + ln.Addr().String(), classify: classify, counts: map[string]int{}}
+	// The Host header is left as the client sent it (the proxy's address):
+	// SigV4 signed that host, and MinIO checks it.
+	rp := httputil.NewSingleHostReverseProxy(u)
+	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		op := p.classify(r)
+		p.mu.Lock()
+		p.counts[op]++
+		p.mu.Unlock()
+		rp.ServeHTTP(w, r)
+	})}
+	go p.srv.Serve(ln)
+	return p, nil
+}
+
+// snapshot returns a copy of the counts so far.
+func (p *countingProxy) snapshot() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.counts)
+}
+
+func (p *countingProxy) close() { p.srv.Close() }
+
+// diffCounts returns after − before, without zero entries.
+func diffCounts(before, after map[string]int) map[string]int {
+	d := map[string]int{}
+	for k, v := range after {
+		if n := v - before[k]; n != 0 {
+			d[k] = n
+		}
+	}
+	return d
+}
+
+// kmsOp names a KMS request by its X-Amz-Target (TrentService.Decrypt →
+// Decrypt).
+func kmsOp(r *http.Request) string {
+	t := r.Header.Get("X-Amz-Target")
+	if i := strings.LastIndexByte(t, '.'); i >= 0 {
+		t = t[i+1:]
+	}
+	if t == "" {
+		return "other"
+	}
+	return t
+}
+
+// s3Op names an S3 request (path-style) by method, query and headers.
+func s3Op(r *http.Request) string {
+	q := r.URL.Query()
+	keyed := strings.Count(strings.Trim(r.URL.Path, "/"), "/") >= 1
+	switch r.Method {
+	case http.MethodHead:
+		if keyed {
+			return "HeadObject"
+		}
+		return "HeadBucket"
+	case http.MethodGet:
+		switch {
+		case !keyed:
+			return "ListObjects"
+		case r.Header.Get("Range") != "":
+			return "GetObject(range)"
+		default:
+			return "GetObject"
+		}
+	case http.MethodPut:
+		switch {
+		case q.Has("uploadId"):
+			return "UploadPart"
+		case r.Header.Get("X-Amz-Copy-Source") != "":
+			return "CopyObject"
+		default:
+			return "PutObject"
+		}
+	case http.MethodPost:
+		switch {
+		case q.Has("uploads"):
+			return "CreateMultipartUpload"
+		case q.Has("uploadId"):
+			return "CompleteMultipartUpload"
+		case q.Has("delete"):
+			return "DeleteObjects"
+		}
+	case http.MethodDelete:
+		if q.Has("uploadId") {
+			return "AbortMultipartUpload"
+		}
+		return "DeleteObject"
+	}
+	return r.Method + " other"
+}
