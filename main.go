@@ -62,6 +62,8 @@ func mountCommand() *cli.Command {
 			&cli.IntFlag{Name: "gid", Value: os.Getgid(), Usage: "group of every file and directory"},
 			&cli.StringFlag{Name: "file-mode", Value: "0644", Usage: "permission bits of files (octal) that have none stored"},
 			&cli.StringFlag{Name: "dir-mode", Value: "0755", Usage: "permission bits of directories (octal)"},
+			&cli.StringFlag{Name: "staging-dir", Usage: "directory for the encrypted staging files of random writes, appends and edits (default: " + mount.DefaultStagingDir() + ")"},
+			&cli.StringFlag{Name: "staging-limit", Value: "10GiB", Usage: "bound on the staging files' total size; writes past it fail with ENOSPC (0: none)"},
 			&cli.StringFlag{Name: "part-size", Value: "8MiB", Usage: "multipart upload part size"},
 			&cli.IntFlag{Name: "upload-concurrency", Value: 4, Usage: "parts of one file uploaded in parallel"},
 			&cli.IntFlag{Name: "key-cache-size", Value: 1024, Usage: "unwrapped data keys kept in memory"},
@@ -98,6 +100,7 @@ func runMount(c *cli.Context) error {
 		UID:               uint32(c.Int("uid")),
 		GID:               uint32(c.Int("gid")),
 		UploadConcurrency: c.Int("upload-concurrency"),
+		StagingDir:        c.String("staging-dir"),
 		KeyCacheSize:      c.Int("key-cache-size"),
 		KeyCacheTTL:       c.Duration("key-cache-ttl"),
 		LogLevel:          c.String("log-level"),
@@ -109,6 +112,9 @@ func runMount(c *cli.Context) error {
 	}
 	if cfg.PartSize, err = parseSize(c.String("part-size")); err != nil {
 		return fmt.Errorf("--part-size: %w", err)
+	}
+	if cfg.StagingLimit, err = parseSize(c.String("staging-limit")); err != nil {
+		return fmt.Errorf("--staging-limit: %w", err)
 	}
 	if cfg.FileMode, err = parseMode(c.String("file-mode")); err != nil {
 		return fmt.Errorf("--file-mode: %w", err)

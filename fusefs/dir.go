@@ -227,7 +227,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	key := childKey(d.prefix, name)
 	n := &fileNode{fsys: f, key: key}
-	w, err := f.newWriter(ctx, n, mode, true)
+	w, err := f.newWriter(ctx, n, fileAttrs(mode), true, flags&syscall.O_ACCMODE == syscall.O_RDWR)
 	if err != nil {
 		return nil, nil, 0, f.logErr("create", key, err)
 	}

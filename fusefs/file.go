@@ -2,6 +2,9 @@ package fusefs
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -10,17 +13,28 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/metadata"
+	"github.com/csefs/csefs/objectstore"
 )
 
 // fileNode is one object.
+//
+// Lock order: stageMu before mu; a writeHandle's mu before either.
 type fileNode struct {
 	fs.Inode
 	fsys *FS
 	key  string
 
-	mu    sync.Mutex
-	w     *writeHandle // the upload in progress, if any
-	mtime time.Time    // set by utimes while no upload is pending
+	stageMu    sync.Mutex // serialises staging setup, uploads and teardown
+	stage      *stageFile
+	stageRefs  int
+	stageDirty bool
+	stageAttrs metadata.Attrs
+
+	mu      sync.Mutex
+	writers map[*writeHandle]bool
 }
 
 var (
@@ -60,27 +74,201 @@ func (f *FS) setPending(key string, n *fileNode, on bool) {
 	}
 }
 
-// writer returns the upload in progress, if one has started.
-func (n *fileNode) writer() *writeHandle {
+func (n *fileNode) addWriter(w *writeHandle) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.w == nil {
-		return nil
+	if n.writers == nil {
+		n.writers = make(map[*writeHandle]bool)
 	}
-	n.w.mu.Lock()
-	defer n.w.mu.Unlock()
-	if !n.w.started {
-		return nil
-	}
-	return n.w
+	n.writers[w] = true
 }
 
-// currentMode is the permission bits the object has now, for a new version.
-func (n *fileNode) currentMode(ctx context.Context) uint32 {
-	if o, err := n.fsys.head(ctx, n.key); err == nil && o.attrs.HasMode {
-		return o.attrs.Mode & 0o7777
+func (n *fileNode) removeWriter(w *writeHandle) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.writers, w)
+}
+
+// streaming returns the size and mode of a streaming upload in progress.
+func (n *fileNode) streaming() (int64, uint32, bool) {
+	n.mu.Lock()
+	ws := make([]*writeHandle, 0, len(n.writers))
+	for w := range n.writers {
+		ws = append(ws, w)
 	}
-	return n.fsys.opt.FileMode
+	n.mu.Unlock()
+	for _, w := range ws {
+		if size, mode, ok := w.status(); ok {
+			return size, mode, true
+		}
+	}
+	return 0, 0, false
+}
+
+// stageFile returns the node's staging file; a handle in stage mode holds a
+// reference, so it is not nil for it.
+func (n *fileNode) stageFile() *stageFile {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stage
+}
+
+func (n *fileNode) markDirty() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.stageDirty = true
+}
+
+// acquireStage returns the node's staging file, creating it on first use
+// with the object's current content unless empty is set.
+func (n *fileNode) acquireStage(ctx context.Context, empty bool) (*stageFile, error) {
+	n.stageMu.Lock()
+	defer n.stageMu.Unlock()
+	n.mu.Lock()
+	if n.stage != nil {
+		n.stageRefs++
+		sf := n.stage
+		n.mu.Unlock()
+		return sf, nil
+	}
+	n.mu.Unlock()
+	f := n.fsys
+	sf, err := f.stage.create()
+	if err != nil {
+		return nil, err
+	}
+	attrs := fileAttrs(f.opt.FileMode)
+	o, err := f.head(ctx, n.key)
+	switch {
+	case err == nil:
+		attrs = o.attrs
+		attrs.HasMtime = false
+		if !attrs.HasMode {
+			attrs = fileAttrs(f.opt.FileMode)
+		}
+		if !empty && o.plainSize > 0 {
+			if err := n.fsys.fill(ctx, o, sf); err != nil {
+				sf.Close()
+				return nil, err
+			}
+		}
+	case !isNotFound(err):
+		sf.Close()
+		return nil, err
+	}
+	n.mu.Lock()
+	n.stage, n.stageRefs, n.stageDirty, n.stageAttrs = sf, 1, false, attrs
+	n.mu.Unlock()
+	return sf, nil
+}
+
+// fill copies an object's authenticated plaintext into a staging file.
+func (f *FS) fill(ctx context.Context, o *object, sf *stageFile) error {
+	r, err := f.newReaderNoPreload(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer r.Release(ctx)
+	src, c, err := r.openStream(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf := make([]byte, 1<<20)
+	var off int64
+	for {
+		n, err := io.ReadFull(src, buf)
+		if n > 0 {
+			if _, werr := sf.WriteAt(buf[:n], off); werr != nil {
+				return werr
+			}
+			off += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("object %s: %w", o.key, err)
+		}
+	}
+	if off != o.plainSize {
+		return fmt.Errorf("object %s: read %d of %d bytes: %w", o.key, off, o.plainSize, errTruncatedObject)
+	}
+	return nil
+}
+
+// flushStage uploads the staged content if it changed since the last upload.
+func (n *fileNode) flushStage(ctx context.Context) error {
+	n.stageMu.Lock()
+	defer n.stageMu.Unlock()
+	return n.flushStageLocked(ctx)
+}
+
+func (n *fileNode) flushStageLocked(ctx context.Context) error {
+	n.mu.Lock()
+	sf, dirty, attrs := n.stage, n.stageDirty, n.stageAttrs
+	n.mu.Unlock()
+	if sf == nil || !dirty {
+		return nil
+	}
+	f := n.fsys
+	u, err := f.beginUpload(ctx, n.key, attrs)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(u, sf.reader()); err != nil {
+		u.abort(ctx)
+		return err
+	}
+	o, err := u.commit(ctx)
+	if err != nil {
+		u.abort(ctx)
+		return err
+	}
+	n.mu.Lock()
+	n.stageDirty = false
+	n.mu.Unlock()
+	n.committed(o)
+	return nil
+}
+
+// releaseStage drops a reference; the last one uploads what no Flush did
+// and removes the staging file.
+func (n *fileNode) releaseStage(ctx context.Context) {
+	n.stageMu.Lock()
+	defer n.stageMu.Unlock()
+	n.mu.Lock()
+	n.stageRefs--
+	last := n.stageRefs == 0
+	n.mu.Unlock()
+	if !last {
+		return
+	}
+	if err := n.flushStageLocked(ctx); err != nil {
+		n.fsys.logErr("release", n.key, err)
+	}
+	n.mu.Lock()
+	sf := n.stage
+	n.stage = nil
+	n.mu.Unlock()
+	if sf != nil {
+		sf.Close()
+	}
+}
+
+// committed records a new version written through this node.
+func (n *fileNode) committed(o *object) {
+	n.fsys.putStat(n.key, o)
+}
+
+// currentAttrs are the attributes a new version of the object keeps.
+func (n *fileNode) currentAttrs(ctx context.Context) metadata.Attrs {
+	if o, err := n.fsys.head(ctx, n.key); err == nil && o.attrs.HasMode {
+		a := o.attrs
+		a.HasMtime = false
+		return a
+	}
+	return fileAttrs(n.fsys.opt.FileMode)
 }
 
 // basePlainSize is the size of the object as stored, 0 if there is none.
@@ -91,28 +279,17 @@ func (n *fileNode) basePlainSize(ctx context.Context) int64 {
 	return 0
 }
 
-// fillAttr fills the attributes of a file with an upload in progress.
-func (n *fileNode) fillAttr(a *fuse.Attr) {
-	f := n.fsys
-	w := n.writer()
-	a.Mode = syscall.S_IFREG | f.opt.FileMode
-	a.Nlink = 1
-	a.Uid, a.Gid = f.opt.UID, f.opt.GID
-	a.Blksize = 1 << 20
-	now := time.Now()
-	if w != nil {
-		size, mode := w.status()
-		a.Size = uint64(size)
-		a.Blocks = (a.Size + 511) / 512
-		a.Mode = syscall.S_IFREG | mode
-	}
-	a.SetTimes(nil, &now, &now)
-}
-
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	f := n.fsys
-	if n.writer() != nil {
-		n.fillAttr(&out.Attr)
+	if size, mode, ok := n.streaming(); ok {
+		f.pendingAttr(&out.Attr, size, mode)
+		return 0
+	}
+	if sf := n.stageFile(); sf != nil {
+		n.mu.Lock()
+		mode := n.stageAttrs.Mode & 0o7777
+		n.mu.Unlock()
+		f.pendingAttr(&out.Attr, sf.Size(), mode)
 		return 0
 	}
 	if r, ok := fh.(*readHandle); ok {
@@ -124,16 +301,28 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 		return f.logErr("getattr", n.key, err)
 	}
 	f.fileAttr(o, &out.Attr)
-	n.applyLocal(&out.Attr)
 	return 0
 }
 
-func (n *fileNode) applyLocal(a *fuse.Attr) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if !n.mtime.IsZero() {
-		a.SetTimes(nil, &n.mtime, nil)
+// pendingAttr fills the attributes of a file with changes not yet uploaded.
+func (f *FS) pendingAttr(a *fuse.Attr, size int64, mode uint32) {
+	if mode == 0 {
+		mode = f.opt.FileMode
 	}
+	a.Mode = syscall.S_IFREG | mode
+	a.Nlink = 1
+	a.Uid, a.Gid = f.opt.UID, f.opt.GID
+	a.Size = uint64(size)
+	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = 1 << 20
+	now := time.Now()
+	a.SetTimes(nil, &now, &now)
+}
+
+// fillAttr fills the attributes of a node that is being created.
+func (n *fileNode) fillAttr(a *fuse.Attr) {
+	size, mode, _ := n.streaming()
+	n.fsys.pendingAttr(a, size, mode)
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -143,7 +332,20 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		if f.opt.ReadOnly {
 			return nil, 0, syscall.EROFS
 		}
-		w, err := f.newWriter(ctx, n, n.currentMode(ctx), flags&syscall.O_TRUNC != 0)
+		w, err := f.newWriter(ctx, n, n.currentAttrs(ctx), flags&syscall.O_TRUNC != 0, acc == syscall.O_RDWR)
+		if err != nil {
+			return nil, 0, f.logErr("open", n.key, err)
+		}
+		return w, 0, 0
+	}
+	if n.stageFile() != nil {
+		// Changes not yet uploaded: read them, as a local file would.
+		w, err := f.newWriter(ctx, n, n.currentAttrs(ctx), false, true)
+		if err == nil {
+			w.mu.Lock()
+			err = w.startStage(ctx, nil)
+			w.mu.Unlock()
+		}
 		if err != nil {
 			return nil, 0, f.logErr("open", n.key, err)
 		}
@@ -167,44 +369,56 @@ func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 	if f.opt.ReadOnly {
 		return syscall.EROFS
 	}
-	n.mu.Lock()
-	w := n.w
-	n.mu.Unlock()
 	if size, ok := in.GetSize(); ok {
-		switch {
-		case w != nil:
-			if err := w.truncate(ctx, int64(size)); err != nil {
-				return f.logErr("truncate", n.key, err)
-			}
-		case size == 0:
-			// truncate(path, 0): replace the object with an empty one.
-			nw, err := f.newWriter(ctx, n, n.currentMode(ctx), true)
-			if err != nil {
-				return f.logErr("truncate", n.key, err)
-			}
-			errno := nw.Fsync(ctx, 0)
-			nw.Release(ctx)
-			if errno != 0 {
-				return errno
-			}
-		default:
-			o, err := f.head(ctx, n.key)
-			if err != nil {
-				return f.logErr("truncate", n.key, err)
-			}
-			if int64(size) != o.plainSize {
-				f.log.Warn("truncate to a non-zero size is not supported", "object", f.uri(n.key), "size", size)
-				return syscall.ENOTSUP
-			}
+		if err := n.setSize(ctx, fh, int64(size)); err != nil {
+			return f.logErr("truncate", n.key, err)
 		}
 	}
-	if mode, ok := in.GetMode(); ok && w != nil {
-		w.setMode(mode & 0o7777)
-	}
-	if mt, ok := in.GetMTime(); ok {
-		n.mu.Lock()
-		n.mtime = mt
-		n.mu.Unlock()
+	if err := n.setMeta(ctx, in); err != nil {
+		return f.logErr("setattr", n.key, err)
 	}
 	return n.Getattr(ctx, fh, out)
 }
+
+// setSize truncates. Through a handle open for writing, the handle decides;
+// otherwise the object is replaced (empty, or staged and re-uploaded).
+func (n *fileNode) setSize(ctx context.Context, fh fs.FileHandle, size int64) error {
+	f := n.fsys
+	w, _ := fh.(*writeHandle)
+	if w == nil {
+		n.mu.Lock()
+		for h := range n.writers {
+			w = h
+			break
+		}
+		n.mu.Unlock()
+	}
+	if w != nil {
+		return w.truncate(ctx, size)
+	}
+	o, err := f.head(ctx, n.key)
+	if err != nil {
+		return err
+	}
+	if size == o.plainSize {
+		return nil
+	}
+	nw, err := f.newWriter(ctx, n, n.currentAttrs(ctx), size == 0, false)
+	if err != nil {
+		return err
+	}
+	defer nw.Release(ctx)
+	if size != 0 {
+		if err := nw.truncate(ctx, size); err != nil {
+			return err
+		}
+	}
+	if errno := nw.Flush(ctx); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+var errTruncatedObject = fmt.Errorf("object shorter than its size: %w", cse.ErrTruncated)
+
+func isNotFound(err error) bool { return errors.Is(err, objectstore.ErrNotFound) }

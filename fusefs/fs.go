@@ -66,6 +66,12 @@ type Options struct {
 	UID, GID    uint32
 	FileMode    uint32 // permission bits for files, e.g. 0644
 	DirMode     uint32 // permission bits for directories, e.g. 0755
+	// StagingDir holds the encrypted staging files of non-sequential writes;
+	// "" disables staging (such writes then fail with ENOTSUP).
+	StagingDir string
+	// StagingLimit bounds the staging files' total size; past it writers get
+	// ENOSPC. 0 means no bound.
+	StagingLimit int64
 	// ReadAhead is the sequential read-ahead window in bytes.
 	ReadAhead int64
 	Logger    *slog.Logger
@@ -85,6 +91,8 @@ type FS struct {
 
 	inflight sync.WaitGroup // uploads in progress
 
+	stage *stager // nil when staging is off
+
 	pendMu sync.Mutex
 	pend   map[string]*fileNode // files being written, not yet committed
 }
@@ -95,7 +103,7 @@ type statEntry struct {
 }
 
 // New returns a filesystem and its root node.
-func New(opt Options) (*FS, fs.InodeEmbedder) {
+func New(opt Options) (*FS, fs.InodeEmbedder, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
@@ -119,7 +127,14 @@ func New(opt Options) (*FS, fs.InodeEmbedder) {
 		verified: make(map[string]bool),
 		pend:     make(map[string]*fileNode),
 	}
-	return f, &dirNode{fsys: f, prefix: ""}
+	if opt.StagingDir != "" {
+		st, err := newStager(opt.StagingDir, opt.StagingLimit)
+		if err != nil {
+			return nil, nil, err
+		}
+		f.stage = st
+	}
+	return f, &dirNode{fsys: f, prefix: ""}, nil
 }
 
 // WaitUploads blocks until every upload in progress has finished.

@@ -49,13 +49,9 @@ var (
 )
 
 func (f *FS) newReader(ctx context.Context, o *object) (*readHandle, error) {
-	r := &readHandle{fsys: f, obj: o}
-	if o.kind != kindPlain {
-		k, err := f.dataKey(ctx, o)
-		if err != nil {
-			return nil, err
-		}
-		r.key = k
+	r, err := f.newReaderNoPreload(ctx, o)
+	if err != nil {
+		return nil, err
 	}
 	if o.kind == kindGCM && o.plainSize <= f.opt.VerifyThreshold {
 		whole, err := r.readAll(ctx)
@@ -65,6 +61,19 @@ func (f *FS) newReader(ctx context.Context, o *object) (*readHandle, error) {
 		}
 		r.whole = whole
 		f.setVerified(o.key, o.info.ETag)
+	}
+	return r, nil
+}
+
+// newReaderNoPreload opens o without authenticating small objects up front.
+func (f *FS) newReaderNoPreload(ctx context.Context, o *object) (*readHandle, error) {
+	r := &readHandle{fsys: f, obj: o}
+	if o.kind != kindPlain {
+		k, err := f.dataKey(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		r.key = k
 	}
 	return r, nil
 }

@@ -2,344 +2,341 @@ package fusefs
 
 import (
 	"context"
-	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/metadata"
-	"github.com/csefs/csefs/objectstore"
 )
 
-// writeHandle streams a new object: plaintext goes through the GCM encryptor
-// straight into the store's upload, which sends finished parts in parallel.
-// Nothing is visible until commit, which runs in Flush or Fsync so that
-// close(2) and fsync(2) return the upload's real result (the kernel ignores
-// Release's).
+// A writeHandle is a file opened for writing. It is in one of three modes:
+//
+//   - undecided: opened without O_TRUNC, nothing written yet. The kernel
+//     sends open(O_TRUNC) as OPEN without O_TRUNC followed by SETATTR(size=0),
+//     so the mode is chosen by what comes next.
+//   - stream: a new object streams through the encryptor into the store's
+//     upload (new files, O_TRUNC, truncation to zero, a first write at offset
+//     0 of an empty object). The first streamPrefix bytes are also kept in
+//     memory, so that a non-sequential write early on can switch to staging.
+//   - stage: writes go to the node's encrypted staging file, uploaded whole
+//     on Flush/Fsync (random writes, appends, edits, truncation).
+//
+// Commits run in Flush and Fsync so that close(2) and fsync(2) return the
+// upload's real result (the kernel ignores Release's).
 type writeHandle struct {
-	fsys *FS
-	node *fileNode
-	key  string
+	fsys     *FS
+	node     *fileNode
+	key      string
+	readable bool // O_RDWR
 
-	mu      sync.Mutex
-	mode    uint32
-	written int64
-	up      objectstore.Writer
-	enc     io.WriteCloser // the encryptor, or up itself for plaintext
-	env     *metadata.Envelope
-	instr   bool // the envelope goes into an instruction file
-	started bool // the upload has begun
-	done    bool // committed or aborted
-	result  error
+	mu     sync.Mutex
+	mode   int
+	attrs  metadata.Attrs
+	up     *upload
+	prefix []byte // stream mode: the plaintext written so far, while short
+	done   bool   // stream mode: committed or aborted
+	result error  // stream mode: the commit's result
+	staged bool   // holds a reference on node's staging file
+	closed bool
 }
+
+const (
+	modeUndecided = iota
+	modeStream
+	modeStage
+)
+
+// streamPrefix bounds the plaintext a streaming handle keeps to be able to
+// switch to staging.
+const streamPrefix = 8 << 20
 
 var (
 	_ fs.FileWriter    = (*writeHandle)(nil)
+	_ fs.FileReader    = (*writeHandle)(nil)
 	_ fs.FileFlusher   = (*writeHandle)(nil)
 	_ fs.FileFsyncer   = (*writeHandle)(nil)
 	_ fs.FileReleaser  = (*writeHandle)(nil)
 	_ fs.FileGetattrer = (*writeHandle)(nil)
 )
 
-// nopCloser turns an objectstore.Writer into the plaintext "encryptor".
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }
-
-// newWriter opens n for writing a new version of its object. With start
-// set the upload begins at once (create, O_TRUNC). Otherwise the handle waits:
-// the kernel sends open(O_TRUNC) as OPEN without O_TRUNC followed by
-// SETATTR(size=0), so the upload begins when that truncation arrives, or at a
-// first write at offset 0 of an empty object.
-func (f *FS) newWriter(ctx context.Context, n *fileNode, mode uint32, start bool) (*writeHandle, error) {
-	w := &writeHandle{fsys: f, node: n, key: n.key, mode: mode & 0o7777}
-	if start {
-		if err := w.start(ctx); err != nil {
+// newWriter opens n for writing. With trunc the handle streams a new,
+// empty version at once.
+func (f *FS) newWriter(ctx context.Context, n *fileNode, attrs metadata.Attrs, trunc, readable bool) (*writeHandle, error) {
+	w := &writeHandle{fsys: f, node: n, key: n.key, attrs: attrs, readable: readable}
+	f.inflight.Add(1)
+	if trunc {
+		if err := w.startStream(ctx); err != nil {
+			f.inflight.Done()
 			return nil, err
 		}
 	}
-	f.inflight.Add(1)
-	n.mu.Lock()
-	n.w = w
-	n.mu.Unlock()
-	if start {
-		f.setPending(n.key, n, true)
-	}
+	n.addWriter(w)
 	return w, nil
 }
 
-// start begins the upload. w.mu is held, or w is not yet shared.
-func (w *writeHandle) start(ctx context.Context) error {
-	f := w.fsys
-	attrs := metadata.Attrs{Mode: syscall.S_IFREG | w.mode, HasMode: true}
-	meta := map[string]string{}
-	var dataKey []byte
-	if f.opt.Provider != nil {
-		k, wrapped, err := f.opt.Provider.GenerateKey(ctx, cse.KeyRequest{
-			CEKAlg:  cse.CEKAlgGCM,
-			MatDesc: maps.Clone(f.opt.MatDesc),
-			Object:  f.uri(w.key),
-		})
-		if err != nil {
-			return fmt.Errorf("new data key: %w", err)
-		}
-		dataKey = k
-		defer cse.Zero(dataKey)
-		iv := make([]byte, cse.GCMIVSize)
-		if _, err := rand.Read(iv); err != nil {
-			return err
-		}
-		w.env = metadata.NewEnvelope(iv, wrapped, -1)
-		w.instr = f.opt.StorageMode == InstructionFile
-		if !w.instr {
-			maps.Copy(meta, w.env.Metadata())
-			if metadata.CheckSize(meta) != nil {
-				// Too big for S3's 2 KB of user metadata: this object's
-				// envelope goes into an instruction file instead.
-				clear(meta)
-				w.instr = true
-			}
-		}
-		if w.instr {
-			meta[metadata.AttrEnvelope] = metadata.EnvelopeInstructionFile
-		}
-	}
-	attrs.Apply(meta)
-	up, err := f.store.Create(ctx, w.key, meta)
+// startStream begins a streaming upload. w.mu is held or w is not shared.
+func (w *writeHandle) startStream(ctx context.Context) error {
+	u, err := w.fsys.beginUpload(ctx, w.key, w.attrs)
 	if err != nil {
 		return err
 	}
-	if dataKey != nil {
-		enc, err := cse.NewEncryptWriter(up, dataKey, w.env.IV)
-		if err != nil {
-			up.Abort(context.WithoutCancel(ctx))
+	w.up, w.mode, w.done, w.result, w.prefix = u, modeStream, false, nil, w.prefix[:0]
+	w.fsys.setPending(w.key, w.node, true)
+	return nil
+}
+
+// startStage switches to the node's staging file. seed, if not nil, is the
+// whole content so far (a streaming handle switching over).
+func (w *writeHandle) startStage(ctx context.Context, seed []byte) error {
+	if w.fsys.stage == nil {
+		return fmt.Errorf("no staging directory: %w", errUnsupported)
+	}
+	sf, err := w.node.acquireStage(ctx, seed != nil)
+	if err != nil {
+		return err
+	}
+	w.staged = true
+	w.mode = modeStage
+	if seed != nil {
+		if err := sf.Truncate(0); err != nil {
 			return err
 		}
-		w.enc = enc
-	} else {
-		w.enc = nopCloser{up}
+		if _, err := sf.WriteAt(seed, 0); err != nil {
+			return err
+		}
+		w.node.markDirty()
 	}
-	w.up = up
-	w.started = true
 	return nil
+}
+
+// status reports the size and mode bits a stat should show.
+func (w *writeHandle) status() (size int64, mode uint32, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.mode == modeStream && !w.done:
+		return w.up.written, w.attrs.Mode & 0o7777, true
+	}
+	return 0, 0, false
+}
+
+func (w *writeHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	return w.node.Getattr(ctx, w, out)
+}
+
+func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.write(ctx, data, off)
+	if err != nil {
+		return uint32(n), w.fsys.logErr("write", w.key, err)
+	}
+	return uint32(n), 0
+}
+
+func (w *writeHandle) write(ctx context.Context, data []byte, off int64) (int, error) {
+	if w.mode == modeUndecided {
+		if off == 0 && w.node.basePlainSize(ctx) == 0 {
+			if err := w.startStream(ctx); err != nil {
+				return 0, err
+			}
+		} else if err := w.startStage(ctx, nil); err != nil {
+			return 0, err
+		}
+	}
+	if w.mode == modeStream {
+		if w.done && w.result == nil && w.up.written == 0 && off == 0 {
+			// An empty object was committed by an early Flush (the shell's
+			// dup2 dance); the writes that follow make a new version.
+			if err := w.startStream(ctx); err != nil {
+				return 0, err
+			}
+		}
+		if w.done {
+			if w.result != nil {
+				return 0, w.result
+			}
+			return 0, errClosed
+		}
+		if off != w.up.written {
+			// Not sequential: switch to staging if everything written so
+			// far is still at hand.
+			if w.prefix == nil || int64(len(w.prefix)) != w.up.written {
+				return 0, fmt.Errorf("write at %d after streaming %d bytes: %w", off, w.up.written, errNonSequential)
+			}
+			seed := w.prefix
+			w.up.abort(ctx)
+			w.done = true
+			w.fsys.setPending(w.key, w.node, false)
+			if err := w.startStage(ctx, seed); err != nil {
+				return 0, err
+			}
+			w.prefix = nil
+		} else {
+			n, err := w.up.Write(data)
+			if w.prefix != nil {
+				if int64(len(w.prefix))+int64(n) <= streamPrefix {
+					w.prefix = append(w.prefix, data[:n]...)
+				} else {
+					w.prefix = nil
+				}
+			}
+			if err != nil {
+				w.finishStream(ctx, err)
+			}
+			return n, err
+		}
+	}
+	// modeStage
+	sf := w.node.stageFile()
+	n, err := sf.WriteAt(data, off)
+	if n > 0 {
+		w.node.markDirty()
+	}
+	return n, err
+}
+
+// Read serves O_RDWR handles from the staging file once staged.
+func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.readable {
+		return nil, syscall.EBADF
+	}
+	if w.mode == modeStream && !w.done {
+		// Reading back a file that is being streamed: stage it first.
+		if w.prefix == nil || int64(len(w.prefix)) != w.up.written {
+			return nil, w.fsys.logErr("read", w.key, fmt.Errorf("read of a file streamed past %d bytes: %w", streamPrefix, errNonSequential))
+		}
+		seed := w.prefix
+		w.up.abort(ctx)
+		w.done = true
+		w.fsys.setPending(w.key, w.node, false)
+		if err := w.startStage(ctx, seed); err != nil {
+			return nil, w.fsys.logErr("read", w.key, err)
+		}
+	}
+	if w.mode == modeUndecided || (w.mode == modeStream && w.done) {
+		if err := w.startStage(ctx, nil); err != nil {
+			return nil, w.fsys.logErr("read", w.key, err)
+		}
+	}
+	n, err := w.node.stageFile().ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, w.fsys.logErr("read", w.key, err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
 }
 
 // truncate handles SETATTR(size) on a file open for writing.
 func (w *writeHandle) truncate(ctx context.Context, size int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done {
-		return errClosed
-	}
-	if size == w.written && w.started {
-		return nil
-	}
-	if size != 0 || w.started && w.written != 0 {
-		return fmt.Errorf("truncate to %d while writing: %w", size, errUnsupported)
-	}
-	if !w.started {
-		if err := w.start(ctx); err != nil {
+	switch w.mode {
+	case modeUndecided:
+		if size == 0 {
+			return w.startStream(ctx)
+		}
+		if err := w.startStage(ctx, nil); err != nil {
 			return err
 		}
-		w.fsys.setPending(w.key, w.node, true)
+	case modeStream:
+		if w.done && size == 0 && w.result == nil {
+			return w.startStream(ctx)
+		}
+		if !w.done && size == w.up.written {
+			return nil
+		}
+		if w.done || w.prefix == nil || int64(len(w.prefix)) != w.up.written {
+			return fmt.Errorf("truncate to %d after streaming: %w", size, errNonSequential)
+		}
+		seed := w.prefix
+		w.up.abort(ctx)
+		w.done = true
+		w.fsys.setPending(w.key, w.node, false)
+		if err := w.startStage(ctx, seed); err != nil {
+			return err
+		}
 	}
+	if err := w.node.stageFile().Truncate(size); err != nil {
+		return err
+	}
+	w.node.markDirty()
 	return nil
 }
 
-func (w *writeHandle) status() (int64, uint32) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.written, w.mode
-}
-
-func (w *writeHandle) setMode(m uint32) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.mode = m
-}
-
-func (w *writeHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
-	w.node.fillAttr(&out.Attr)
-	return 0
-}
-
-func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.started && !w.done {
-		// Writing into an existing object without truncating it first
-		// needs a staging file; only an empty object can be streamed.
-		if off != 0 || w.node.basePlainSize(ctx) != 0 {
-			return 0, w.fsys.logErr("write", w.key, fmt.Errorf("write at %d into an existing object: %w", off, errUnsupported))
-		}
-		if err := w.start(ctx); err != nil {
-			return 0, w.fsys.logErr("write", w.key, err)
-		}
-		w.fsys.setPending(w.key, w.node, true)
-	}
-	if w.done && w.result == nil && w.written == 0 && off == 0 {
-		if err := w.restart(ctx); err != nil {
-			return 0, w.fsys.logErr("write", w.key, err)
-		}
-	}
-	if w.done {
-		if w.result != nil {
-			return 0, w.fsys.logErr("write", w.key, w.result)
-		}
-		return 0, w.fsys.logErr("write", w.key, errClosed)
-	}
-	if off != w.written {
-		return 0, w.fsys.logErr("write", w.key, fmt.Errorf("write at %d, expected %d: %w", off, w.written, errNonSequential))
-	}
-	n, err := w.enc.Write(data)
-	w.written += int64(n)
-	if err != nil {
-		w.finish(ctx, err)
-		return uint32(n), w.fsys.logErr("write", w.key, err)
-	}
-	return uint32(n), 0
-}
-
-// Flush commits the upload; close(2) returns its result. A second Flush
-// (from a dup'ed descriptor) returns the first one's result.
-//
-// Shells open a file, dup2 the descriptor and close the original before
-// writing, so a Flush may commit an empty object that more writes follow;
-// Write then starts the upload afresh (see restart).
+// Flush commits: close(2) returns its result. A second Flush (a dup'ed
+// descriptor) returns the first one's result.
 func (w *writeHandle) Flush(ctx context.Context) syscall.Errno {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.started && !w.done {
-		return 0 // opened for writing, nothing changed yet
-	}
-	return w.commitLocked(ctx)
-}
-
-// Fsync commits the upload, empty or not, and returns its result.
-func (w *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.commitLocked(ctx)
-}
-
-func (w *writeHandle) commitLocked(ctx context.Context) syscall.Errno {
-	if !w.started && !w.done {
-		// Opened for writing, never truncated or written: nothing changes.
-		w.done = true
-		w.release()
-		return 0
-	}
-	if !w.done {
-		w.finish(ctx, nil)
-	}
-	if w.result != nil {
-		return w.fsys.logErr("close", w.key, w.result)
+	if err := w.commit(ctx); err != nil {
+		return w.fsys.logErr("close", w.key, err)
 	}
 	return 0
 }
 
-// Release commits what no Flush committed (an empty file). The kernel
-// ignores its result, so this is only reached for files with no data.
+func (w *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return w.Flush(ctx)
+}
+
+// commit makes what this handle wrote durable. w.mu is held.
+func (w *writeHandle) commit(ctx context.Context) error {
+	switch w.mode {
+	case modeStream:
+		if !w.done {
+			w.finishStream(ctx, nil)
+		}
+		return w.result
+	case modeStage:
+		return w.node.flushStage(ctx)
+	}
+	return nil // undecided: nothing changed
+}
+
+// finishStream commits (cause == nil) or aborts the streaming upload.
+func (w *writeHandle) finishStream(ctx context.Context, cause error) {
+	w.done = true
+	w.fsys.setPending(w.key, w.node, false)
+	if cause == nil {
+		o, err := w.up.commit(ctx)
+		if err == nil {
+			w.node.committed(o)
+			return
+		}
+		cause = err
+	}
+	w.result = cause
+	w.up.abort(ctx)
+}
+
+// Release ends the handle. A streaming upload not yet committed (an empty
+// file no Flush committed) is committed here; staged changes are uploaded
+// by the last handle to let go of the staging file if no Flush did.
 func (w *writeHandle) Release(ctx context.Context) syscall.Errno {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.started && !w.done {
-		w.done = true
-		w.release()
+	if w.closed {
 		return 0
 	}
-	if !w.done {
-		w.finish(context.WithoutCancel(ctx), nil)
+	w.closed = true
+	ctx = context.WithoutCancel(ctx)
+	if w.mode == modeStream && !w.done {
+		w.finishStream(ctx, nil)
 		if w.result != nil {
 			w.fsys.logErr("release", w.key, w.result)
 		}
 	}
+	if w.staged {
+		w.node.releaseStage(ctx)
+	}
+	w.node.removeWriter(w)
+	w.fsys.inflight.Done()
 	return 0
 }
 
-// finish commits (cause == nil) or aborts the upload, exactly once. w.mu is
-// held.
-func (w *writeHandle) finish(ctx context.Context, cause error) {
-	f := w.fsys
-	w.done = true
-	defer w.release()
-	if cause == nil {
-		cause = w.commit(ctx)
-		if cause == nil {
-			return
-		}
-	}
-	w.result = cause
-	if err := w.up.Abort(context.WithoutCancel(ctx)); err != nil {
-		f.log.Warn("abort of failed upload failed", "object", f.uri(w.key), "cause", err.Error())
-	}
-}
-
-// restart begins a new upload on a handle whose empty object was already
-// committed by an early Flush. w.mu is held.
-func (w *writeHandle) restart(ctx context.Context) error {
-	w.done, w.started, w.up, w.enc = false, false, nil, nil
-	w.fsys.inflight.Add(1)
-	w.node.mu.Lock()
-	w.node.w = w
-	w.node.mu.Unlock()
-	if err := w.start(ctx); err != nil {
-		w.done, w.result = true, err
-		w.release()
-		return err
-	}
-	w.fsys.setPending(w.key, w.node, true)
-	return nil
-}
-
-// release detaches a finished handle from its node.
-func (w *writeHandle) release() {
-	w.node.mu.Lock()
-	if w.node.w == w {
-		w.node.w = nil
-	}
-	w.node.mu.Unlock()
-	w.fsys.setPending(w.key, w.node, false)
-	w.fsys.inflight.Done()
-}
-
-func (w *writeHandle) commit(ctx context.Context) error {
-	f := w.fsys
-	if err := w.enc.Close(); err != nil {
-		return err
-	}
-	info, err := w.up.Commit(ctx)
-	if err != nil {
-		return err
-	}
-	if w.instr {
-		// The object goes first and its instruction file second: a reader
-		// that sees the object early finds the marker and fails with EIO
-		// rather than reading ciphertext as plaintext.
-		if _, err := f.store.Put(ctx, metadata.InstructionKey(w.key), w.env.Instruction(), metadata.InstructionMetadata()); err != nil {
-			// Without its envelope the object is unreadable: take it away
-			// rather than leave a broken object visible.
-			if derr := f.store.Delete(context.WithoutCancel(ctx), w.key); derr != nil {
-				f.log.Error("could not remove object after its instruction file failed", "object", f.uri(w.key), "cause", derr.Error())
-			}
-			return fmt.Errorf("instruction file: %w", err)
-		}
-	}
-	o := &object{key: w.key, info: *info, plainSize: w.written, env: w.env, instr: w.instr}
-	o.attrs = metadata.Attrs{Mode: syscall.S_IFREG | w.mode, HasMode: true}
-	if w.env != nil {
-		o.kind = kindGCM
-	}
-	if o.info.LastModified.IsZero() {
-		o.info.LastModified = time.Now()
-	}
-	f.putStat(w.key, o)
-	return nil
-}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -39,6 +40,9 @@ type Config struct {
 	FileMode   uint32
 	DirMode    uint32
 
+	StagingDir   string // encrypted staging files of non-sequential writes
+	StagingLimit int64  // bound on their total size (ENOSPC past it)
+
 	PartSize          int64
 	UploadConcurrency int
 	KeyCacheSize      int
@@ -47,6 +51,16 @@ type Config struct {
 	LogLevel  string
 	LogFile   string
 	FuseDebug bool
+}
+
+// DefaultStagingDir is where staging files go without --staging-dir:
+// $XDG_CACHE_HOME/csefs/staging (~/.cache/csefs/staging).
+func DefaultStagingDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "csefs", "staging")
 }
 
 // source is a parsed Config.Source.
@@ -139,6 +153,9 @@ func (c *Config) normalize() (source, error) {
 	}
 	if c.DirMode == 0 {
 		c.DirMode = 0o755
+	}
+	if c.StagingDir == "" {
+		c.StagingDir = DefaultStagingDir()
 	}
 	abs, err := filepath.Abs(c.Mountpoint)
 	if err != nil {

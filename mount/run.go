@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err != nil {
 		return err
 	}
-	fsys, root := fusefs.New(fusefs.Options{
+	fsys, root, err := fusefs.New(fusefs.Options{
 		Store:           store,
 		Provider:        provider,
 		StorageMode:     map[string]fusefs.StorageMode{"object-metadata": fusefs.ObjectMetadata, "instruction-file": fusefs.InstructionFile}[cfg.StorageMode],
@@ -79,8 +79,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		GID:             cfg.GID,
 		FileMode:        cfg.FileMode,
 		DirMode:         cfg.DirMode,
+		StagingDir:      cfg.StagingDir,
+		StagingLimit:    cfg.StagingLimit,
 		Logger:          log,
 	})
+	if err != nil {
+		return err
+	}
 	opts := fsys.MountOptions(src.uri(), cfg.AllowOther, cfg.FuseDebug)
 	opts.DirectMount = os.Geteuid() == 0
 	if cfg.ReadOnly {

@@ -1,0 +1,137 @@
+package fusefs
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"maps"
+	"syscall"
+	"time"
+
+	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/metadata"
+	"github.com/csefs/csefs/objectstore"
+)
+
+// upload writes one new version of an object: plaintext goes through the GCM
+// encryptor (a fresh data key) straight into the store's streaming upload.
+// Nothing is visible until commit.
+type upload struct {
+	fsys    *FS
+	key     string
+	attrs   metadata.Attrs
+	env     *metadata.Envelope // nil without encryption
+	instr   bool               // the envelope goes into an instruction file
+	up      objectstore.Writer
+	enc     io.WriteCloser // the encryptor, or up itself for plaintext
+	written int64
+}
+
+// nopCloser turns an objectstore.Writer into the plaintext "encryptor".
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) (*upload, error) {
+	u := &upload{fsys: f, key: key, attrs: attrs}
+	meta := map[string]string{}
+	var dataKey []byte
+	if f.opt.Provider != nil {
+		k, wrapped, err := f.opt.Provider.GenerateKey(ctx, cse.KeyRequest{
+			CEKAlg:  cse.CEKAlgGCM,
+			MatDesc: maps.Clone(f.opt.MatDesc),
+			Object:  f.uri(key),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("new data key: %w", err)
+		}
+		dataKey = k
+		defer cse.Zero(dataKey)
+		iv := make([]byte, cse.GCMIVSize)
+		if _, err := rand.Read(iv); err != nil {
+			return nil, err
+		}
+		u.env = metadata.NewEnvelope(iv, wrapped, -1)
+		u.instr = f.opt.StorageMode == InstructionFile
+		if !u.instr {
+			maps.Copy(meta, u.env.Metadata())
+			if metadata.CheckSize(meta) != nil {
+				// Too big for S3's 2 KB of user metadata: this object's
+				// envelope goes into an instruction file instead.
+				clear(meta)
+				u.instr = true
+			}
+		}
+		u.attrs.InstructionFile = u.instr
+	}
+	u.attrs.Apply(meta)
+	up, err := f.store.Create(ctx, key, meta)
+	if err != nil {
+		return nil, err
+	}
+	u.up = up
+	if dataKey != nil {
+		enc, err := cse.NewEncryptWriter(up, dataKey, u.env.IV)
+		if err != nil {
+			up.Abort(context.WithoutCancel(ctx))
+			return nil, err
+		}
+		u.enc = enc
+	} else {
+		u.enc = nopCloser{up}
+	}
+	return u, nil
+}
+
+func (u *upload) Write(p []byte) (int, error) {
+	n, err := u.enc.Write(p)
+	u.written += int64(n)
+	return n, err
+}
+
+// commit finishes the upload and returns the new object as a reader would
+// resolve it.
+func (u *upload) commit(ctx context.Context) (*object, error) {
+	f := u.fsys
+	if err := u.enc.Close(); err != nil {
+		return nil, err
+	}
+	info, err := u.up.Commit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if u.instr {
+		// The object goes first and its instruction file second: a reader
+		// that sees the object early finds the marker and fails with EIO
+		// rather than reading ciphertext as plaintext.
+		if _, err := f.store.Put(ctx, metadata.InstructionKey(u.key), u.env.Instruction(), metadata.InstructionMetadata()); err != nil {
+			// Without its envelope the object is unreadable: take it away
+			// rather than leave a broken object visible.
+			if derr := f.store.Delete(context.WithoutCancel(ctx), u.key); derr != nil {
+				f.log.Error("could not remove object after its instruction file failed", "object", f.uri(u.key), "cause", derr.Error())
+			}
+			return nil, fmt.Errorf("instruction file: %w", err)
+		}
+	}
+	o := &object{key: u.key, info: *info, plainSize: u.written, env: u.env, instr: u.instr, attrs: u.attrs}
+	if u.env != nil {
+		o.kind = kindGCM
+	}
+	if o.info.LastModified.IsZero() {
+		o.info.LastModified = time.Now()
+	}
+	f.putStat(u.key, o)
+	return o, nil
+}
+
+func (u *upload) abort(ctx context.Context) {
+	if err := u.up.Abort(context.WithoutCancel(ctx)); err != nil {
+		u.fsys.log.Warn("abort of failed upload failed", "object", u.fsys.uri(u.key), "cause", err.Error())
+	}
+}
+
+// fileAttrs are the csefs attributes a new version of a file carries.
+func fileAttrs(mode uint32) metadata.Attrs {
+	return metadata.Attrs{Mode: syscall.S_IFREG | mode&0o7777, HasMode: true}
+}
