@@ -339,4 +339,3 @@ func (w *writeHandle) Release(ctx context.Context) syscall.Errno {
 	w.fsys.inflight.Done()
 	return 0
 }
-
