@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,8 +19,8 @@ import (
 // dirNode is a directory: every key under prefix.
 type dirNode struct {
 	fs.Inode
-	fsys   *FS
-	prefix string // "" for the root, else "a/b/"
+	fsys    *FS
+	prefixp atomic.Pointer[string] // use prefix(): "" for the root, else "a/b/"; a rename changes it
 }
 
 var (
@@ -123,7 +124,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if !validName(name) || metadata.IsInstructionKey(name) {
 		return nil, syscall.ENOENT
 	}
-	key := childKey(d.prefix, name)
+	key := childKey(d.prefix(), name)
 	if n := f.pendingNode(key); n != nil {
 		n.fillAttr(&out.Attr)
 		return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}), 0
@@ -135,10 +136,10 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	switch k {
 	case entryDir:
 		f.dirAttr(&out.Attr)
-		return d.NewInode(ctx, &dirNode{fsys: f, prefix: key + "/"}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(key, true)}), 0
+		return d.NewInode(ctx, newDirNode(f, key+"/"), fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(key, true)}), 0
 	case entryFile:
 		f.fileAttr(obj, &out.Attr)
-		return d.NewInode(ctx, &fileNode{fsys: f, key: key}, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}), 0
+		return d.NewInode(ctx, newFileNode(f, key), fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}), 0
 	}
 	return nil, syscall.ENOENT
 }
@@ -148,17 +149,17 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	seen := make(map[string]bool)
 	var entries []fuse.DirEntry
 	var files []objectstore.Info
-	err := f.store.List(ctx, d.prefix, "/", func(p objectstore.ListPage) error {
+	err := f.store.List(ctx, d.prefix(), "/", func(p objectstore.ListPage) error {
 		for _, pre := range p.Prefixes {
-			name := strings.TrimSuffix(strings.TrimPrefix(pre, d.prefix), "/")
+			name := strings.TrimSuffix(strings.TrimPrefix(pre, d.prefix()), "/")
 			if !validName(name) || seen[name] {
 				continue
 			}
 			seen[name] = true
-			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: ino(d.prefix+name, true)})
+			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: ino(d.prefix()+name, true)})
 		}
 		for _, o := range p.Objects {
-			name := strings.TrimPrefix(o.Key, d.prefix)
+			name := strings.TrimPrefix(o.Key, d.prefix())
 			if !validName(name) || metadata.IsInstructionKey(name) {
 				continue // the "dir/" marker itself, odd keys, instruction files
 			}
@@ -167,18 +168,18 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		return nil
 	})
 	if err != nil {
-		return nil, f.logErr("readdir", d.prefix, err)
+		return nil, f.logErr("readdir", d.prefix(), err)
 	}
 	for _, o := range files {
-		name := strings.TrimPrefix(o.Key, d.prefix)
+		name := strings.TrimPrefix(o.Key, d.prefix())
 		if seen[name] {
 			continue // a directory of the same name wins
 		}
 		seen[name] = true
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(o.Key, false)})
 	}
-	for _, key := range f.pendingUnder(d.prefix) {
-		name := strings.TrimPrefix(key, d.prefix)
+	for _, key := range f.pendingUnder(d.prefix()) {
+		name := strings.TrimPrefix(key, d.prefix())
 		if !seen[name] {
 			seen[name] = true
 			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(key, false)})
@@ -225,8 +226,8 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if !validName(name) || metadata.IsInstructionKey(name) {
 		return nil, nil, 0, syscall.EINVAL
 	}
-	key := childKey(d.prefix, name)
-	n := &fileNode{fsys: f, key: key}
+	key := childKey(d.prefix(), name)
+	n := newFileNode(f, key)
 	w, err := f.newWriter(ctx, n, fileAttrs(mode), true, flags&syscall.O_ACCMODE == syscall.O_RDWR)
 	if err != nil {
 		return nil, nil, 0, f.logErr("create", key, err)
@@ -244,7 +245,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	if !validName(name) {
 		return nil, syscall.EINVAL
 	}
-	key := childKey(d.prefix, name)
+	key := childKey(d.prefix(), name)
 	if k, _, err := f.probe(ctx, key); err != nil {
 		return nil, f.logErr("mkdir", key, err)
 	} else if k != entryNone {
@@ -254,7 +255,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 		return nil, f.logErr("mkdir", key+"/", err)
 	}
 	f.dirAttr(&out.Attr)
-	return d.NewInode(ctx, &dirNode{fsys: f, prefix: key + "/"}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(key, true)}), 0
+	return d.NewInode(ctx, newDirNode(f, key+"/"), fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(key, true)}), 0
 }
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -262,7 +263,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if f.opt.ReadOnly {
 		return syscall.EROFS
 	}
-	key := childKey(d.prefix, name)
+	key := childKey(d.prefix(), name)
 	o, err := f.head(ctx, key)
 	if err != nil {
 		return f.logErr("unlink", key, err)
@@ -286,7 +287,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if f.opt.ReadOnly {
 		return syscall.EROFS
 	}
-	key := childKey(d.prefix, name) + "/"
+	key := childKey(d.prefix(), name) + "/"
 	empty := true
 	err := f.store.List(ctx, key, "/", func(p objectstore.ListPage) error {
 		for _, o := range p.Objects {

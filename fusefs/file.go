@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,7 +26,7 @@ import (
 type fileNode struct {
 	fs.Inode
 	fsys *FS
-	key  string
+	keyp atomic.Pointer[string] // the object key: use key(); a rename changes it
 
 	stageMu    sync.Mutex // serialises staging setup, uploads and teardown
 	stage      *stageFile
@@ -138,7 +139,7 @@ func (n *fileNode) acquireStage(ctx context.Context, empty bool) (*stageFile, er
 		return nil, err
 	}
 	attrs := fileAttrs(f.opt.FileMode)
-	o, err := f.head(ctx, n.key)
+	o, err := f.head(ctx, n.key())
 	switch {
 	case err == nil:
 		attrs = o.attrs
@@ -212,7 +213,7 @@ func (n *fileNode) flushStageLocked(ctx context.Context) error {
 		return nil
 	}
 	f := n.fsys
-	u, err := f.beginUpload(ctx, n.key, attrs)
+	u, err := f.beginUpload(ctx, n.key(), attrs)
 	if err != nil {
 		return err
 	}
@@ -245,7 +246,7 @@ func (n *fileNode) releaseStage(ctx context.Context) {
 		return
 	}
 	if err := n.flushStageLocked(ctx); err != nil {
-		n.fsys.logErr("release", n.key, err)
+		n.fsys.logErr("release", n.key(), err)
 	}
 	n.mu.Lock()
 	sf := n.stage
@@ -258,12 +259,12 @@ func (n *fileNode) releaseStage(ctx context.Context) {
 
 // committed records a new version written through this node.
 func (n *fileNode) committed(o *object) {
-	n.fsys.putStat(n.key, o)
+	n.fsys.putStat(n.key(), o)
 }
 
 // currentAttrs are the attributes a new version of the object keeps.
 func (n *fileNode) currentAttrs(ctx context.Context) metadata.Attrs {
-	if o, err := n.fsys.head(ctx, n.key); err == nil && o.attrs.HasMode {
+	if o, err := n.fsys.head(ctx, n.key()); err == nil && o.attrs.HasMode {
 		a := o.attrs
 		a.HasMtime = false
 		return a
@@ -273,7 +274,7 @@ func (n *fileNode) currentAttrs(ctx context.Context) metadata.Attrs {
 
 // basePlainSize is the size of the object as stored, 0 if there is none.
 func (n *fileNode) basePlainSize(ctx context.Context) int64 {
-	if o, err := n.fsys.head(ctx, n.key); err == nil {
+	if o, err := n.fsys.head(ctx, n.key()); err == nil {
 		return o.plainSize
 	}
 	return 0
@@ -296,9 +297,9 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 		f.fileAttr(r.obj, &out.Attr)
 		return 0
 	}
-	o, err := f.head(ctx, n.key)
+	o, err := f.head(ctx, n.key())
 	if err != nil {
-		return f.logErr("getattr", n.key, err)
+		return f.logErr("getattr", n.key(), err)
 	}
 	f.fileAttr(o, &out.Attr)
 	return 0
@@ -334,7 +335,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		}
 		w, err := f.newWriter(ctx, n, n.currentAttrs(ctx), flags&syscall.O_TRUNC != 0, acc == syscall.O_RDWR)
 		if err != nil {
-			return nil, 0, f.logErr("open", n.key, err)
+			return nil, 0, f.logErr("open", n.key(), err)
 		}
 		return w, 0, 0
 	}
@@ -347,19 +348,19 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 			w.mu.Unlock()
 		}
 		if err != nil {
-			return nil, 0, f.logErr("open", n.key, err)
+			return nil, 0, f.logErr("open", n.key(), err)
 		}
 		return w, 0, 0
 	}
 	// Close-to-open: every open sees the object as it is now.
-	f.putStat(n.key, nil)
-	o, err := f.head(ctx, n.key)
+	f.putStat(n.key(), nil)
+	o, err := f.head(ctx, n.key())
 	if err != nil {
-		return nil, 0, f.logErr("open", n.key, err)
+		return nil, 0, f.logErr("open", n.key(), err)
 	}
 	r, err := f.newReader(ctx, o)
 	if err != nil {
-		return nil, 0, f.logErr("open", n.key, err)
+		return nil, 0, f.logErr("open", n.key(), err)
 	}
 	return r, 0, 0
 }
@@ -371,11 +372,11 @@ func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 	}
 	if size, ok := in.GetSize(); ok {
 		if err := n.setSize(ctx, fh, int64(size)); err != nil {
-			return f.logErr("truncate", n.key, err)
+			return f.logErr("truncate", n.key(), err)
 		}
 	}
 	if err := n.setMeta(ctx, in); err != nil {
-		return f.logErr("setattr", n.key, err)
+		return f.logErr("setattr", n.key(), err)
 	}
 	return n.Getattr(ctx, fh, out)
 }
@@ -396,7 +397,7 @@ func (n *fileNode) setSize(ctx context.Context, fh fs.FileHandle, size int64) er
 	if w != nil {
 		return w.truncate(ctx, size)
 	}
-	o, err := f.head(ctx, n.key)
+	o, err := f.head(ctx, n.key())
 	if err != nil {
 		return err
 	}

@@ -134,7 +134,7 @@ func New(opt Options) (*FS, fs.InodeEmbedder, error) {
 		}
 		f.stage = st
 	}
-	return f, &dirNode{fsys: f, prefix: ""}, nil
+	return f, newDirNode(f, ""), nil
 }
 
 // WaitUploads blocks until every upload in progress has finished.

@@ -67,7 +67,7 @@ var (
 // newWriter opens n for writing. With trunc the handle streams a new,
 // empty version at once.
 func (f *FS) newWriter(ctx context.Context, n *fileNode, attrs metadata.Attrs, trunc, readable bool) (*writeHandle, error) {
-	w := &writeHandle{fsys: f, node: n, key: n.key, attrs: attrs, readable: readable}
+	w := &writeHandle{fsys: f, node: n, key: n.key(), attrs: attrs, readable: readable}
 	f.inflight.Add(1)
 	if trunc {
 		if err := w.startStream(ctx); err != nil {
