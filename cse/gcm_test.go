@@ -421,3 +421,71 @@ func TestNewDecryptReaderDispatch(t *testing.T) {
 	_, err = NewDecryptReader(nil, key, CEKAlgCBC, iv)
 	mustFail(t, err, ErrMalformed)
 }
+
+func TestGFInv(t *testing.T) {
+	one := gfElem{hi: 1 << 63}
+	for _, x := range []gfElem{one, {hi: 1}, {lo: 1}, {0x0123456789abcdef, 0xfedcba9876543210}} {
+		if got := gfMul(x, gfInv(x)); got != one {
+			t.Fatalf("x·x^-1 = %v for x = %v", got, x)
+		}
+	}
+}
+
+// TestGCMSealerFusedPath forces the fused 16-byte-nonce path from the second
+// chunk on (fusedAfter = 0) and checks in-place, out-of-place and
+// EncryptWriter sealing against one-shot Seal, across chunk boundaries and
+// with final pieces of every length mod 16.
+func TestGCMSealerFusedPath(t *testing.T) {
+	old := fusedAfter
+	fusedAfter = 0
+	defer func() { fusedAfter = old }()
+	key, iv := testKeyIV(t)
+	for _, size := range []int{ghashChunk + 1, ghashChunk + 16, 2*ghashChunk + 15, 3*ghashChunk + 100, 1<<20 + 7} {
+		plain := testBytes(uint64(size), size)
+		want := stdSeal(t, key, iv, plain)
+		for _, part := range []int{16, 4096, ghashChunk, ghashChunk + 16, 1 << 20} {
+			t.Run(fmt.Sprintf("size=%d/part=%d", size, part), func(t *testing.T) {
+				inPlace := bytes.Clone(plain)
+				outOfPlace := make([]byte, size)
+				s1, _ := NewGCMSealer(key, iv)
+				s2, _ := NewGCMSealer(key, iv)
+				for off := 0; off < size; off += part {
+					end := min(off+part, size)
+					_ = s1.Seal(inPlace[off:end], inPlace[off:end])
+					_ = s2.Seal(outOfPlace[off:end], plain[off:end])
+				}
+				if !bytes.Equal(append(inPlace, s1.Tag()...), want) {
+					t.Fatal("in place differs")
+				}
+				if !bytes.Equal(append(outOfPlace, s2.Tag()...), want) {
+					t.Fatal("out of place differs")
+				}
+				var buf bytes.Buffer
+				w, _ := NewEncryptWriter(&buf, key, iv)
+				_ = writeInSteps(w, plain, part)
+				_ = w.Close()
+				if !bytes.Equal(buf.Bytes(), want) {
+					t.Fatal("EncryptWriter differs")
+				}
+			})
+		}
+	}
+}
+
+// TestGCMSealerLeavesSpareCapacity: Seal must not touch dst beyond
+// len(src), even when dst has spare capacity.
+func TestGCMSealerLeavesSpareCapacity(t *testing.T) {
+	old := fusedAfter
+	fusedAfter = 0
+	defer func() { fusedAfter = old }()
+	key, iv := testKeyIV(t)
+	buf := bytes.Repeat([]byte{0xAA}, 3*ghashChunk+64)
+	s, _ := NewGCMSealer(key, iv)
+	for off := 0; off < 3*ghashChunk; off += ghashChunk {
+		part := buf[off : off+ghashChunk]
+		_ = s.Seal(part, part)
+		if !bytes.Equal(buf[off+ghashChunk:], bytes.Repeat([]byte{0xAA}, len(buf)-off-ghashChunk)) {
+			t.Fatalf("bytes after part %d changed", off/ghashChunk)
+		}
+	}
+}
