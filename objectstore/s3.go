@@ -41,6 +41,14 @@ type S3Options struct {
 	// MaxKeys is the ListObjectsV2 page size (default 1000; tests use small
 	// values to exercise pagination).
 	MaxKeys int32
+	// OnUpload, if set, is called synchronously after a Writer's
+	// CreateMultipartUpload succeeds (Done false) and after its multipart
+	// upload is completed or aborted (Done true), so that a caller can keep
+	// a journal of uploads a crash would leave open (see UploadEvent). It is
+	// not called for objects sent with a single PutObject. It must be safe
+	// for concurrent use and should be quick: it delays the Write or Commit
+	// that triggered it.
+	OnUpload func(UploadEvent)
 }
 
 // S3Store is a Store on an S3 bucket (and optional prefix) through

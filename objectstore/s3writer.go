@@ -173,6 +173,7 @@ func (w *s3Writer) startPart() error {
 			return w.fail(fmt.Errorf("objectstore: create %q: %w", w.key, classify(err)))
 		}
 		w.uploadID = aws.ToString(out.UploadId)
+		w.s.uploadEvent(w.key, w.uploadID, false)
 	}
 	if w.partNo == maxParts {
 		return w.fail(fmt.Errorf("objectstore: create %q: more than %d parts of %d bytes: %w",
@@ -255,6 +256,7 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 		w.abort(ctx)
 		return nil, err
 	}
+	w.s.uploadEvent(w.key, w.uploadID, true)
 	return w.committed(aws.ToString(out.ETag)), nil
 }
 
@@ -284,6 +286,7 @@ func (w *s3Writer) abort(ctx context.Context) error {
 	if err != nil && !errors.Is(classify(err), ErrAborted) {
 		return fmt.Errorf("objectstore: abort %q: %w", w.key, classify(err))
 	}
+	w.s.uploadEvent(w.key, w.uploadID, true)
 	return nil
 }
 
