@@ -70,7 +70,7 @@ func mountCommand() *cli.Command {
 			&cli.DurationFlag{Name: "key-cache-ttl", Value: 10 * time.Minute, Usage: "how long an unwrapped data key is kept"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-file", Usage: "log destination (default: stderr in the foreground, a file beside the pid file in the background)"},
-			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request (very verbose)"},
+			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request (very verbose; go-fuse prints the first bytes of each read and write, so never use it on real data)"},
 		},
 		Action: runMount,
 	}

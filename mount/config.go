@@ -49,7 +49,6 @@ type Config struct {
 	KeyCacheTTL       time.Duration
 
 	LogLevel  string
-	LogFile   string
 	FuseDebug bool
 }
 

@@ -91,6 +91,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if cfg.ReadOnly {
 		opts.Options = append(opts.Options, "ro")
 	}
+	if cfg.AllowOther {
+		// Other users see decrypted files: let the kernel enforce the mode
+		// bits, which it does not do for FUSE by default.
+		opts.Options = append(opts.Options, "default_permissions")
+	}
 	server, err := fs.Mount(cfg.Mountpoint, root, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
@@ -119,6 +124,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	}()
 	server.Wait()
 	fsys.WaitUploads()
+	if c, ok := provider.(*keycache.Cache); ok {
+		c.Purge() // zero the unwrapped data keys
+	}
 	log.Info("unmounted", "mountpoint", cfg.Mountpoint)
 	return nil
 }
