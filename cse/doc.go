@@ -44,8 +44,25 @@
 //
 // # Streaming GCM
 //
-// The Go standard library's AEAD is one-shot. GCMSealer/EncryptWriter and the
-// GCM reader build the same GCM from AES-CTR (counter IV || BE32(2+k) for
-// plaintext block k) plus an incremental GHASH, obtained chunk by chunk from the
-// assembly GCM (see gcmCore). Output is byte-identical to a one-shot Seal.
+// The Go standard library's AEAD is one-shot. GCMSealer, EncryptWriter and
+// the GCM reader produce and check the same bytes in bounded memory, built on
+// the standard library's assembly:
+//
+//   - Sealing: the first 64 KiB chunk is a one-shot Seal under the object's
+//     IV. Up to 1 MiB, later chunks are AES-CTR (counter IV || BE32(2+k) for
+//     plaintext block k) followed by GHASH. GHASH comes from authenticating
+//     the chunk as additional data under a fixed internal nonce and unmasking
+//     the tag. Past 1 MiB, each 1 MiB chunk is a fused one-shot Seal under a
+//     16-byte nonce solved so that GCM's counter starts at the chunk's block
+//     (this costs one GF(2^128) inversion per message). Chunk GHASH values are
+//     combined with powers of H (gcmCore, sealChunk).
+//   - Opening: CTR plus GHASH-as-additional-data, per 64 KiB chunk. The
+//     library's fused Open cannot be used, because it needs each chunk's tag
+//     before it releases anything.
+//
+// The output is byte-identical to a one-shot Seal, which the tests check
+// over a length × step grid. Measured on the 2-core dev VM (see
+// TestMeasureRatios), sealing runs at 0.90–0.97× one-shot Seal. Opening runs
+// at about 0.7× an in-memory one-shot Open and 0.9× a one-shot Open that must
+// first read the body.
 package cse

@@ -342,11 +342,8 @@ func (s *GCMSealer) seal(dst, src []byte, spare bool) {
 		// The tag may borrow the next chunk's output bytes, which this call
 		// overwrites anyway, or the spare capacity.
 		borrow := len(src) >= k+TagSize || spare
-		if !borrow && s.scratch == nil {
-			s.scratch = make([]byte, 0, chunk+TagSize)
-		}
 		if !borrow && cap(s.scratch) < k+TagSize {
-			s.scratch = make([]byte, 0, fusedChunk+TagSize)
+			s.scratch = make([]byte, 0, k+TagSize)
 		}
 		s.core.sealChunk(dst, src[:k], borrow, s.scratch)
 		dst, src = dst[k:], src[k:]
