@@ -254,6 +254,12 @@ func (b *bench) run() error {
 			fmt.Fprintln(os.Stderr, "bench: kept", b.tmp)
 			return
 		}
+		// Never recurse into a mount that failed to unmount: that would
+		// delete objects from the bucket, through csefs.
+		if mnts := mountsUnder(b.tmp); len(mnts) > 0 {
+			fmt.Fprintf(os.Stderr, "bench: still mounted, not removing %s: %v\n", b.tmp, mnts)
+			return
+		}
 		os.RemoveAll(b.tmp)
 	})
 	if b.bin = b.opt.csefsBin; b.bin == "" {
@@ -412,10 +418,10 @@ func timed(fn func() error) (float64, error) {
 	return time.Since(t0).Seconds(), err
 }
 
-// runCmd runs a command with stdout to /dev/null (unless out is set) and
-// returns an error carrying its stderr.
-func runCmd(out io.Writer, name string, args ...string) error {
-	cmd := exec.Command(name, args...)
+// runCmd runs a command, killed if ctx ends, with stdout to out (nil:
+// /dev/null) and returns an error carrying its stderr.
+func runCmd(ctx context.Context, out io.Writer, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdout = out
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -481,7 +487,7 @@ func (b *bench) seq(size int64, pfx string, run int) error {
 		b.record("rss."+pfx+"sdk.write", float64(rss))
 	}
 	if err := b.daemonPhase(b.direct, pfx+"write", run, func() error {
-		t, err := timed(func() error { return runCmd(nil, "cp", src.path, mntPath) })
+		t, err := timed(func() error { return runCmd(b.ctx, nil, "cp", src.path, mntPath) })
 		b.record(pfx+"csefs.write", t)
 		return err
 	}); err != nil {
@@ -520,7 +526,7 @@ func (b *bench) seq(size int64, pfx string, run int) error {
 	}
 	defer devnull.Close()
 	if err := b.daemonPhase(b.direct, pfx+"read", run, func() error {
-		t, err := timed(func() error { return runCmd(devnull, "cat", mntPath) })
+		t, err := timed(func() error { return runCmd(b.ctx, devnull, "cat", mntPath) })
 		b.record(pfx+"csefs.read", t)
 		return err
 	}); err != nil {
@@ -556,7 +562,7 @@ func (b *bench) creates() error {
 				if err := b.ctx.Err(); err != nil {
 					return err
 				}
-				if err := runCmd(nil, "cp", small, filepath.Join(dir, fmt.Sprintf("f%05d", i))); err != nil {
+				if err := runCmd(b.ctx, nil, "cp", small, filepath.Join(dir, fmt.Sprintf("f%05d", i))); err != nil {
 					return err
 				}
 			}
@@ -642,7 +648,7 @@ func (b *bench) ls() error {
 	}
 	lsl := func() (float64, error) {
 		var out strings.Builder
-		t, err := timed(func() error { return runCmd(&out, "ls", "-l", filepath.Join(m.dir, "many")) })
+		t, err := timed(func() error { return runCmd(b.ctx, &out, "ls", "-l", filepath.Join(m.dir, "many")) })
 		if err != nil {
 			return 0, err
 		}
@@ -708,7 +714,7 @@ func (b *bench) pread() error {
 	mntPath := filepath.Join(b.direct.dir, "seq")
 	sdkKey := "sdk/seq"
 	if len(b.metrics["csefs.write"]) == 0 { // write not run: store the file untimed
-		if err := runCmd(nil, "cp", src.path, mntPath); err != nil {
+		if err := runCmd(b.ctx, nil, "cp", src.path, mntPath); err != nil {
 			return err
 		}
 		if err := sdkUpload(b.ctx, b.s3c, b.bucket, sdkKey, src.path, size, sdkPartSize, sdkConcurrency); err != nil {

@@ -42,6 +42,9 @@ func forEach(ctx context.Context, n, conc int, fn func(ctx context.Context, i in
 	}
 feed:
 	for i := range n {
+		if ctx.Err() != nil { // select below picks at random when both are ready
+			break
+		}
 		select {
 		case next <- i:
 		case <-ctx.Done():

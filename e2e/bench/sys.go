@@ -157,3 +157,28 @@ func (m *mount) crashed() string {
 	}
 	return ""
 }
+
+// mountsUnder returns the mountpoints at or below dir, from
+// /proc/self/mountinfo. If mountinfo cannot be read it reports that as a
+// mount, so that callers err on the side of not deleting.
+func mountsUnder(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return []string{"(cannot read mountinfo: " + err.Error() + ")"}
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mnt := mountinfoUnescape.Replace(f[4])
+		if mnt == dir || strings.HasPrefix(mnt, dir+"/") {
+			out = append(out, mnt)
+		}
+	}
+	return out
+}
+
+// mountinfoUnescape undoes the kernel's octal escapes in mountinfo paths.
+var mountinfoUnescape = strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
