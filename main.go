@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -32,6 +33,7 @@ func newApp() *cli.App {
 			mountCommand(),
 			unmountCommand(),
 			keyringCommand(),
+			uploadsCommand(),
 		},
 	}
 }
@@ -185,6 +187,77 @@ func keyringCommand() *cli.Command {
 					return fmt.Errorf("keyring create needs a file name")
 				}
 				return mount.CreateKeyring(c.Args().First())
+			},
+		}},
+	}
+}
+
+// uploadsCommand lists and aborts the multipart uploads a crashed mount left
+// open (see mount/journal.go).
+func uploadsCommand() *cli.Command {
+	flags := func(extra ...cli.Flag) []cli.Flag {
+		return append([]cli.Flag{
+			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
+			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
+			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
+		}, extra...)
+	}
+	config := func(c *cli.Context) (mount.Config, error) {
+		if c.NArg() != 1 {
+			return mount.Config{}, fmt.Errorf("%s needs one s3://BUCKET[/PREFIX]", c.Command.FullName())
+		}
+		return mount.Config{
+			Source: c.Args().First(), EndpointURL: c.String("endpoint-url"),
+			Region: c.String("region"), PathStyle: c.Bool("path-style"),
+		}, nil
+	}
+	logger := func() *slog.Logger { l, _ := mount.Logger("info", os.Stderr); return l }
+	return &cli.Command{
+		Name:  "uploads",
+		Usage: "list or abort incomplete multipart uploads (left open by a crashed or killed mount)",
+		Description: "Every mount records the multipart uploads it starts in a journal under\n" +
+			"$XDG_STATE_HOME/csefs/uploads/ and, before serving, aborts those whose process is gone.\n" +
+			"These commands do the same by hand, and also show what ListMultipartUploads finds\n" +
+			"(AWS S3 lists a whole prefix; MinIO lists only one exact key, so there the journal is all).",
+		Subcommands: []*cli.Command{{
+			Name:      "list",
+			Usage:     "list incomplete uploads: KEY UPLOAD-ID INITIATED OWNER",
+			ArgsUsage: "s3://BUCKET[/PREFIX]",
+			Flags:     flags(),
+			Action: func(c *cli.Context) error {
+				cfg, err := config(c)
+				if err != nil {
+					return err
+				}
+				ups, err := mount.ListUploads(c.Context, cfg, logger())
+				for _, u := range ups {
+					owner := "store-listing"
+					switch {
+					case u.InJournal && u.Live:
+						owner = fmt.Sprintf("running-pid-%d", u.PID)
+					case u.InJournal:
+						owner = fmt.Sprintf("dead-pid-%d", u.PID)
+					}
+					fmt.Fprintf(c.App.Writer, "%s\t%s\t%s\t%s\n", u.Key, u.UploadID, u.Initiated.UTC().Format(time.RFC3339), owner)
+				}
+				return err
+			},
+		}, {
+			Name:      "abort",
+			Usage:     "abort incomplete uploads no running csefs on this machine owns",
+			ArgsUsage: "s3://BUCKET[/PREFIX]",
+			Flags: flags(&cli.DurationFlag{Name: "older-than",
+				Usage: "abort uploads found only by listing (perhaps another machine's, still being written) only if initiated this long ago"}),
+			Action: func(c *cli.Context) error {
+				cfg, err := config(c)
+				if err != nil {
+					return err
+				}
+				ups, err := mount.AbortUploads(c.Context, cfg, c.Duration("older-than"), logger())
+				for _, u := range ups {
+					fmt.Fprintf(c.App.Writer, "aborted\t%s\t%s\n", u.Key, u.UploadID)
+				}
+				return err
 			},
 		}},
 	}

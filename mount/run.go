@@ -159,39 +159,31 @@ func build(ctx context.Context, cfg Config, src source, log *slog.Logger) (objec
 		if awsCfg != nil {
 			return awsCfg, nil
 		}
-		var opts []func(*config.LoadOptions) error
-		if cfg.Region != "" {
-			opts = append(opts, config.WithRegion(cfg.Region))
-		}
-		c, err := config.LoadDefaultConfig(ctx, opts...)
+		c, err := loadAWSConfig(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("AWS configuration: %w", err)
+			return nil, err
 		}
-		if c.Region == "" {
-			c.Region = "us-east-1"
-		}
-		awsCfg = &c
+		awsCfg = c
 		return awsCfg, nil
 	}
+	var journal *Journal
 	switch src.scheme {
 	case "s3":
 		c, err := loadAWS()
 		if err != nil {
 			return nil, nil, err
 		}
-		client := s3.NewFromConfig(*c, func(o *s3.Options) {
-			if cfg.EndpointURL != "" {
-				o.BaseEndpoint = aws.String(cfg.EndpointURL)
-			}
-			o.UsePathStyle = cfg.PathStyle
-			// The GCM tag already protects every byte end to end.
-			o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
-			o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-		})
-		store = objectstore.NewS3(client, src.bucket, src.prefix, objectstore.S3Options{
+		opt := objectstore.S3Options{
 			PartSize:    cfg.PartSize,
 			Concurrency: cfg.UploadConcurrency,
-		})
+		}
+		// The upload journal: see journal.go.
+		if journal, err = OpenJournal(JournalPath(src.bucket, src.prefix), log); err != nil {
+			log.Warn("no upload journal: uploads a crash leaves open will not be aborted", "cause", err.Error())
+		} else {
+			opt.OnUpload = journal.Record
+		}
+		store = objectstore.NewS3(newS3Client(*c, cfg), src.bucket, src.prefix, opt)
 	case "file":
 		s, err := objectstore.NewLocal(src.dir)
 		if err != nil {
@@ -209,6 +201,12 @@ func build(ctx context.Context, cfg Config, src source, log *slog.Logger) (objec
 			return nil, nil, fmt.Errorf("access denied to %s (bad credentials or missing permission): %w", src.uri(), err)
 		}
 		return nil, nil, fmt.Errorf("cannot reach %s: %w", src.uri(), err)
+	}
+	if journal != nil {
+		// Before serving: abort what earlier processes left open.
+		if _, err := AbortAbandoned(checkCtx, journal, store.(*objectstore.S3Store), log); err != nil {
+			log.Warn("upload journal recovery incomplete", "journal", journal.Path(), "cause", err.Error())
+		}
 	}
 
 	var provider cse.Provider
@@ -242,6 +240,35 @@ func build(ctx context.Context, cfg Config, src source, log *slog.Logger) (objec
 		return store, nil, nil
 	}
 	return store, keycache.New(provider, keycache.Options{Size: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL}), nil
+}
+
+// loadAWSConfig loads the SDK configuration for cfg's region.
+func loadAWSConfig(ctx context.Context, cfg Config) (*aws.Config, error) {
+	var opts []func(*config.LoadOptions) error
+	if cfg.Region != "" {
+		opts = append(opts, config.WithRegion(cfg.Region))
+	}
+	c, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("AWS configuration: %w", err)
+	}
+	if c.Region == "" {
+		c.Region = "us-east-1"
+	}
+	return &c, nil
+}
+
+// newS3Client is the S3 client for cfg's endpoint and addressing.
+func newS3Client(c aws.Config, cfg Config) *s3.Client {
+	return s3.NewFromConfig(c, func(o *s3.Options) {
+		if cfg.EndpointURL != "" {
+			o.BaseEndpoint = aws.String(cfg.EndpointURL)
+		}
+		o.UsePathStyle = cfg.PathStyle
+		// The GCM tag already protects every byte end to end.
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	})
 }
 
 // DefaultKeyring is where the keyring of a file:// mount lives when no
