@@ -89,8 +89,11 @@ type KeyRequest struct {
 	// and JobflowId). It may be nil. Providers merge it into what they store.
 	MatDesc map[string]string
 	// Object names the object being written (s3://bucket/key), for providers
-	// that choose keys per object. Informational; may be empty.
+	// that choose keys per object and for logs. May be empty.
 	Object string
+	// Key is the object's key within its bucket (prefix included), for
+	// providers that choose keys by key prefix. May be empty.
+	Key string
 }
 
 // Provider creates and unwraps data keys. It is the Go shape of the EMRFS

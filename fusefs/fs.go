@@ -52,6 +52,9 @@ type Options struct {
 	// URIPrefix is "s3://bucket/prefix/" (or file:///dir/), used to name
 	// objects to providers and in logs.
 	URIPrefix string
+	// KeyPrefix is the store's prefix within its bucket ("prefix/"), so that
+	// providers see whole bucket keys.
+	KeyPrefix string
 	// DenyPlaintext refuses objects without an envelope (--plaintext=deny).
 	DenyPlaintext bool
 	// VerifyThreshold: GCM objects up to this plaintext size are read and

@@ -31,6 +31,13 @@ import (
 // chunkSize is the unit of sequential read-ahead.
 const chunkSize = 1 << 20
 
+// streamChunk and streamParallel shape the ranged GETs of a sequential
+// stream: up to streamParallel ranges of streamChunk bytes in flight.
+const (
+	streamChunk    = 8 << 20
+	streamParallel = 4
+)
+
 type readHandle struct {
 	fsys *FS
 	obj  *object
@@ -85,11 +92,20 @@ func (r *readHandle) zero() {
 
 // openStream opens the object from the start as a plaintext stream that
 // authenticates (GCM) or checks padding (CBC) at its end.
+//
+// Objects larger than one chunk are fetched as parallel ranged GETs pinned to
+// the ETag and decrypted in order; smaller ones with one GET.
 func (r *readHandle) openStream(ctx context.Context) (io.Reader, io.Closer, error) {
 	o := r.obj
-	rc, _, err := r.fsys.store.Get(ctx, o.key, objectstore.GetOptions{Length: -1, IfMatch: o.info.ETag})
-	if err != nil {
-		return nil, nil, err
+	var rc io.ReadCloser
+	if o.info.Size > streamChunk {
+		rc = newPrefetchReader(ctx, r.fsys.store, o.key, o.info.ETag, 0, o.info.Size, streamChunk, streamParallel)
+	} else {
+		var err error
+		rc, _, err = r.fsys.store.Get(ctx, o.key, objectstore.GetOptions{Length: -1, IfMatch: o.info.ETag})
+		if err != nil {
+			return nil, nil, err
+		}
 	}
 	if o.kind == kindPlain {
 		return rc, rc, nil
@@ -177,12 +193,17 @@ func (r *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	}
 	seq := r.seq
 	if seq == nil && off == 0 {
-		src, c, err := r.openStream(ctx)
+		// The stream outlives this request: it gets its own context,
+		// cancelled when the handle is released.
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		src, c, err := r.openStream(sctx)
 		if err != nil {
+			cancel()
 			r.mu.Unlock()
 			return nil, r.fsys.logErr("read", o.key, err)
 		}
-		seq = newSeqReader(src, c, o.plainSize, r.fsys.opt.ReadAhead, func() { r.fsys.setVerified(o.key, o.info.ETag) })
+		seq = newSeqReader(src, closerFunc(func() error { cancel(); return c.Close() }), o.plainSize, r.fsys.opt.ReadAhead, func() { r.fsys.setVerified(o.key, o.info.ETag) })
+		seq.cancel = cancel
 		r.seq = seq
 	}
 	r.mu.Unlock()
@@ -262,6 +283,7 @@ func (r *readHandle) Release(ctx context.Context) syscall.Errno {
 type seqReader struct {
 	src       io.Reader
 	closer    io.Closer
+	cancel    context.CancelFunc // stops the fetches in flight
 	size      int64
 	readAhead int64
 	onVerify  func()
@@ -391,6 +413,9 @@ func (s *seqReader) readAt(ctx context.Context, dest []byte, off int64) (ok bool
 }
 
 func (s *seqReader) close() {
+	if s.cancel != nil {
+		s.cancel()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err == nil || s.err == io.EOF {
@@ -398,3 +423,7 @@ func (s *seqReader) close() {
 	}
 	s.cond.Broadcast()
 }
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }

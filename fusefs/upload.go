@@ -42,6 +42,7 @@ func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) 
 			CEKAlg:  cse.CEKAlgGCM,
 			MatDesc: maps.Clone(f.opt.MatDesc),
 			Object:  f.uri(key),
+			Key:     f.opt.KeyPrefix + key,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("new data key: %w", err)

@@ -70,6 +70,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		Provider:        provider,
 		StorageMode:     map[string]fusefs.StorageMode{"object-metadata": fusefs.ObjectMetadata, "instruction-file": fusefs.InstructionFile}[cfg.StorageMode],
 		URIPrefix:       src.uri(),
+		KeyPrefix:       src.prefix,
 		DenyPlaintext:   cfg.Plaintext == "deny",
 		VerifyThreshold: cfg.VerifyThreshold,
 		StrictRanged:    cfg.StrictRanged,

@@ -1,0 +1,111 @@
+package fusefs
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/csefs/csefs/objectstore"
+)
+
+// prefetchReader reads [off, size) of an object as one in-order stream,
+// fetching it as ranged GETs pinned to the ETag, several at once. The first
+// range is small, so a short read costs one small request; later ranges grow
+// to chunk bytes. At most parallel ranges are in flight or buffered, which
+// bounds its memory to parallel*chunk.
+type prefetchReader struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	store  objectstore.Store
+	key    string
+	etag   string
+	end    int64
+
+	next     int64 // start of the next range to schedule
+	nextSize int64
+	chunk    int64
+	queue    []*fetch // scheduled, in order
+	parallel int
+	cur      []byte
+	err      error
+}
+
+type fetch struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+func newPrefetchReader(ctx context.Context, store objectstore.Store, key, etag string, off, size, chunk int64, parallel int) *prefetchReader {
+	ctx, cancel := context.WithCancel(ctx)
+	first := min(int64(1<<20+128<<10), chunk) // one kernel read-ahead and a bit
+	return &prefetchReader{ctx: ctx, cancel: cancel, store: store, key: key, etag: etag, end: size,
+		next: off, nextSize: first, chunk: chunk, parallel: max(parallel, 1)}
+}
+
+func (p *prefetchReader) schedule() {
+	for len(p.queue) < p.parallel && p.next < p.end {
+		n := min(p.nextSize, p.end-p.next)
+		f := &fetch{done: make(chan struct{})}
+		go p.get(f, p.next, n)
+		p.queue = append(p.queue, f)
+		p.next += n
+		p.nextSize = min(2*p.nextSize, p.chunk)
+	}
+}
+
+func (p *prefetchReader) get(f *fetch, off, n int64) {
+	defer close(f.done)
+	rc, _, err := p.store.Get(p.ctx, p.key, objectstore.GetOptions{Offset: off, Length: n, IfMatch: p.etag})
+	if err != nil {
+		f.err = err
+		return
+	}
+	defer rc.Close()
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		f.err = fmt.Errorf("ranged read at %d: %w", off, err)
+		return
+	}
+	f.data = buf
+}
+
+func (p *prefetchReader) Read(b []byte) (int, error) {
+	for len(p.cur) == 0 {
+		if p.err != nil {
+			return 0, p.err
+		}
+		p.schedule()
+		if len(p.queue) == 0 {
+			p.err = io.EOF
+			return 0, io.EOF
+		}
+		f := p.queue[0]
+		select {
+		case <-f.done:
+		case <-p.ctx.Done():
+			p.err = p.ctx.Err()
+			return 0, p.err
+		}
+		p.queue = p.queue[1:]
+		if f.err != nil {
+			p.err = f.err
+			return 0, p.err
+		}
+		p.cur = f.data
+		p.schedule()
+	}
+	n := copy(b, p.cur)
+	p.cur = p.cur[n:]
+	return n, nil
+}
+
+// Close stops the fetches in flight.
+func (p *prefetchReader) Close() error {
+	p.cancel()
+	for _, f := range p.queue {
+		<-f.done
+	}
+	p.queue = nil
+	return nil
+}
