@@ -2,12 +2,188 @@ package fusefs
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/csefs/csefs/metadata"
 )
 
-// setMeta applies chmod, chown and utimes. They are accepted and not yet
-// persisted.
+// Persisted attributes.
+//
+// chmod, chown and utimes on a file are stored in the object's user metadata
+// (csefs-mode, csefs-uid/csefs-gid, csefs-mtime; see metadata/attrs.go) by a
+// server-side copy of the object onto itself with the metadata replaced: the
+// current metadata from a fresh HEAD, with only those keys changed, so the
+// envelope keys are kept byte for byte. atime is not stored. getattr shows
+// them (uid/gid when present, else the mount's --uid/--gid; mtime when
+// present, else the object's LastModified). chown is accepted from anyone
+// and only recorded: csefs enforces no ownership.
+//
+// While the file has a write in progress the change rides on the upload
+// instead: a staged version carries it in its attributes; a new version
+// streaming up right now has its metadata fixed already, so the change is
+// kept in FS.pendAttrs and copied on by afterCommit once the stream commits.
+//
+// Directories are prefixes without metadata of their own: chmod/utimes on
+// them are accepted and not persisted.
+
+// attrChange is what one SETATTR asks to change.
+type attrChange struct {
+	perm     uint32 // permission bits
+	setMode  bool
+	uid, gid uint32
+	setUID   bool
+	setGID   bool
+	mtime    time.Time
+	setMtime bool
+}
+
+func changeFrom(in *fuse.SetAttrIn) attrChange {
+	var c attrChange
+	c.perm, c.setMode = in.GetMode()
+	c.uid, c.setUID = in.GetUID()
+	c.gid, c.setGID = in.GetGID()
+	c.mtime, c.setMtime = in.GetMTime()
+	return c
+}
+
+func (c attrChange) empty() bool { return !c.setMode && !c.setUID && !c.setGID && !c.setMtime }
+
+// then is c followed by a later change d.
+func (c attrChange) then(d attrChange) attrChange {
+	if d.setMode {
+		c.perm, c.setMode = d.perm, true
+	}
+	if d.setUID {
+		c.uid, c.setUID = d.uid, true
+	}
+	if d.setGID {
+		c.gid, c.setGID = d.gid, true
+	}
+	if d.setMtime {
+		c.mtime, c.setMtime = d.mtime, true
+	}
+	return c
+}
+
+// apply returns a with c made. A file without a stored mode gets type
+// S_IFREG; an owner half given takes the other half from a, else from the
+// mount's defaults uid and gid.
+func (c attrChange) apply(a metadata.Attrs, uid, gid uint32) metadata.Attrs {
+	if c.setMode {
+		typ := a.Mode &^ 0o7777
+		if !a.HasMode || typ == 0 {
+			typ = syscall.S_IFREG
+		}
+		a.Mode, a.HasMode = typ|c.perm&0o7777, true
+	}
+	if c.setUID || c.setGID {
+		if a.HasOwner {
+			uid, gid = a.UID, a.GID
+		}
+		if c.setUID {
+			uid = c.uid
+		}
+		if c.setGID {
+			gid = c.gid
+		}
+		a.UID, a.GID, a.HasOwner = uid, gid, true
+	}
+	if c.setMtime {
+		a.Mtime, a.HasMtime = c.mtime, true
+	}
+	return a
+}
+
+// withoutMtime is c for the attributes a later new version starts from: a
+// write after utimes gives the file the write's time.
+func (c attrChange) withoutMtime() attrChange {
+	c.setMtime = false
+	return c
+}
+
+// setMeta applies chmod, chown and utimes (see above).
 func (n *fileNode) setMeta(ctx context.Context, in *fuse.SetAttrIn) error {
-	return nil
+	c := changeFrom(in)
+	if c.empty() {
+		return nil
+	}
+	f := n.fsys
+	lk := lockNode(n)
+	defer lk.unlock()
+	// Handles that may start a new version later start from the new
+	// attributes.
+	for _, w := range lk.writers {
+		w.attrs = c.withoutMtime().apply(w.attrs, f.opt.UID, f.opt.GID) // w.mu is held
+	}
+	if lk.streaming {
+		f.addPendingAttrs(n, c)
+		return nil
+	}
+	n.mu.Lock()
+	staged, dirty := n.stage != nil, n.stageDirty
+	if staged {
+		n.stageAttrs = c.apply(n.stageAttrs, f.opt.UID, f.opt.GID)
+	}
+	n.mu.Unlock()
+	if dirty {
+		return nil // the staged upload carries it
+	}
+	return f.persistAttrs(ctx, n.key(), c)
+}
+
+// lockNode locks n and its write handles as lockTree does.
+func lockNode(n *fileNode) *treeLock {
+	lk := &treeLock{nodes: []*fileNode{n}}
+	lk.lock()
+	return lk
+}
+
+// persistAttrs copies key onto itself with c applied to its metadata.
+func (f *FS) persistAttrs(ctx context.Context, key string, c attrChange) error {
+	defer f.putStat(key, nil)
+	info, err := f.store.Head(ctx, key)
+	if err != nil {
+		return err
+	}
+	meta := maps.Clone(info.Metadata)
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	c.apply(metadata.ParseAttrs(meta), f.opt.UID, f.opt.GID).Apply(meta)
+	if err := metadata.CheckSize(meta); err != nil {
+		return fmt.Errorf("attributes do not fit beside the envelope: %w: %w", err, errUnsupported)
+	}
+	_, err = f.store.Copy(ctx, key, key, meta)
+	return err
+}
+
+// addPendingAttrs records c for the stream of n in progress.
+func (f *FS) addPendingAttrs(n *fileNode, c attrChange) {
+	f.attrMu.Lock()
+	defer f.attrMu.Unlock()
+	if f.pendAttrs == nil {
+		f.pendAttrs = make(map[*fileNode]attrChange)
+	}
+	f.pendAttrs[n] = f.pendAttrs[n].then(c)
+}
+
+// afterCommit persists the attribute changes made while a new version of n
+// was streaming up. The write path calls it right after that stream's
+// commit succeeded (and may call it after any commit: without pending
+// changes it does nothing).
+func (n *fileNode) afterCommit(ctx context.Context) error {
+	f := n.fsys
+	f.attrMu.Lock()
+	c, ok := f.pendAttrs[n]
+	delete(f.pendAttrs, n)
+	f.attrMu.Unlock()
+	if !ok {
+		return nil
+	}
+	return f.persistAttrs(ctx, n.key(), c)
 }

@@ -61,8 +61,14 @@ func (f *FS) fileAttr(o *object, a *fuse.Attr) {
 		mode = o.attrs.Mode & 0o7777
 	}
 	a.Mode = syscall.S_IFREG | mode
+	if o.attrs.Symlink {
+		a.Mode = syscall.S_IFLNK | 0o777
+	}
 	a.Nlink = 1
 	a.Uid, a.Gid = f.opt.UID, f.opt.GID
+	if o.attrs.HasOwner {
+		a.Uid, a.Gid = o.attrs.UID, o.attrs.GID
+	}
 	a.Size = uint64(o.plainSize)
 	a.Blocks = (a.Size + 511) / 512
 	a.Blksize = 1 << 20
@@ -139,6 +145,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return d.NewInode(ctx, newDirNode(f, key+"/"), fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(key, true)}), 0
 	case entryFile:
 		f.fileAttr(obj, &out.Attr)
+		if obj.attrs.Symlink {
+			return d.NewInode(ctx, newSymlinkNode(f, key), symlinkStable(key)), 0
+		}
 		return d.NewInode(ctx, newFileNode(f, key), fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}), 0
 	}
 	return nil, syscall.ENOENT
@@ -176,6 +185,10 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			continue // a directory of the same name wins
 		}
 		seen[name] = true
+		if c := f.cachedStat(o.Key); c != nil && c.attrs.Symlink {
+			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFLNK, Ino: symlinkIno(o.Key)})
+			continue
+		}
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(o.Key, false)})
 	}
 	for _, key := range f.pendingUnder(d.prefix()) {

@@ -98,6 +98,9 @@ type FS struct {
 
 	pendMu sync.Mutex
 	pend   map[string]*fileNode // files being written, not yet committed
+
+	attrMu    sync.Mutex
+	pendAttrs map[*fileNode]attrChange // attr.go: changes awaiting a stream's commit
 }
 
 type statEntry struct {

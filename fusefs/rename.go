@@ -1,5 +1,45 @@
 package fusefs
 
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/csefs/csefs/metadata"
+	"github.com/csefs/csefs/objectstore"
+)
+
+// Rename.
+//
+// Object stores cannot rename: a file is moved by a server-side copy (which
+// keeps the body, the envelope and every other metadata key byte for byte),
+// then its instruction file if it has one, then deleting the source. A
+// directory is moved object by object: every key under the prefix (the
+// "dir/" marker and instruction files included) is copied, then the old keys
+// are deleted. Neither is atomic: a crash in between leaves both copies (never
+// neither), and a concurrent reader may see a directory half moved.
+//
+// What is refused:
+//   - RENAME_EXCHANGE and RENAME_WHITEOUT: EINVAL (not implementable on an
+//     object store without a window where one of the two names is missing).
+//   - a file whose new version is streaming up right now (written and not yet
+//     closed), or with a stream in progress anywhere under a directory being
+//     moved: EBUSY, since the multipart upload cannot change its key. Staged
+//     changes are fine: they are uploaded, under the new name, when the file
+//     is flushed.
+//   - a file over a directory: EISDIR; a directory over a file: ENOTDIR; a
+//     directory over a non-empty directory: ENOTEMPTY; RENAME_NOREPLACE over
+//     anything: EEXIST.
+//   - renames renameAllowed refuses (encryption zones: EXDEV, later).
+//
+// Limitation: a file open for reading that is renamed keeps reading from the
+// old key; reads not yet served from memory then fail (ENOENT/EIO).
+
 // Node names. A rename changes the key of a file node and the prefix of a
 // directory node (and of every loaded node below it) while other operations
 // may be reading them, so both are atomic pointers behind accessors.
@@ -27,3 +67,451 @@ func newDirNode(f *FS, prefix string) *dirNode {
 func (d *dirNode) prefix() string { return *d.prefixp.Load() }
 
 func (d *dirNode) setPrefix(prefix string) { d.prefixp.Store(&prefix) }
+
+// Flags of renameat2(2).
+const (
+	renameNoReplace = 0x1
+	renameExchange  = fs.RENAME_EXCHANGE
+	renameWhiteout  = 0x4
+)
+
+var _ fs.NodeRenamer = (*dirNode)(nil)
+
+// renameAllowed is the seam for policies that forbid moving src to dst (keys
+// of files, or of directories without the trailing slash). Encryption zones
+// will refuse cross-zone renames with syscall.EXDEV here; today every rename
+// is allowed.
+func renameAllowed(src, dst string) error { return nil }
+
+// movedKey maps key, which lies under srcPrefix, to its place under
+// dstPrefix. ok is false for a key outside srcPrefix.
+func movedKey(key, srcPrefix, dstPrefix string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, srcPrefix)
+	if !ok {
+		return "", false
+	}
+	return dstPrefix + rest, true
+}
+
+// renamedKey maps key to its name after the file or directory src (no
+// trailing slash) became dst: src itself becomes dst, and src/... becomes
+// dst/... . ok is false for any other key ("ab" is not under "a").
+func renamedKey(key, src, dst string) (string, bool) {
+	if key == src {
+		return dst, true
+	}
+	return movedKey(key, src+"/", dst+"/")
+}
+
+// renameTargets maps every key of a directory tree (a recursive listing of
+// srcPrefix) to its new key under dstPrefix, in listing order.
+func renameTargets(keys []string, srcPrefix, dstPrefix string) ([][2]string, error) {
+	moves := make([][2]string, 0, len(keys))
+	for _, k := range keys {
+		nk, ok := movedKey(k, srcPrefix, dstPrefix)
+		if !ok {
+			return nil, errors.New("fusefs: internal error: listed key " + k + " outside " + srcPrefix)
+		}
+		moves = append(moves, [2]string{k, nk})
+	}
+	return moves, nil
+}
+
+func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	f := d.fsys
+	if f.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	if flags&^renameNoReplace != 0 {
+		return syscall.EINVAL // RENAME_EXCHANGE, RENAME_WHITEOUT
+	}
+	nd, ok := newParent.(*dirNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if !validName(name) || !validName(newName) || metadata.IsInstructionKey(name) || metadata.IsInstructionKey(newName) {
+		return syscall.EINVAL
+	}
+	src, dst := childKey(d.prefix(), name), childKey(nd.prefix(), newName)
+	if err := renameAllowed(src, dst); err != nil {
+		return f.logErr("rename", src, err)
+	}
+	if src == dst {
+		return 0
+	}
+	child := d.GetChild(name)
+	lk := lockTree(child)
+	defer lk.unlock()
+	if lk.streaming || f.pendingIn(src) || f.pendingNode(dst) != nil {
+		f.log.Debug("rename refused: upload in progress", "object", f.uri(src))
+		return syscall.EBUSY
+	}
+	// Decide on the store's current state, not the cache's.
+	f.putStat(src, nil)
+	f.putStat(dst, nil)
+	sk, sobj, err := f.probe(ctx, src)
+	if err != nil {
+		return f.logErr("rename", src, err)
+	}
+	dk, dobj, err := f.probe(ctx, dst)
+	if err != nil {
+		return f.logErr("rename", dst, err)
+	}
+	switch sk {
+	case entryNone:
+		if lk.staged {
+			return syscall.EBUSY // a new file that exists only in staging
+		}
+		return syscall.ENOENT
+	case entryFile:
+		switch {
+		case dk == entryDir:
+			return syscall.EISDIR
+		case dk == entryFile && flags&renameNoReplace != 0:
+			return syscall.EEXIST
+		}
+		err = f.moveFile(ctx, sobj, dst, dobj)
+	case entryDir:
+		switch {
+		case dk == entryFile:
+			return syscall.ENOTDIR
+		case strings.HasPrefix(dst+"/", src+"/"):
+			return syscall.EINVAL // into itself
+		case dk == entryDir && flags&renameNoReplace != 0:
+			return syscall.EEXIST
+		case dk == entryDir:
+			empty, err := f.dirEmpty(ctx, dst+"/")
+			if err != nil {
+				return f.logErr("rename", dst+"/", err)
+			}
+			if !empty {
+				return syscall.ENOTEMPTY
+			}
+		}
+		err = f.moveTree(ctx, src+"/", dst+"/")
+	}
+	if err != nil {
+		return f.logErr("rename", src, err)
+	}
+	if child != nil {
+		lk.retarget(child, src, dst)
+	}
+	if d != nd {
+		f.keepDir(ctx, d.prefix())
+	}
+	return 0
+}
+
+// moveFile moves the object o to dst (where dobj, if not nil, is replaced).
+func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) error {
+	src := o.key
+	defer f.putStat(src, nil)
+	defer f.putStat(dst, nil)
+	if !o.instr && (o.kind == kindPlain || dobj != nil && dobj.instr) {
+		// An instruction file left at dst would be taken for the moved
+		// object's envelope (plaintext) or linger as garbage.
+		if err := f.store.Delete(ctx, metadata.InstructionKey(dst)); err != nil {
+			return err
+		}
+	}
+	if _, err := f.store.Copy(ctx, src, dst, nil); err != nil {
+		return err
+	}
+	if o.instr {
+		if _, err := f.store.Copy(ctx, metadata.InstructionKey(src), metadata.InstructionKey(dst), nil); err != nil {
+			// dst without its envelope is unreadable: take it away; the
+			// source is intact.
+			if derr := f.store.Delete(context.WithoutCancel(ctx), dst); derr != nil {
+				f.log.Error("could not remove copy after its instruction file failed", "object", f.uri(dst), "cause", derr.Error())
+			}
+			return err
+		}
+	}
+	if err := f.store.Delete(ctx, src); err != nil {
+		return err
+	}
+	if o.instr || o.kind == kindPlain {
+		if err := f.store.Delete(ctx, metadata.InstructionKey(src)); err != nil {
+			f.log.Warn("could not delete instruction file", "object", f.uri(src), "cause", err.Error())
+		}
+	}
+	return nil
+}
+
+// renameParallel bounds the copies and deletes of a directory move.
+const renameParallel = 8
+
+// moveTree moves every object under srcPrefix to dstPrefix: all copies
+// first (undone if one fails), then the deletes.
+func (f *FS) moveTree(ctx context.Context, srcPrefix, dstPrefix string) error {
+	var keys []string
+	err := f.store.List(ctx, srcPrefix, "", func(p objectstore.ListPage) error {
+		for _, o := range p.Objects {
+			keys = append(keys, o.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	moves, err := renameTargets(keys, srcPrefix, dstPrefix)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, m := range moves {
+			f.putStat(m[0], nil)
+			f.putStat(m[1], nil)
+		}
+	}()
+	copied := make([]bool, len(moves))
+	err = forEach(ctx, len(moves), func(ctx context.Context, i int) error {
+		if _, err := f.store.Copy(ctx, moves[i][0], moves[i][1], nil); err != nil {
+			return err
+		}
+		copied[i] = true
+		return nil
+	})
+	if err != nil {
+		undo := context.WithoutCancel(ctx)
+		for i, m := range moves {
+			if copied[i] {
+				if derr := f.store.Delete(undo, m[1]); derr != nil {
+					f.log.Warn("could not remove partial copy", "object", f.uri(m[1]), "cause", derr.Error())
+				}
+			}
+		}
+		return err
+	}
+	// Objects first, then every directory of the tree, deepest first: a
+	// store that keeps directories (LocalStore, where an empty directory is
+	// a marker) removes one only once it is empty.
+	var objs []string
+	for _, m := range moves {
+		if !strings.HasSuffix(m[0], "/") {
+			objs = append(objs, m[0])
+		}
+	}
+	markers := treeDirs(keys, srcPrefix)
+	err = forEach(ctx, len(objs), func(ctx context.Context, i int) error {
+		return f.store.Delete(ctx, objs[i])
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range markers {
+		if err := f.store.Delete(ctx, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// treeDirs returns srcPrefix and every directory prefix between it and
+// keys (all under srcPrefix), deepest first.
+func treeDirs(keys []string, srcPrefix string) []string {
+	seen := map[string]bool{srcPrefix: true}
+	dirs := []string{srcPrefix}
+	for _, k := range keys {
+		for i := len(srcPrefix); i < len(k); i++ {
+			if k[i] == '/' && !seen[k[:i+1]] {
+				seen[k[:i+1]] = true
+				dirs = append(dirs, k[:i+1])
+			}
+		}
+	}
+	sort.Slice(dirs, func(i, j int) bool {
+		if len(dirs[i]) != len(dirs[j]) {
+			return len(dirs[i]) > len(dirs[j])
+		}
+		return dirs[i] < dirs[j]
+	})
+	return dirs
+}
+
+// forEach runs fn(0..n-1), renameParallel at a time, and returns the first
+// error; after one, the calls not yet started are skipped.
+func forEach(ctx context.Context, n int, fn func(context.Context, int) error) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	sem := make(chan struct{}, renameParallel)
+	for i := range n {
+		mu.Lock()
+		failed := first != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := fn(ctx, i); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// dirEmpty reports whether nothing but prefix's own marker lies under it.
+func (f *FS) dirEmpty(ctx context.Context, prefix string) (bool, error) {
+	empty := true
+	err := f.store.List(ctx, prefix, "/", func(p objectstore.ListPage) error {
+		for _, o := range p.Objects {
+			if o.Key != prefix {
+				empty = false
+			}
+		}
+		if len(p.Prefixes) > 0 {
+			empty = false
+		}
+		if !empty {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return false, err
+	}
+	return empty, nil
+}
+
+// keepDir stores prefix's marker if the directory has become empty: a
+// directory without a marker exists only through its entries, and moving
+// its last entry away must not make it vanish.
+func (f *FS) keepDir(ctx context.Context, prefix string) {
+	if prefix == "" {
+		return
+	}
+	empty, err := f.dirEmpty(ctx, prefix)
+	if err == nil && empty {
+		_, err = f.store.Put(ctx, prefix, nil, nil)
+	}
+	if err != nil {
+		f.log.Warn("could not keep directory after rename", "object", f.uri(prefix), "cause", err.Error())
+	}
+}
+
+// pendingIn reports whether a new file is streaming up at key or under
+// key + "/".
+func (f *FS) pendingIn(key string) bool {
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	for k := range f.pend {
+		if k == key || strings.HasPrefix(k, key+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// treeLock holds the locks of every loaded file node of a subtree (and of
+// their write handles) while it is renamed, so that no upload starts,
+// commits or changes its key meanwhile.
+//
+// Lock order (file.go): every writeHandle.mu first, then each node's
+// stageMu. No other code holds two handles' or two nodes' locks at once,
+// and the kernel serialises renames of one inode, so taking several here
+// cannot deadlock.
+type treeLock struct {
+	nodes     []*fileNode
+	writers   []*writeHandle
+	streaming bool // a stream of a new version is in progress
+	staged    bool // some node has a staging file
+}
+
+// lockTree locks the file nodes at and under the inode ch (nil: none).
+func lockTree(ch *fs.Inode) *treeLock {
+	lk := &treeLock{}
+	var walk func(*fs.Inode)
+	walk = func(in *fs.Inode) {
+		switch n := in.Operations().(type) {
+		case *fileNode:
+			lk.nodes = append(lk.nodes, n)
+		case *dirNode:
+			for _, c := range in.Children() {
+				walk(c)
+			}
+		}
+	}
+	if ch != nil {
+		walk(ch)
+	}
+	lk.lock()
+	return lk
+}
+
+// lock takes the locks of lk.nodes and of their write handles.
+func (lk *treeLock) lock() {
+	for _, n := range lk.nodes {
+		n.mu.Lock()
+		for w := range n.writers {
+			lk.writers = append(lk.writers, w)
+		}
+		n.mu.Unlock()
+	}
+	for _, w := range lk.writers {
+		w.mu.Lock()
+		if w.mode == modeStream && !w.done {
+			lk.streaming = true
+		}
+	}
+	for _, n := range lk.nodes {
+		n.stageMu.Lock()
+		n.mu.Lock()
+		if n.stage != nil {
+			lk.staged = true
+		}
+		n.mu.Unlock()
+	}
+}
+
+func (lk *treeLock) unlock() {
+	for _, n := range lk.nodes {
+		n.stageMu.Unlock()
+	}
+	for _, w := range lk.writers {
+		w.mu.Unlock()
+	}
+}
+
+// retarget gives the moved inode ch (whose key was src, now dst: keys of
+// files, directories without the slash) and every loaded node below it
+// their new keys, and the locked write handles theirs.
+func (lk *treeLock) retarget(ch *fs.Inode, src, dst string) {
+	var walk func(*fs.Inode)
+	walk = func(in *fs.Inode) {
+		switch n := in.Operations().(type) {
+		case *fileNode:
+			if k, ok := renamedKey(n.key(), src, dst); ok {
+				n.setKey(k)
+			}
+		case *symlinkNode:
+			if k, ok := renamedKey(n.key(), src, dst); ok {
+				n.setKey(k)
+			}
+		case *dirNode:
+			if p, ok := renamedKey(n.prefix(), src, dst); ok {
+				n.setPrefix(p)
+			}
+			for _, c := range in.Children() {
+				walk(c)
+			}
+		}
+	}
+	walk(ch)
+	for _, w := range lk.writers {
+		if k, ok := renamedKey(w.key, src, dst); ok {
+			w.key = k // w.mu is held
+		}
+	}
+}
