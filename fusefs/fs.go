@@ -78,6 +78,16 @@ type Options struct {
 	// ReadAhead is the sequential read-ahead window in bytes.
 	ReadAhead int64
 	Logger    *slog.Logger
+	// MatDescFor, if set, returns materials-description entries for the new
+	// object uri (URIPrefix + key, e.g. s3://bucket/key), merged over MatDesc
+	// (EMRFS's {"Path": uri} with --materials-description).
+	MatDescFor func(uri string) map[string]string
+	// ZoneOf, if set, names the encryption zone of a bucket key (KeyPrefix +
+	// key): the zone's prefix, "" for the mount's default. A rename whose
+	// source and destination (for a directory: any object under it) lie in
+	// different zones fails with EXDEV, so mv copies, re-encrypting under the
+	// destination's key. nil: one zone.
+	ZoneOf func(bucketKey string) string
 }
 
 // FS is the shared state of one mount.

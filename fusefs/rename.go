@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -35,7 +36,7 @@ import (
 //   - a file over a directory: EISDIR; a directory over a file: ENOTDIR; a
 //     directory over a non-empty directory: ENOTEMPTY; RENAME_NOREPLACE over
 //     anything: EEXIST.
-//   - renames renameAllowed refuses (encryption zones: EXDEV, later).
+//   - renames renameAllowed refuses: across encryption zones, EXDEV.
 //
 // Limitation: a file open for reading that is renamed keeps reading from the
 // old key; reads not yet served from memory then fail (ENOENT/EIO).
@@ -77,11 +78,47 @@ const (
 
 var _ fs.NodeRenamer = (*dirNode)(nil)
 
-// renameAllowed is the seam for policies that forbid moving src to dst (keys
-// of files, or of directories without the trailing slash). Encryption zones
-// will refuse cross-zone renames with syscall.EXDEV here; today every rename
-// is allowed.
-func renameAllowed(src, dst string) error { return nil }
+// errCrossZone: a rename between encryption zones (Options.ZoneOf). It wraps
+// syscall.EXDEV, so toErrno returns EXDEV and mv falls back to copy and
+// delete, which re-encrypts under the destination zone's key.
+var errCrossZone = fmt.Errorf("fusefs: rename across encryption zones: %w", syscall.EXDEV)
+
+// renameAllowed refuses moving src to dst (keys of files, or of directories
+// without the trailing slash) when they lie in different encryption zones:
+// for a directory, when any object under it would change zone. Without
+// Options.ZoneOf every rename is allowed. With it, this costs one recursive
+// listing of src + "/" (which also tells a directory from a file).
+func (f *FS) renameAllowed(ctx context.Context, src, dst string) error {
+	zoneOf := f.opt.ZoneOf
+	if zoneOf == nil {
+		return nil
+	}
+	check := func(s, d string) error {
+		zs, zd := zoneOf(f.opt.KeyPrefix+s), zoneOf(f.opt.KeyPrefix+d)
+		if zs != zd {
+			return fmt.Errorf("%s (zone %q) to %s (zone %q): %w", f.uri(s), zs, f.uri(d), zd, errCrossZone)
+		}
+		return nil
+	}
+	dir := false
+	err := f.store.List(ctx, src+"/", "", func(p objectstore.ListPage) error {
+		for _, o := range p.Objects {
+			dir = true
+			nk, ok := movedKey(o.Key, src+"/", dst+"/")
+			if !ok {
+				continue
+			}
+			if err := check(o.Key, nk); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || dir {
+		return err
+	}
+	return check(src, dst)
+}
 
 // movedKey maps key, which lies under srcPrefix, to its place under
 // dstPrefix. ok is false for a key outside srcPrefix.
@@ -133,7 +170,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		return syscall.EINVAL
 	}
 	src, dst := childKey(d.prefix(), name), childKey(nd.prefix(), newName)
-	if err := renameAllowed(src, dst); err != nil {
+	if err := f.renameAllowed(ctx, src, dst); err != nil {
 		return f.logErr("rename", src, err)
 	}
 	if src == dst {

@@ -38,9 +38,16 @@ func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) 
 	meta := map[string]string{}
 	var dataKey []byte
 	if f.opt.Provider != nil {
+		md := maps.Clone(f.opt.MatDesc)
+		if f.opt.MatDescFor != nil {
+			if md == nil {
+				md = map[string]string{}
+			}
+			maps.Copy(md, f.opt.MatDescFor(f.uri(key)))
+		}
 		k, wrapped, err := f.opt.Provider.GenerateKey(ctx, cse.KeyRequest{
 			CEKAlg:  cse.CEKAlgGCM,
-			MatDesc: maps.Clone(f.opt.MatDesc),
+			MatDesc: md,
 			Object:  f.uri(key),
 			Key:     f.opt.KeyPrefix + key,
 		})
