@@ -307,6 +307,11 @@ func (w *writeHandle) finishStream(ctx context.Context, cause error) {
 		o, err := w.up.commit(ctx)
 		if err == nil {
 			w.node.committed(o)
+			// chmod/chown/utimes made while the object streamed (cp -p
+			// sets times before close) are applied now that it exists.
+			if err := w.node.afterCommit(ctx); err != nil {
+				w.result = err
+			}
 			return
 		}
 		cause = err
