@@ -29,6 +29,8 @@ func newApp() *cli.App {
 	return &cli.App{
 		Name:  "csefs",
 		Usage: "mount S3 as a directory with EMRFS-compatible client-side encryption",
+		// --zone values hold ARNs and prefixes: never split them at commas.
+		DisableSliceFlagSeparator: true,
 		Commands: []*cli.Command{
 			mountCommand(),
 			unmountCommand(),
@@ -73,6 +75,16 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-file", Usage: "log destination (default: stderr in the foreground, a file beside the pid file in the background)"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request (very verbose; go-fuse prints the first bytes of each read and write, so never use it on real data)"},
+			&cli.StringFlag{Name: "emrfs-site", Usage: "read EMRFS settings (fs.s3.cse.*) from this emrfs-site.xml; flags given explicitly win"},
+			&cli.StringFlag{Name: "security-configuration", Usage: "read S3 encryption settings from this EMR security configuration JSON (CSE-KMS, CSE-Custom; Overrides for the mounted bucket); flags given explicitly win"},
+			&cli.StringFlag{Name: "kms-region", Usage: "KMS region when it differs from --region (fs.s3.cse.kms.region)"},
+			&cli.StringFlag{Name: "zones-file", Usage: "encryption zones: JSON {\"zones\":[{\"prefix\":\"finance/\",\"key\":\"kms:alias/fin\"},…]}; renames across zones fail with EXDEV (mv then copies, re-encrypting)"},
+			&cli.StringSliceFlag{Name: "zone", Usage: "an encryption zone PREFIX=kms:KEYID or PREFIX=keyring:NAME (repeatable; PREFIX is a bucket key prefix)"},
+			&cli.BoolFlag{Name: "materials-description", Usage: "store EMRFS's materials description with new objects: Path (the S3 URI) and JobflowId (with kms+context, part of the KMS encryption context)"},
+			&cli.StringFlag{Name: "job-flow-id", Usage: "cluster id for JobflowId (default: jobFlowId of --job-flow-json)"},
+			&cli.StringFlag{Name: "job-flow-json", Usage: "EMR's job-flow.json, read for the cluster id (default: " + mount.DefaultJobFlowJSON + " when present)"},
+			&cli.StringFlag{Name: "materials-provider", Usage: "exec:/path/to/program: a program that makes and unwraps data keys (--cse custom; protocol in csefs docs)"},
+			&cli.DurationFlag{Name: "materials-provider-timeout", Value: 10 * time.Second, Usage: "how long one run of the --materials-provider program may take"},
 		},
 		Action: runMount,
 	}
@@ -107,6 +119,18 @@ func runMount(c *cli.Context) error {
 		KeyCacheTTL:       c.Duration("key-cache-ttl"),
 		LogLevel:          c.String("log-level"),
 		FuseDebug:         c.Bool("fuse-debug"),
+
+		EMRFSSite:                c.String("emrfs-site"),
+		SecurityConfiguration:    c.String("security-configuration"),
+		KMSRegion:                c.String("kms-region"),
+		ZonesFile:                c.String("zones-file"),
+		Zones:                    c.StringSlice("zone"),
+		MaterialsDescription:     c.Bool("materials-description"),
+		JobFlowID:                c.String("job-flow-id"),
+		JobFlowJSON:              c.String("job-flow-json"),
+		MaterialsProvider:        c.String("materials-provider"),
+		MaterialsProviderTimeout: c.Duration("materials-provider-timeout"),
+		IsSet:                    c.IsSet,
 	}
 	var err error
 	if cfg.VerifyThreshold, err = parseSize(c.String("verify-threshold")); err != nil {

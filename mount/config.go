@@ -50,6 +50,25 @@ type Config struct {
 
 	LogLevel  string
 	FuseDebug bool
+
+	// Configuration files and key selection (emrfs.go, secconfig.go,
+	// zones.go, provider.go).
+	EMRFSSite             string   // --emrfs-site: Hadoop XML
+	SecurityConfiguration string   // --security-configuration: EMR JSON
+	ZonesFile             string   // --zones-file
+	Zones                 []string // --zone PREFIX=KEYSPEC, repeated
+	KMSRegion             string   // KMS region when it differs from Region (fs.s3.cse.kms.region)
+	// MaterialsDescription stores EMRFS's {"Path": s3 URI, "JobflowId": id}
+	// with every new object (for kms+context, in the encryption context).
+	MaterialsDescription bool
+	JobFlowID            string // --job-flow-id; else read from JobFlowJSON
+	JobFlowJSON          string // EMR's job-flow.json ("" → DefaultJobFlowJSON)
+	// MaterialsProvider is "exec:/path/to/program" (--cse custom).
+	MaterialsProvider        string
+	MaterialsProviderTimeout time.Duration
+	// IsSet reports whether a flag was given on the command line (urfave/cli
+	// Context.IsSet); explicit flags win over configuration files. nil: none.
+	IsSet func(flag string) bool
 }
 
 // DefaultStagingDir is where staging files go without --staging-dir:

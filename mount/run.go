@@ -16,7 +16,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hanwen/go-fuse/v2/fs"
 
@@ -54,6 +53,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 			ready(err)
 		}
 	}()
+	if err := applyConfigFiles(&cfg, log); err != nil {
+		return err
+	}
 	src, err := cfg.normalize()
 	if err != nil {
 		return err
@@ -61,10 +63,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err := checkMountpoint(cfg.Mountpoint); err != nil {
 		return err
 	}
-	store, provider, err := build(ctx, cfg, src, log)
+	store, keys, err := build(ctx, cfg, src, log)
 	if err != nil {
 		return err
 	}
+	provider := keys.Provider
 	fsys, root, err := fusefs.New(fusefs.Options{
 		Store:           store,
 		Provider:        provider,
@@ -83,6 +86,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		StagingDir:      cfg.StagingDir,
 		StagingLimit:    cfg.StagingLimit,
 		Logger:          log,
+		MatDesc:         keys.MatDesc,
+		MatDescFor:      keys.MatDescFor,
+		ZoneOf:          keys.ZoneOf,
 	})
 	if err != nil {
 		return err
@@ -151,7 +157,7 @@ func unmountServer(server interface{ Unmount() error }, mnt string, timeout time
 }
 
 // build makes the store and the key provider, and checks both work.
-func build(ctx context.Context, cfg Config, src source, log *slog.Logger) (objectstore.Store, cse.Provider, error) {
+func build(ctx context.Context, cfg Config, src source, log *slog.Logger) (objectstore.Store, *keySetup, error) {
 	var (
 		store  objectstore.Store
 		awsCfg *aws.Config
@@ -210,37 +216,14 @@ func build(ctx context.Context, cfg Config, src source, log *slog.Logger) (objec
 		}
 	}
 
-	var provider cse.Provider
-	switch cfg.CSE {
-	case "kms":
-		c, err := loadAWS()
-		if err != nil {
-			return nil, nil, err
-		}
-		kc := kms.NewFromConfig(*c, func(o *kms.Options) {
-			if cfg.KMSEndpointURL != "" {
-				o.BaseEndpoint = aws.String(cfg.KMSEndpointURL)
-			}
-		})
-		wrap := cse.WrapKMSContext
-		if cfg.KMSWrap == "kms" {
-			wrap = cse.WrapKMS
-		}
-		p, err := cse.NewKMSProvider(checkCtx, kc, cfg.KMSKeyID, cse.KMSOptions{Wrap: wrap})
-		if err != nil {
-			return nil, nil, fmt.Errorf("KMS key %s: %w", cfg.KMSKeyID, err)
-		}
-		provider = p
-	case "custom":
-		p, err := loadKeyring(cfg.Keyring, src, log)
-		if err != nil {
-			return nil, nil, err
-		}
-		provider = p
-	case "off":
-		return store, nil, nil
+	keys, err := buildProvider(ctx, &cfg, src, loadAWS, log)
+	if err != nil {
+		return nil, nil, err
 	}
-	return store, keycache.New(provider, keycache.Options{Size: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL}), nil
+	if keys.Provider != nil {
+		keys.Provider = keycache.New(keys.Provider, keycache.Options{Size: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL})
+	}
+	return store, keys, nil
 }
 
 // loadAWSConfig loads the SDK configuration for cfg's region.
@@ -280,33 +263,6 @@ func DefaultKeyring() string {
 		dir = filepath.Join(os.TempDir(), fmt.Sprintf("csefs-%d", os.Getuid()))
 	}
 	return filepath.Join(dir, "csefs", "keyring.json")
-}
-
-func loadKeyring(path string, src source, log *slog.Logger) (cse.Provider, error) {
-	if path == "" {
-		if src.scheme != "file" {
-			return nil, errors.New("--cse custom needs --keyring FILE (create one with: csefs keyring create FILE)")
-		}
-		path = DefaultKeyring()
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			if err := CreateKeyring(path); err != nil {
-				return nil, err
-			}
-			log.Info("created a new keyring for the local bucket; back it up, it is the only copy of the key", "keyring", path)
-		}
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("keyring: %w", err)
-	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		log.Warn("keyring is readable by group or others; chmod 600 it", "keyring", path)
-	}
-	p, err := cse.ParseKeyring(data)
-	if err != nil {
-		return nil, fmt.Errorf("keyring %s: %w", path, err)
-	}
-	return p, nil
 }
 
 // CreateKeyring writes a new keyring with one random AES-256 key, mode 0600.
