@@ -135,7 +135,23 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		n.fillAttr(&out.Attr)
 		return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}), 0
 	}
-	k, obj, err := f.probe(ctx, key)
+	var (
+		k   entryKind
+		obj *object
+		err error
+	)
+	if lk, ok := f.listed(d.prefix(), name); ok {
+		// A fresh listing of this directory answers without a LIST.
+		k = lk
+		if k == entryFile {
+			obj, err = f.head(ctx, key)
+			if isNotFound(err) {
+				k, err = entryNone, nil
+			}
+		}
+	} else {
+		k, obj, err = f.probe(ctx, key)
+	}
 	if err != nil {
 		return nil, f.logErr("lookup", key, err)
 	}
@@ -198,6 +214,15 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(key, false)})
 		}
 	}
+	kinds := make(map[string]entryKind, len(entries))
+	for _, e := range entries {
+		if e.Mode == syscall.S_IFDIR {
+			kinds[e.Name] = entryDir
+		} else {
+			kinds[e.Name] = entryFile
+		}
+	}
+	f.putListing(d.prefix(), kinds)
 	f.prefetchHeads(files)
 	return fs.NewListDirStream(entries), 0
 }
@@ -217,7 +242,7 @@ func (f *FS) prefetchHeads(files []objectstore.Info) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		sem := make(chan struct{}, 16)
+		sem := make(chan struct{}, 32)
 		var wg sync.WaitGroup
 		for _, key := range todo {
 			sem <- struct{}{}
@@ -232,6 +257,8 @@ func (f *FS) prefetchHeads(files []objectstore.Info) {
 }
 
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	d.fsys.dirChanged(d.prefix())
+	defer d.fsys.dirChanged(d.prefix())
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return nil, nil, 0, syscall.EROFS
@@ -251,6 +278,8 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 }
 
 func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	d.fsys.dirChanged(d.prefix())
+	defer d.fsys.dirChanged(d.prefix())
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return nil, syscall.EROFS
@@ -272,6 +301,8 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 }
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	d.fsys.dirChanged(d.prefix())
+	defer d.fsys.dirChanged(d.prefix())
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return syscall.EROFS
@@ -296,6 +327,8 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	d.fsys.dirChanged(d.prefix(), d.prefix()+name+"/")
+	defer d.fsys.dirChanged(d.prefix(), d.prefix()+name+"/")
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return syscall.EROFS

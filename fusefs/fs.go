@@ -99,6 +99,8 @@ type FS struct {
 	mu    sync.Mutex
 	stats map[string]statEntry // key -> resolved object, within MetadataTTL
 
+	meta metaCache // listings and HEADs in flight (cache.go)
+
 	verifiedMu sync.Mutex
 	verified   map[string]bool // "key\x00etag" of GCM objects whose tag verified
 

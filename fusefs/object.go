@@ -42,23 +42,6 @@ type object struct {
 	instr     bool // the envelope came from an instruction file
 }
 
-// head resolves key through the stat cache.
-func (f *FS) head(ctx context.Context, key string) (*object, error) {
-	if o := f.cachedStat(key); o != nil {
-		return o, nil
-	}
-	info, err := f.store.Head(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	o, err := f.resolve(ctx, info)
-	if err != nil {
-		return nil, err
-	}
-	f.putStat(key, o)
-	return o, nil
-}
-
 // resolve finds an object's envelope (metadata, else instruction file) and
 // plaintext size.
 func (f *FS) resolve(ctx context.Context, info *objectstore.Info) (*object, error) {

@@ -75,6 +75,8 @@ func symlinkAttrs() metadata.Attrs {
 // Symlink stores target as the encrypted body of a new object marked as a
 // symlink.
 func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	d.fsys.dirChanged(d.prefix())
+	defer d.fsys.dirChanged(d.prefix())
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return nil, syscall.EROFS

@@ -1,0 +1,130 @@
+package fusefs
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Metadata caches, all bounded in time by Options.MetadataTTL:
+//
+//   - the stat cache (fs.go: stats) holds resolved objects by key;
+//   - the listing cache holds, per directory prefix, the kind of every name a
+//     readdir saw, so the lookups that follow (ls -l, readdirplus) need no
+//     LIST of their own and a name absent from a fresh listing is ENOENT at
+//     once;
+//   - heads in flight are shared (single flight), so a lookup joins the
+//     read-ahead HEAD that a readdir started instead of sending its own.
+//
+// Every change made through this mount updates or drops the entries it
+// affects; changes made elsewhere show after at most MetadataTTL.
+
+// listing is what one readdir saw.
+type listing struct {
+	at    time.Time
+	kinds map[string]entryKind
+}
+
+type headCall struct {
+	done chan struct{}
+	obj  *object
+	err  error
+}
+
+type metaCache struct {
+	mu       sync.Mutex
+	listings map[string]*listing
+	heads    map[string]*headCall
+}
+
+// listed returns what a fresh listing of prefix says about name.
+func (f *FS) listed(prefix, name string) (entryKind, bool) {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.listings[prefix]
+	if l == nil || time.Since(l.at) > f.opt.MetadataTTL {
+		return entryNone, false
+	}
+	return l.kinds[name], true
+}
+
+func (f *FS) putListing(prefix string, kinds map[string]entryKind) {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.listings == nil {
+		c.listings = make(map[string]*listing)
+	}
+	if len(c.listings) > 10000 {
+		for p, l := range c.listings {
+			if time.Since(l.at) > f.opt.MetadataTTL {
+				delete(c.listings, p)
+			}
+		}
+	}
+	c.listings[prefix] = &listing{at: time.Now(), kinds: kinds}
+}
+
+// dirChanged drops the listings of the given directory prefixes after a
+// change through this mount.
+func (f *FS) dirChanged(prefixes ...string) {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range prefixes {
+		delete(c.listings, p)
+	}
+}
+
+// allDirsChanged drops every listing (a directory rename).
+func (f *FS) allDirsChanged() {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.listings)
+}
+
+// head resolves key through the stat cache, sharing HEADs in flight.
+func (f *FS) head(ctx context.Context, key string) (*object, error) {
+	if o := f.cachedStat(key); o != nil {
+		return o, nil
+	}
+	c := &f.meta
+	c.mu.Lock()
+	if call, ok := c.heads[key]; ok {
+		c.mu.Unlock()
+		select {
+		case <-call.done:
+			return call.obj, call.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if c.heads == nil {
+		c.heads = make(map[string]*headCall)
+	}
+	call := &headCall{done: make(chan struct{})}
+	c.heads[key] = call
+	c.mu.Unlock()
+
+	call.obj, call.err = f.headUncached(ctx, key)
+	c.mu.Lock()
+	delete(c.heads, key)
+	c.mu.Unlock()
+	close(call.done)
+	return call.obj, call.err
+}
+
+func (f *FS) headUncached(ctx context.Context, key string) (*object, error) {
+	info, err := f.store.Head(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	o, err := f.resolve(ctx, info)
+	if err != nil {
+		return nil, err
+	}
+	f.putStat(key, o)
+	return o, nil
+}
