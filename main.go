@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/mount"
 )
 
@@ -212,8 +213,64 @@ func keyringCommand() *cli.Command {
 				}
 				return mount.CreateKeyring(c.Args().First())
 			},
+		}, {
+			Name:      "add",
+			Usage:     "add a key to a keyring (a new random AES-256 key unless a reference is given); the file becomes version 2",
+			ArgsUsage: "FILE NAME",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "aes256-file", Usage: "reference a file holding the AES-256 key (32 raw bytes or base64; relative to the keyring)"},
+				&cli.StringFlag{Name: "aes256-env", Usage: "reference an environment variable holding the AES-256 key (base64)"},
+				&cli.StringFlag{Name: "rsa-pem-file", Usage: "reference a PEM file holding an RSA private key (relative to the keyring)"},
+				&cli.StringFlag{Name: "kms-key-id", Usage: "reference a KMS key (key id, key ARN, alias/NAME or alias ARN)"},
+			},
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 2 {
+					return fmt.Errorf("keyring add needs a file name and a key name")
+				}
+				spec := cse.KeySpec{AESFile: c.String("aes256-file"), AESEnv: c.String("aes256-env"),
+					RSAPEMFile: c.String("rsa-pem-file"), KMSKeyID: c.String("kms-key-id")}
+				spec.AES256 = spec == cse.KeySpec{}
+				return addKey(c.Args().Get(0), c.Args().Get(1), spec, c.App.Writer)
+			},
 		}},
 	}
+}
+
+// addKey adds a key to the keyring file at path, replacing the file
+// atomically (mode 0600).
+func addKey(path, name string, spec cse.KeySpec, out io.Writer) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	defer cse.Zero(data)
+	updated, err := cse.AddKey(data, name, spec)
+	if err != nil {
+		return fmt.Errorf("keyring %s: %w", path, err)
+	}
+	defer cse.Zero(updated)
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".keyring-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err == nil {
+		_, err = tmp.Write(updated)
+		if err == nil {
+			err = tmp.Sync()
+		}
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("keyring %s: %w", path, err)
+	}
+	fmt.Fprintf(out, "added key %q to %s; it encrypts nothing until a rule or encrypt_with names it\n", name, path)
+	return nil
 }
 
 // uploadsCommand lists and aborts the multipart uploads a crashed mount left
