@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -243,9 +244,7 @@ func LoadKeyring(data []byte, opt KeyringOptions) (*Keyring, error) {
 		case "rsa_private_key_pem_file":
 			path := resolve(opt.BaseDir, fk.RSAPrivateKeyFil)
 			var pemBytes []byte
-			if pemBytes, err = os.ReadFile(path); err != nil {
-				err = fmt.Errorf("%w: %v", ErrMalformed, err)
-			} else {
+			if pemBytes, err = readKeyFile(path); err == nil {
 				mk.RSA, err = parseRSAPrivateKey(pemBytes)
 				Zero(pemBytes)
 				if err != nil {
@@ -314,11 +313,37 @@ func decodeAES256(s string) ([]byte, error) {
 	return b, nil
 }
 
-// readAES256File reads 32 raw bytes or base64 text of 32 bytes.
-func readAES256File(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+// maxKeyFile bounds what a key file may hold (a large RSA PEM is ~3.3 KiB).
+const maxKeyFile = 64 << 10
+
+// readKeyFile reads a regular file of at most maxKeyFile bytes, so that a
+// path to a device or a FIFO cannot hang or exhaust the loader.
+func readKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > maxKeyFile {
+		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes: %w", path, maxKeyFile, ErrMalformed)
+	}
+	b := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, b); err != nil {
+		Zero(b)
+		return nil, fmt.Errorf("%s: %w: %v", path, ErrMalformed, err)
+	}
+	return b, nil
+}
+
+// readAES256File reads 32 raw bytes or base64 text of 32 bytes.
+func readAES256File(path string) ([]byte, error) {
+	b, err := readKeyFile(path)
+	if err != nil {
+		return nil, err
 	}
 	defer Zero(b)
 	if len(b) == KeySize {

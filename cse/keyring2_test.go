@@ -188,6 +188,8 @@ func TestLoadKeyringErrors(t *testing.T) {
 		"bad base64":        {v2([]kv{{"name": "a", "aes256": "!!!!"}}), nil, "keys[0].aes256", ErrMalformed},
 		"short inline":      {v2([]kv{{"name": "a", "aes256": "AAAA"}}), nil, "keys[0].aes256", ErrMalformed},
 		"missing file":      {v2([]kv{{"name": "a", "aes256_file": "absent.key"}}), nil, "absent.key", ErrMalformed},
+		"device file":       {v2([]kv{{"name": "a", "aes256_file": "/dev/zero"}}), nil, "not a regular file", ErrMalformed},
+		"directory pem":     {v2([]kv{{"name": "a", "rsa_private_key_pem_file": "."}}), nil, "not a regular file", ErrMalformed},
 		"short file":        {v2([]kv{{"name": "a", "aes256_file": "short.key"}}), nil, "31 bytes", ErrMalformed},
 		"env unset":         {v2([]kv{{"name": "a", "aes256_env": "UNSET"}}), nil, "UNSET", ErrMalformed},
 		"env short":         {v2([]kv{{"name": "a", "aes256_env": "SHORT"}}), nil, "SHORT", ErrMalformed},
@@ -496,4 +498,42 @@ func TestKeyringObjectStdlib(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzLoadKeyring: arbitrary files never panic, hang or load half-valid.
+func FuzzLoadKeyring(f *testing.F) {
+	aes := base64.StdEncoding.EncodeToString(testBytes(80, 32))
+	for _, seed := range []string{
+		`{"version":2,"keys":[{"name":"a","aes256":"` + aes + `"}],"rules":[{"prefix":"x/","key":"a"}],"encrypt_with":"a"}`,
+		`{"version":2,"keys":[{"name":"e","aes256_env":"K"},{"name":"f","aes256_file":"k"}]}`,
+		`{"version":1,"keys":[{"name":"a","aes256":"` + aes + `"}]}`,
+		`{"version":2,"keys":[{"name":"k","kms_key_id":"alias/x"}],"rules":[{"prefix":"","key":"k"}]}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	dir := f.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "k"), testBytes(81, 32), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	opt := KeyringOptions{BaseDir: dir, Getenv: func(string) string { return aes }}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		kr, err := LoadKeyring(data, opt)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error not ErrMalformed: %v", err)
+			}
+			return
+		}
+		for _, n := range kr.Names() {
+			if _, err := kr.Writer(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := kr.Router(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := AddKey(data, "fuzz-added-key", KeySpec{AESEnv: "K"}); err != nil && !errors.Is(err, ErrMalformed) {
+			t.Fatal(err)
+		}
+	})
 }
