@@ -9,8 +9,21 @@
 // The content ciphers and key wraps do no I/O of their own: they take byte
 // slices, or wrap an io.Reader/io.Writer the caller supplies, and never know
 // about S3, paths or FUSE. Only KMSProvider talks to a service, through the
-// KMSClient interface the caller passes in (kms.go). Nothing in this package
+// KMSClient interface the caller passes in (kms.go); LoadKeyring reads the key
+// files a keyring names, and ExecProvider runs its program. Nothing in this package
 // logs; no error message contains key material or plaintext.
+//
+// # Providers
+//
+// A Provider (materials.go) makes and unwraps data keys. KMSProvider uses an
+// AWS KMS key; KeyringProvider local AES and RSA master keys. A keyring file
+// (LoadKeyring, version 2; ParseKeyring reads version 1 only) names master
+// keys inline or by reference (key file, environment variable, KMS key) and
+// has rules choosing a key by object key prefix; Keyring.Writer, Rules,
+// Default and Reader turn it into providers. Router dispatches GenerateKey by
+// the longest matching prefix and DecryptKey over a list of readers.
+// ExecProvider delegates to an external program through a JSON protocol
+// documented on the type (cse/exec-provider-example is a working example).
 //
 // # What is authenticated, and when
 //
