@@ -257,6 +257,22 @@ func (n *fileNode) releaseStage(ctx context.Context) {
 	}
 }
 
+// dropStage releases a reference without uploading (shutdown).
+func (n *fileNode) dropStage() {
+	n.stageMu.Lock()
+	defer n.stageMu.Unlock()
+	n.mu.Lock()
+	n.stageRefs--
+	var sf *stageFile
+	if n.stageRefs == 0 {
+		sf, n.stage = n.stage, nil
+	}
+	n.mu.Unlock()
+	if sf != nil {
+		sf.Close()
+	}
+}
+
 // committed records a new version written through this node.
 func (n *fileNode) committed(o *object) {
 	n.fsys.putStat(n.key(), o)

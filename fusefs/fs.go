@@ -104,7 +104,10 @@ type FS struct {
 	verifiedMu sync.Mutex
 	verified   map[string]bool // "key\x00etag" of GCM objects whose tag verified
 
-	inflight sync.WaitGroup // uploads in progress
+	inflight sync.WaitGroup // open write handles
+
+	handlesMu sync.Mutex
+	handles   map[*writeHandle]bool // open write handles, for shutdown
 
 	stage *stager // nil when staging is off
 
@@ -156,7 +159,33 @@ func New(opt Options) (*FS, fs.InodeEmbedder, error) {
 }
 
 // WaitUploads blocks until every upload in progress has finished.
-func (f *FS) WaitUploads() { f.inflight.Wait() }
+//
+// Once the kernel connection is gone, every handle should have been released
+// (RELEASE follows the last close). If some were not within timeout (a lazy
+// detach whose RELEASE never came), their uploads are aborted, nothing
+// partial is committed, and WaitUploads returns.
+func (f *FS) WaitUploads(timeout time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		f.inflight.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-time.After(timeout):
+	}
+	f.handlesMu.Lock()
+	left := make([]*writeHandle, 0, len(f.handles))
+	for w := range f.handles {
+		left = append(left, w)
+	}
+	f.handlesMu.Unlock()
+	for _, w := range left {
+		f.log.Error("file still open for writing after unmount; its changes are discarded", "object", f.uri(w.node.key()))
+		w.abandon()
+	}
+}
 
 // MountOptions returns the go-fuse options csefs mounts with.
 func (f *FS) MountOptions(fsName string, allowOther, debug bool) *fs.Options {

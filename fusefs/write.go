@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -43,6 +46,7 @@ type writeHandle struct {
 	result error  // stream mode: the commit's result
 	staged bool   // holds a reference on node's staging file
 	closed bool
+	opener int // thread group id of the process that opened the file
 }
 
 const (
@@ -68,7 +72,14 @@ var (
 // empty version at once.
 func (f *FS) newWriter(ctx context.Context, n *fileNode, attrs metadata.Attrs, trunc, readable bool) (*writeHandle, error) {
 	w := &writeHandle{fsys: f, node: n, key: n.key(), attrs: attrs, readable: readable}
+	w.opener = callerTgid(ctx)
 	f.inflight.Add(1)
+	f.handlesMu.Lock()
+	if f.handles == nil {
+		f.handles = make(map[*writeHandle]bool)
+	}
+	f.handles[w] = true
+	f.handlesMu.Unlock()
 	if trunc {
 		if err := w.startStream(ctx); err != nil {
 			f.inflight.Done()
@@ -272,17 +283,34 @@ func (w *writeHandle) truncate(ctx context.Context, size int64) error {
 
 // Flush commits: close(2) returns its result. A second Flush (a dup'ed
 // descriptor) returns the first one's result.
+//
+// A FLUSH comes whenever any copy of the descriptor is closed, including the
+// copy a forked child closes at exec. Only a flush by the process that opened
+// the file commits; others return the result so far, and Release commits
+// what no flush did.
 func (w *writeHandle) Flush(ctx context.Context) syscall.Errno {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if t := callerTgid(ctx); t != 0 && w.opener != 0 && t != w.opener {
+		if w.result != nil {
+			return w.fsys.logErr("close", w.key, w.result)
+		}
+		return 0
+	}
 	if err := w.commit(ctx); err != nil {
 		return w.fsys.logErr("close", w.key, err)
 	}
 	return 0
 }
 
+// Fsync commits whoever asks: it is an explicit request for durability.
 func (w *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return w.Flush(ctx)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.commit(ctx); err != nil {
+		return w.fsys.logErr("fsync", w.key, err)
+	}
+	return 0
 }
 
 // commit makes what this handle wrote durable. w.mu is held.
@@ -340,7 +368,57 @@ func (w *writeHandle) Release(ctx context.Context) syscall.Errno {
 	if w.staged {
 		w.node.releaseStage(ctx)
 	}
-	w.node.removeWriter(w)
-	w.fsys.inflight.Done()
+	w.detach()
 	return 0
+}
+
+// detach forgets a finished handle.
+func (w *writeHandle) detach() {
+	w.node.removeWriter(w)
+	w.fsys.handlesMu.Lock()
+	delete(w.fsys.handles, w)
+	w.fsys.handlesMu.Unlock()
+	w.fsys.inflight.Done()
+}
+
+// abandon discards a handle whose RELEASE will never come: its streaming
+// upload is aborted and its staged changes are dropped, not uploaded.
+func (w *writeHandle) abandon() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	w.closed = true
+	ctx := context.Background()
+	if w.mode == modeStream && !w.done {
+		w.done = true
+		w.fsys.setPending(w.key, w.node, false)
+		w.up.abort(ctx)
+	}
+	if w.staged {
+		w.node.dropStage()
+	}
+	w.detach()
+}
+
+// callerTgid is the thread group (process) id of a request's caller. FUSE
+// reports the calling thread's id; /proc maps it to its process.
+func callerTgid(ctx context.Context) int {
+	c, ok := fuse.FromContext(ctx)
+	if !ok || c.Pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Pid))
+	if err != nil {
+		return int(c.Pid)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+				return n
+			}
+		}
+	}
+	return int(c.Pid)
 }

@@ -130,7 +130,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		}
 	}()
 	server.Wait()
-	fsys.WaitUploads()
+	fsys.WaitUploads(30 * time.Second)
 	if c, ok := provider.(*keycache.Cache); ok {
 		c.Purge() // zero the unwrapped data keys
 	}
