@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/csefs/csefs/objectstore"
 )
 
 // Metadata caches, all bounded in time by Options.MetadataTTL:
@@ -23,6 +25,10 @@ import (
 type listing struct {
 	at    time.Time
 	kinds map[string]entryKind
+	// prefetching is set while the readdir's HEADs are still running; the
+	// listing stays usable until they finish, so that a big directory's
+	// lookups do not fall back to a LIST each once the TTL has passed.
+	prefetching bool
 }
 
 type headCall struct {
@@ -43,13 +49,14 @@ func (f *FS) listed(prefix, name string) (entryKind, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l := c.listings[prefix]
-	if l == nil || time.Since(l.at) > f.opt.MetadataTTL {
+	if l == nil || (!l.prefetching && time.Since(l.at) > f.opt.MetadataTTL) {
 		return entryNone, false
 	}
 	return l.kinds[name], true
 }
 
-func (f *FS) putListing(prefix string, kinds map[string]entryKind) {
+// putListing records a listing; the returned func marks its read-ahead done.
+func (f *FS) putListing(prefix string, kinds map[string]entryKind) func() {
 	c := &f.meta
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -63,7 +70,13 @@ func (f *FS) putListing(prefix string, kinds map[string]entryKind) {
 			}
 		}
 	}
-	c.listings[prefix] = &listing{at: time.Now(), kinds: kinds}
+	l := &listing{at: time.Now(), kinds: kinds, prefetching: true}
+	c.listings[prefix] = l
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		l.prefetching = false
+	}
 }
 
 // dirChanged drops the listings of the given directory prefixes after a
@@ -127,4 +140,24 @@ func (f *FS) headUncached(ctx context.Context, key string) (*object, error) {
 	}
 	f.putStat(key, o)
 	return o, nil
+}
+
+// revalidate renews a cached stat (even an expired one) when a fresh listing
+// shows the object unchanged: same ETag, size and modification second (HEAD
+// dates have one-second resolution, listings milliseconds). A metadata-only
+// rewrite (chmod through another mount) changes the modification time.
+func (f *FS) revalidate(o objectstore.Info) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.stats[o.Key]
+	if !ok {
+		return false
+	}
+	c := e.obj.info
+	if c.ETag != o.ETag || c.Size != o.Size || !c.LastModified.Truncate(time.Second).Equal(o.LastModified.Truncate(time.Second)) {
+		return false
+	}
+	e.at = time.Now()
+	f.stats[o.Key] = e
+	return true
 }

@@ -91,6 +91,11 @@ const (
 // probe finds out what key is: a directory (some key under key/), a file,
 // or nothing. A name that is both is shown as the directory.
 func (f *FS) probe(ctx context.Context, key string) (entryKind, *object, error) {
+	if o := f.cachedStat(key); o != nil {
+		// Known to be a file within the TTL: no LIST to check for a
+		// directory of the same name.
+		return entryFile, o, nil
+	}
 	var (
 		wg      sync.WaitGroup
 		isDir   bool
@@ -222,24 +227,26 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			kinds[e.Name] = entryFile
 		}
 	}
-	f.putListing(d.prefix(), kinds)
-	f.prefetchHeads(files)
+	f.prefetchHeads(files, f.putListing(d.prefix(), kinds))
 	return fs.NewListDirStream(entries), 0
 }
 
 // prefetchHeads resolves listed files in the background, a few at a time,
 // so the lookups that follow a readdir (ls -l) find them in the stat cache.
-func (f *FS) prefetchHeads(files []objectstore.Info) {
+// done is called when they have all finished.
+func (f *FS) prefetchHeads(files []objectstore.Info, done func()) {
 	var todo []string
 	for _, o := range files {
-		if f.cachedStat(o.Key) == nil {
+		if f.cachedStat(o.Key) == nil && !f.revalidate(o) {
 			todo = append(todo, o.Key)
 		}
 	}
 	if len(todo) == 0 {
+		done()
 		return
 	}
 	go func() {
+		defer done()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		sem := make(chan struct{}, 32)
