@@ -122,6 +122,8 @@ func (f *FS) dataKey(ctx context.Context, o *object) ([]byte, error) {
 	if f.opt.Provider == nil {
 		return nil, errNoProvider
 	}
+	// Providers that decide per object (the exec protocol) learn which.
+	ctx = cse.ContextWithObject(ctx, f.uri(o.key))
 	k, err := f.opt.Provider.DecryptKey(ctx, o.env.Key)
 	if err != nil {
 		return nil, fmt.Errorf("data key of %s (wrap %q): %w", o.key, o.env.Key.WrapAlg, err)
