@@ -50,6 +50,7 @@ type Config struct {
 
 	LogLevel  string
 	FuseDebug bool
+	PprofAddr string // serve net/http/pprof on this loopback address (profiling)
 
 	// Configuration files and key selection (emrfs.go, secconfig.go,
 	// zones.go, provider.go).
