@@ -358,12 +358,14 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if n.stageFile() != nil {
 		// Changes not yet uploaded: read them, as a local file would.
 		w, err := f.newWriter(ctx, n, n.currentAttrs(ctx), false, true)
-		if err == nil {
-			w.mu.Lock()
-			err = w.startStage(ctx, nil)
-			w.mu.Unlock()
-		}
 		if err != nil {
+			return nil, 0, f.logErr("open", n.key(), err)
+		}
+		w.mu.Lock()
+		err = w.startStage(ctx, nil)
+		w.mu.Unlock()
+		if err != nil {
+			w.Release(ctx) // the kernel never sees this handle
 			return nil, 0, f.logErr("open", n.key(), err)
 		}
 		return w, 0, 0
