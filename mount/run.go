@@ -186,8 +186,9 @@ func build(ctx context.Context, cfg Config, src source, log *slog.Logger) (objec
 			return nil, nil, err
 		}
 		opt := objectstore.S3Options{
-			PartSize:    cfg.PartSize,
-			Concurrency: cfg.UploadConcurrency,
+			PartSize:        cfg.PartSize,
+			Concurrency:     cfg.UploadConcurrency,
+			UnsignedPayload: true,
 		}
 		// The upload journal: see journal.go.
 		if journal, err = OpenJournal(JournalPath(src.bucket, src.prefix), log); err != nil {

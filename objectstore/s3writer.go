@@ -196,7 +196,7 @@ func (w *s3Writer) startPart() error {
 		out, err := w.s.client.UploadPart(w.bg, &s3.UploadPartInput{
 			Bucket: &w.s.bucket, Key: &w.full, UploadId: &w.uploadID, PartNumber: aws.Int32(partNo),
 			Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))),
-		})
+		}, w.s.bodyOpts()...)
 		w.free <- body
 		<-w.sem
 		if err != nil {
@@ -229,7 +229,7 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 		out, err := w.s.client.PutObject(ctx, &s3.PutObjectInput{
 			Bucket: &w.s.bucket, Key: &w.full, Body: bytes.NewReader(body),
 			ContentLength: aws.Int64(int64(len(body))), Metadata: w.meta,
-		})
+		}, w.s.bodyOpts()...)
 		if err != nil {
 			err = w.fail(fmt.Errorf("objectstore: put %q: %w", w.key, classify(err)))
 			w.abort(ctx)
