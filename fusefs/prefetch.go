@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/csefs/csefs/objectstore"
 )
@@ -27,6 +28,7 @@ type prefetchReader struct {
 	queue    []*fetch // scheduled, in order
 	parallel int
 	cur      []byte
+	curBuf   []byte // the pooled buffer cur points into
 	err      error
 }
 
@@ -34,6 +36,23 @@ type fetch struct {
 	done chan struct{}
 	data []byte
 	err  error
+}
+
+// rangePool recycles the streamChunk-sized range buffers: fresh ones would
+// be zeroed by the allocator only to be overwritten.
+var rangePool = sync.Pool{New: func() any { return make([]byte, streamChunk) }}
+
+func getRange(n int64) []byte {
+	if n == streamChunk {
+		return rangePool.Get().([]byte)
+	}
+	return make([]byte, n)
+}
+
+func putRange(b []byte) {
+	if cap(b) == streamChunk {
+		rangePool.Put(b[:streamChunk])
+	}
 }
 
 func newPrefetchReader(ctx context.Context, store objectstore.Store, key, etag string, off, size, chunk int64, parallel int) *prefetchReader {
@@ -62,8 +81,9 @@ func (p *prefetchReader) get(f *fetch, off, n int64) {
 		return
 	}
 	defer rc.Close()
-	buf := make([]byte, n)
+	buf := getRange(n)
 	if _, err := io.ReadFull(rc, buf); err != nil {
+		putRange(buf)
 		f.err = fmt.Errorf("ranged read at %d: %w", off, err)
 		return
 	}
@@ -92,7 +112,8 @@ func (p *prefetchReader) Read(b []byte) (int, error) {
 			p.err = f.err
 			return 0, p.err
 		}
-		p.cur = f.data
+		putRange(p.curBuf)
+		p.cur, p.curBuf = f.data, f.data
 		p.schedule()
 	}
 	n := copy(b, p.cur)
@@ -105,7 +126,10 @@ func (p *prefetchReader) Close() error {
 	p.cancel()
 	for _, f := range p.queue {
 		<-f.done
+		putRange(f.data)
 	}
 	p.queue = nil
+	putRange(p.curBuf)
+	p.cur, p.curBuf = nil, nil
 	return nil
 }

@@ -300,6 +300,10 @@ type seqReader struct {
 
 var errHandleClosed = errors.New("fusefs: read handle closed")
 
+// chunkPool recycles read-ahead chunks (chunkSize bytes). A chunk is only
+// read under seqReader.mu and returned to the pool under it too.
+var chunkPool = sync.Pool{New: func() any { return make([]byte, chunkSize) }}
+
 func newSeqReader(src io.Reader, c io.Closer, size, readAhead int64, onVerify func()) *seqReader {
 	s := &seqReader{src: src, closer: c, size: size, readAhead: max(readAhead, 2*chunkSize), onVerify: onVerify}
 	s.cond = sync.NewCond(&s.mu)
@@ -322,7 +326,7 @@ func (s *seqReader) pump() {
 		s.mu.Unlock()
 
 		n := min(int64(chunkSize), s.size-next)
-		buf := make([]byte, n)
+		buf := chunkPool.Get().([]byte)[:n]
 		_, err := io.ReadFull(s.src, buf)
 		if err == nil && next+n == s.size {
 			// Last chunk: release it only once the stream has ended
@@ -344,10 +348,12 @@ func (s *seqReader) pump() {
 
 		s.mu.Lock()
 		if s.err != nil { // closed meanwhile
+			chunkPool.Put(buf[:chunkSize])
 			s.mu.Unlock()
 			return
 		}
 		if err != nil {
+			chunkPool.Put(buf[:chunkSize])
 			s.err = err
 		} else {
 			s.chunks = append(s.chunks, buf)
@@ -355,6 +361,7 @@ func (s *seqReader) pump() {
 			// Keep one chunk behind the furthest read.
 			for len(s.chunks) > 1 && s.start+int64(len(s.chunks[0])) < s.pos-chunkSize {
 				s.start += int64(len(s.chunks[0]))
+				chunkPool.Put(s.chunks[0][:chunkSize])
 				s.chunks = s.chunks[1:]
 			}
 			if s.end == s.size {
@@ -421,6 +428,10 @@ func (s *seqReader) close() {
 	if s.err == nil || s.err == io.EOF {
 		s.err = errHandleClosed
 	}
+	for _, c := range s.chunks {
+		chunkPool.Put(c[:chunkSize])
+	}
+	s.chunks = nil
 	s.cond.Broadcast()
 }
 

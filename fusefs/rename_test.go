@@ -320,7 +320,7 @@ func equalStrings(a, b []string) bool {
 
 // newTestFS is a filesystem over a fresh local store, with a keyring
 // provider when encrypt is set.
-func newTestFS(t *testing.T, mode StorageMode, encrypt bool) (*FS, *dirNode, objectstore.Store) {
+func newTestFS(t testing.TB, mode StorageMode, encrypt bool) (*FS, *dirNode, objectstore.Store) {
 	t.Helper()
 	st, err := objectstore.NewLocal(t.TempDir())
 	if err != nil {
@@ -345,7 +345,7 @@ func newTestFS(t *testing.T, mode StorageMode, encrypt bool) (*FS, *dirNode, obj
 }
 
 // writeObj stores body at key through the upload path.
-func writeObj(t *testing.T, f *FS, key string, body []byte) {
+func writeObj(t testing.TB, f *FS, key string, body []byte) {
 	t.Helper()
 	ctx := context.Background()
 	u, err := f.beginUpload(ctx, key, fileAttrs(0o644))
