@@ -23,7 +23,8 @@ func TestSymlinkRoundTrip(t *testing.T) {
 			if meta[metadata.AttrSymlink] != "1" {
 				t.Errorf("metadata %v lacks %s: 1", meta, metadata.AttrSymlink)
 			}
-			if encrypt && strings.Contains(string(getBody(t, st, "l")), target) {
+			// A one-byte target appears in 17 random bytes by chance.
+			if encrypt && len(target) >= 8 && strings.Contains(string(getBody(t, st, "l")), target) {
 				t.Error("target stored in the clear")
 			}
 			n := newSymlinkNode(f, "l")
