@@ -444,8 +444,9 @@ func AbortUploads(ctx context.Context, cfg Config, olderThan time.Duration, log 
 	if err != nil {
 		return out, err
 	}
+	live := liveUploadIDs(filepath.Dir(j.Path()), log)
 	for _, u := range all {
-		if u.InJournal || time.Since(u.Initiated) < olderThan {
+		if u.InJournal || live[u.UploadID] || time.Since(u.Initiated) < olderThan {
 			continue
 		}
 		if err := store.AbortUpload(ctx, u.Key, u.UploadID); err != nil {
@@ -455,4 +456,26 @@ func AbortUploads(ctx context.Context, cfg Config, olderThan time.Duration, log 
 		out = append(out, u)
 	}
 	return out, nil
+}
+
+// liveUploadIDs are the uploads that running csefs processes on this
+// machine own according to any journal in dir (a mount of a sub-prefix keeps
+// its own journal, yet a listing of the parent prefix shows its uploads).
+func liveUploadIDs(dir string, log *slog.Logger) map[string]bool {
+	live := map[string]bool{}
+	paths, _ := filepath.Glob(filepath.Join(dir, "*.journal"))
+	for _, p := range paths {
+		j, err := OpenJournal(p, log)
+		if err != nil {
+			continue
+		}
+		entries, _ := j.Entries()
+		j.Close()
+		for _, e := range entries {
+			if e.Live {
+				live[e.UploadID] = true
+			}
+		}
+	}
+	return live
 }

@@ -224,3 +224,20 @@ func TestOwnerAlive(t *testing.T) {
 		}
 	}
 }
+
+// TestLiveUploadIDs: every journal of the directory counts (a sub-prefix
+// mount's too), and only uploads of running processes.
+func TestLiveUploadIDs(t *testing.T) {
+	dir := t.TempDir()
+	a := openTestJournal(t, filepath.Join(dir, "a.journal"))
+	a.Record(objectstore.UploadEvent{Key: "k", UploadID: "live-a"})
+	b := openTestJournal(t, filepath.Join(dir, "b.journal"))
+	b.Record(objectstore.UploadEvent{Key: "k", UploadID: "live-b"})
+	b.Record(objectstore.UploadEvent{Key: "k", UploadID: "done-b"})
+	b.Record(objectstore.UploadEvent{Key: "k", UploadID: "done-b", Done: true})
+	appendRaw(t, filepath.Join(dir, "b.journal"), `{"op":"open","key":"k","id":"dead","pid":999999999,"start":"1"}`+"\n")
+	got := liveUploadIDs(dir, discard)
+	if len(got) != 2 || !got["live-a"] || !got["live-b"] {
+		t.Errorf("liveUploadIDs = %v", got)
+	}
+}
