@@ -341,22 +341,8 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return syscall.EROFS
 	}
 	key := childKey(d.prefix(), name) + "/"
-	empty := true
-	err := f.store.List(ctx, key, "/", func(p objectstore.ListPage) error {
-		for _, o := range p.Objects {
-			if o.Key != key {
-				empty = false
-			}
-		}
-		if len(p.Prefixes) > 0 {
-			empty = false
-		}
-		if !empty {
-			return errStop
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStop) {
+	empty, err := f.dirEmpty(ctx, key)
+	if err != nil {
 		return f.logErr("rmdir", key, err)
 	}
 	if !empty {
