@@ -39,11 +39,7 @@ var posixKnownFailures = map[string]posixKnownFailure{
 	"Link":             {reason: "hard links cannot be represented by objects: link(2) fails with ENOTSUP"},
 	"LinkUnlinkRename": {reason: "hard links: link(2) fails with ENOTSUP"},
 	"NlinkZero":        {reason: "an open file replaced by rename still reports nlink 1 (replaced-but-open files are not tracked)"},
-	"OpenSymlinkRace": {racy: true, reason: "known bug: fileNode.Open (fusefs/file.go) opens whatever object is now under its key, " +
-		"so after a symlink is renamed over a file the stale file inode opens the link object as a regular file " +
-		"(its body, the target path); also rename returns EINTR when the caller is interrupted (fusefs/rename.go uses the request context) " +
-		"and an open racing with a replacing rename can get ESTALE (HEAD, then GET If-Match)"},
-	"XAttr": {reason: "only the read-only user.csefs.encryption attribute exists; setxattr fails with ENOTSUP"},
+	"XAttr":            {reason: "only the read-only user.csefs.encryption attribute exists; setxattr fails with ENOTSUP"},
 }
 
 // TestPosix runs every posixtest case, each in a fresh directory of one

@@ -264,6 +264,7 @@ func (f *FS) prefetchHeads(files []objectstore.Info, done func()) {
 }
 
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	ctx = mutating(ctx)
 	d.fsys.dirChanged(d.prefix())
 	defer d.fsys.dirChanged(d.prefix())
 	f := d.fsys
@@ -285,6 +286,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 }
 
 func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx = mutating(ctx)
 	d.fsys.dirChanged(d.prefix())
 	defer d.fsys.dirChanged(d.prefix())
 	f := d.fsys
@@ -308,6 +310,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 }
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	ctx = mutating(ctx)
 	d.fsys.dirChanged(d.prefix())
 	defer d.fsys.dirChanged(d.prefix())
 	f := d.fsys
@@ -334,6 +337,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	ctx = mutating(ctx)
 	d.fsys.dirChanged(d.prefix(), d.prefix()+name+"/")
 	defer d.fsys.dirChanged(d.prefix(), d.prefix()+name+"/")
 	f := d.fsys

@@ -313,7 +313,7 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 		f.fileAttr(r.obj, &out.Attr)
 		return 0
 	}
-	o, err := f.head(ctx, n.key())
+	o, err := n.headFile(ctx)
 	if err != nil {
 		return f.logErr("getattr", n.key(), err)
 	}
@@ -370,20 +370,44 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		}
 		return w, 0, 0
 	}
-	// Close-to-open: every open sees the object as it is now.
-	f.putStat(n.key(), nil)
-	o, err := f.head(ctx, n.key())
-	if err != nil {
-		return nil, 0, f.logErr("open", n.key(), err)
+	// Close-to-open: every open sees the object as it is now. An object
+	// replaced between the HEAD and the first GET is resolved once more.
+	var r *readHandle
+	for try := 0; ; try++ {
+		f.putStat(n.key(), nil)
+		o, err := n.headFile(ctx)
+		if err == nil {
+			r, err = f.newReader(ctx, o)
+		}
+		if errors.Is(err, objectstore.ErrPreconditionFailed) && try == 0 {
+			continue
+		}
+		if err != nil {
+			return nil, 0, f.logErr("open", n.key(), err)
+		}
+		return r, 0, 0
 	}
-	r, err := f.newReader(ctx, o)
+}
+
+// errNotAFile: the key now holds a symlink (replaced by a rename); the
+// kernel's inode for it is stale.
+var errNotAFile = fmt.Errorf("object is no longer a regular file: %w", syscall.ESTALE)
+
+// headFile resolves the node's object and checks it is still a regular
+// file, so that a stale inode never opens what replaced it.
+func (n *fileNode) headFile(ctx context.Context) (*object, error) {
+	o, err := n.fsys.head(ctx, n.key())
 	if err != nil {
-		return nil, 0, f.logErr("open", n.key(), err)
+		return nil, err
 	}
-	return r, 0, 0
+	if o.attrs.Symlink {
+		return nil, errNotAFile
+	}
+	return o, nil
 }
 
 func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx = mutating(ctx)
 	f := n.fsys
 	if f.opt.ReadOnly {
 		return syscall.EROFS

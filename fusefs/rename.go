@@ -155,6 +155,7 @@ func renameTargets(keys []string, srcPrefix, dstPrefix string) ([][2]string, err
 }
 
 func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	ctx = mutating(ctx)
 	d.fsys.allDirsChanged()
 	defer d.fsys.allDirsChanged()
 	f := d.fsys

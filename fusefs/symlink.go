@@ -75,6 +75,7 @@ func symlinkAttrs() metadata.Attrs {
 // Symlink stores target as the encrypted body of a new object marked as a
 // symlink.
 func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx = mutating(ctx)
 	d.fsys.dirChanged(d.prefix())
 	defer d.fsys.dirChanged(d.prefix())
 	f := d.fsys
@@ -156,6 +157,7 @@ func (n *symlinkNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.A
 // Setattr persists lchown and lutimes like a file's (see attr.go); a
 // symlink's mode is always 0777.
 func (n *symlinkNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx = mutating(ctx)
 	f := n.fsys
 	if f.opt.ReadOnly {
 		return syscall.EROFS

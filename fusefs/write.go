@@ -141,6 +141,7 @@ func (w *writeHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Er
 }
 
 func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	ctx = mutating(ctx)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n, err := w.write(ctx, data, off)
@@ -289,6 +290,7 @@ func (w *writeHandle) truncate(ctx context.Context, size int64) error {
 // the file commits; others return the result so far, and Release commits
 // what no flush did.
 func (w *writeHandle) Flush(ctx context.Context) syscall.Errno {
+	ctx = mutating(ctx)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if t := callerTgid(ctx); t != 0 && w.opener != 0 && t != w.opener {
@@ -305,6 +307,7 @@ func (w *writeHandle) Flush(ctx context.Context) syscall.Errno {
 
 // Fsync commits whoever asks: it is an explicit request for durability.
 func (w *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	ctx = mutating(ctx)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.commit(ctx); err != nil {
@@ -352,6 +355,7 @@ func (w *writeHandle) finishStream(ctx context.Context, cause error) {
 // file no Flush committed) is committed here; staged changes are uploaded
 // by the last handle to let go of the staging file if no Flush did.
 func (w *writeHandle) Release(ctx context.Context) syscall.Errno {
+	ctx = mutating(ctx)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
