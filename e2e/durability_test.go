@@ -54,7 +54,7 @@ func (w *world) objectExists(t *testing.T, key string) bool {
 // gone, and detaches the dead mount with csefs unmount --lazy.
 func killMount(t *testing.T, m *mounted) {
 	t.Helper()
-	pid := m.servePid(t)
+	pid := m.daemonPid(t)
 	p, err := os.FindProcess(pid)
 	if err != nil {
 		t.Fatal(err)
@@ -277,7 +277,7 @@ func TestStagingHoldsNoPlaintext(t *testing.T) {
 	if hits := grepFiles(t, staged, marker); len(hits) > 0 {
 		t.Errorf("staging files hold the plaintext: %v", hits)
 	}
-	pid := m.servePid(t)
+	pid := m.daemonPid(t)
 	if hits := grepFiles(t, procFiles(t, pid), marker); len(hits) > 0 {
 		t.Errorf("files the daemon has open hold the plaintext: %v", hits)
 	}

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -85,28 +84,6 @@ func pollUntil(t *testing.T, what string, deadline time.Duration, cond func() (b
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// servePid is the pid of the daemon serving m, from its pid file
-// ($XDG_RUNTIME_DIR/csefs/<mountpoint, "/" -> "_">.pid).
-func (m *mounted) servePid(t *testing.T) int {
-	t.Helper()
-	var runDir string
-	for _, kv := range m.env {
-		if v, ok := strings.CutPrefix(kv, "XDG_RUNTIME_DIR="); ok {
-			runDir = v
-		}
-	}
-	name := strings.NewReplacer("/", "_", " ", "_").Replace(strings.Trim(m.Dir, "/")) + ".pid"
-	b, err := os.ReadFile(filepath.Join(runDir, "csefs", name))
-	if err != nil {
-		t.Fatalf("daemon pid file: %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		t.Fatalf("daemon pid file holds %q: %v", b, err)
-	}
-	return pid
 }
 
 // csefsIn runs the csefs binary with env and fails the test on error.
