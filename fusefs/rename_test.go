@@ -327,7 +327,7 @@ func newTestFS(t testing.TB, mode StorageMode, encrypt bool) (*FS, *dirNode, obj
 		t.Fatal(err)
 	}
 	opt := Options{
-		Store: st, StorageMode: mode, URIPrefix: "file:///test/",
+		Store: st, StorageMode: mode, URIPrefix: "file:///test/", StagingDir: t.TempDir(),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if encrypt {

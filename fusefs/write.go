@@ -82,6 +82,9 @@ func (f *FS) newWriter(ctx context.Context, n *fileNode, attrs metadata.Attrs, t
 	f.handlesMu.Unlock()
 	if trunc {
 		if err := w.startStream(ctx); err != nil {
+			f.handlesMu.Lock()
+			delete(f.handles, w)
+			f.handlesMu.Unlock()
 			f.inflight.Done()
 			return nil, err
 		}
@@ -96,7 +99,11 @@ func (w *writeHandle) startStream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.up, w.mode, w.done, w.result, w.prefix = u, modeStream, false, nil, w.prefix[:0]
+	w.up, w.mode, w.done, w.result = u, modeStream, false, nil
+	w.prefix = nil
+	if w.fsys.stage != nil {
+		w.prefix = make([]byte, 0, 64<<10) // non-nil: keep what is written
+	}
 	w.fsys.setPending(w.key, w.node, true)
 	return nil
 }
@@ -179,7 +186,11 @@ func (w *writeHandle) write(ctx context.Context, data []byte, off int64) (int, e
 			// Not sequential: switch to staging if everything written so
 			// far is still at hand.
 			if w.prefix == nil || int64(len(w.prefix)) != w.up.written {
-				return 0, fmt.Errorf("write at %d after streaming %d bytes: %w", off, w.up.written, errNonSequential)
+				// The upload cannot take it: fail it for good, so that
+				// close(2) reports the failure and nothing is committed.
+				err := fmt.Errorf("write at %d after streaming %d bytes: %w", off, w.up.written, errNonSequential)
+				w.finishStream(ctx, err)
+				return 0, err
 			}
 			seed := w.prefix
 			w.up.abort(ctx)
