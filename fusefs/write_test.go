@@ -10,7 +10,6 @@ import (
 	"github.com/csefs/csefs/objectstore"
 )
 
-
 // TestStreamSwitchesToStaging: a new file written sequentially, then at a
 // gap and back at the start, ends up as the same bytes a local file would
 // hold; the object appears only at flush.
