@@ -34,7 +34,7 @@ const (
 // for (logged at debug level with the unknown ones, but not as unknown).
 var ignoredEMRFSProps = map[string]string{
 	"fs.s3.cse.encryptionMaterialsProvider.uri":                  "the provider's jar; Java classes cannot run in csefs",
-	"fs.s3.cse.plaintextLength.enabled":                          "csefs always stores x-amz-unencrypted-content-length",
+	"fs.s3.cse.plaintextLength.enabled":                          "csefs never stores x-amz-unencrypted-content-length (streamed writes do not know it up front); readers derive GCM sizes from the stored size",
 	"fs.s3.cse.cryptoStorageMode.deleteInstructionFiles.enabled": "csefs always deletes instruction files with their objects",
 }
 
