@@ -40,8 +40,33 @@
 //   - pread: -preads random 4 KiB-aligned 4 KiB preads of the test file,
 //     one at a time, cold, p50/p99, every block checked against the source;
 //     against single 4 KiB ranged GETs by the SDK at the same offsets.
-//   - rclone: rclone mount with a crypt remote, when rclone is installed;
-//     not implemented yet (the column is reported as skipped).
+//
+// The rclone+crypt column (-rclone auto, the default, when rclone is on
+// PATH; Debian's rclone package): the bench writes an rclone config into
+// its temporary directory (RCLONE_CONFIG) with an s3 remote of the same
+// MinIO (provider Minio, path style) and a crypt remote over
+// BUCKET/rclone of it (random password and salt, obscured with rclone
+// obscure), and runs `rclone mount crypt: DIR --vfs-cache-mode off` (so
+// close returns once the data is in S3 and reads come from S3, as with
+// csefs; rclone's defaults otherwise) as its child, ready once the mount
+// shows in /proc/self/mountinfo. Write, read and pread run on that mount
+// (each write/read run right after csefs's), the same cp/cat/pread commands
+// on the same source file, read back cold and checksummed; create and ls
+// mount a second crypt remote through the counting S3 proxy. The ls entries
+// are made with rclone copy of empty local files (untimed). Peak RSS is the
+// rclone process's VmHWM, measured as for csefs. The table adds the rclone
+// cells and csefs/rclone ratios with issue 6's target (csefs ≥ 2× rclone:
+// ratio ≤ 0.50×). rclone is unmounted with fusermount3 -u on every exit
+// path, a Ctrl-C included (rclone runs in its own process group, so the
+// terminal's SIGINT reaches only the bench, which then unmounts).
+//
+// -only takes workload names (write, read, create, ls, pread; write and
+// read always run together) and "rclone", which runs the rclone column
+// alone, without csefs or the SDK: -only rclone,ls measures rclone's ls -l.
+//
+// Duration: the default run (1 GiB, 3 runs, 10k entries, with rclone)
+// takes about 5 minutes on the project's 2-vCPU machine, rclone's share
+// about 2; -rclone off saves that.
 //
 // Peak RSS is the mount daemon's VmHWM, reset with echo 5 > /proc/PID/clear_refs
 // before each workload and read after it; for the SDK it is this process's own
@@ -86,12 +111,32 @@ type options struct {
 	creates       int
 	preads        int
 	rclone        string
-	only          map[string]bool
+	only          map[string]bool // workloads; nil: all
+	rcloneOnly    bool            // -only named rclone: the rclone column alone
 	keep, verbose bool
 	csefsBin      string
 }
 
 func (o *options) want(phase string) bool { return len(o.only) == 0 || o.only[phase] }
+
+// parseOnly parses -only: workload names select workloads (none: all), and
+// "rclone" restricts the run to the rclone+crypt column (no csefs, no SDK).
+func parseOnly(s string) (only map[string]bool, rcloneOnly bool, err error) {
+	for _, p := range strings.Split(s, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "write", "read", "create", "ls", "pread":
+			if only == nil {
+				only = map[string]bool{}
+			}
+			only[p] = true
+		case "rclone":
+			rcloneOnly = true
+		default:
+			return nil, false, fmt.Errorf("unknown workload %q", p)
+		}
+	}
+	return only, rcloneOnly, nil
+}
 
 func main() {
 	var o options
@@ -124,14 +169,11 @@ func main() {
 		fatalf("-rclone must be auto or off")
 	}
 	if only != "" {
-		o.only = map[string]bool{}
-		for _, p := range strings.Split(only, ",") {
-			switch p = strings.TrimSpace(p); p {
-			case "write", "read", "create", "ls", "pread", "rclone":
-				o.only[p] = true
-			default:
-				fatalf("-only: unknown workload %q", p)
-			}
+		if o.only, o.rcloneOnly, err = parseOnly(only); err != nil {
+			fatalf("-only: %v", err)
+		}
+		if o.rcloneOnly && o.rclone == "off" {
+			fatalf("-only rclone contradicts -rclone off")
 		}
 	}
 
@@ -193,15 +235,20 @@ type bench struct {
 	kmsProxy         *countingProxy
 	s3Proxy          *countingProxy
 	direct           *mount // s3 direct, KMS through kmsProxy
+	rcloneBin        string // rclone on PATH, when the column runs
+	rcloneVersion    string // first line of rclone version
+	rcEnv            []string
+	rc               *rcloneMount // crypt: (S3 direct), for write, read, pread
 	cleanups         []func()
 
-	noDrop  bool
-	checks  int                  // whole-file SHA-256 comparisons that passed
-	metrics map[string][]float64 // name → one value per run
-	kmsOps  []string             // "workload: counts" lines
-	s3Ops   []string
-	notes   []string
-	src     map[int64]*source // by size
+	noDrop   bool
+	checks   int                  // whole-file SHA-256 comparisons that passed, csefs
+	rcChecks int                  // the same through rclone
+	metrics  map[string][]float64 // name → one value per run
+	kmsOps   []string             // "workload: counts" lines
+	s3Ops    []string
+	notes    []string
+	src      map[int64]*source // by size
 }
 
 // source is a local test file of random bytes and its SHA-256.
@@ -262,7 +309,7 @@ func (b *bench) run() error {
 		}
 		os.RemoveAll(b.tmp)
 	})
-	if b.bin = b.opt.csefsBin; b.bin == "" {
+	if b.bin = b.opt.csefsBin; b.bin == "" && !b.opt.rcloneOnly {
 		b.logf("building csefs")
 		if b.bin, err = buildCSEFS(b.tmp); err != nil {
 			return err
@@ -297,49 +344,90 @@ func (b *bench) run() error {
 	b.env = append(b.env, b.kmssrv.Env()...)
 	b.src = map[int64]*source{}
 
-	if b.direct, err = b.mount("direct", b.s3srv.Endpoint); err != nil {
-		return err
+	csefs := !b.opt.rcloneOnly
+	if csefs {
+		if b.direct, err = b.mount("direct", b.s3srv.Endpoint); err != nil {
+			return err
+		}
 	}
-
-	if b.opt.want("write") || b.opt.want("read") {
-		for r := range b.opt.runs {
-			if err := b.seq(b.opt.size, "", r); err != nil {
+	if b.opt.rclone == "auto" {
+		if b.rcloneBin, err = exec.LookPath("rclone"); err != nil {
+			if b.opt.rcloneOnly {
+				return fmt.Errorf("-only rclone: %w", err)
+			}
+			b.note("rclone+crypt: skipped, rclone is not installed (Debian: apt-get install rclone)")
+		} else {
+			var out strings.Builder
+			if err := runCmd(b.ctx, &out, b.rcloneBin, "version"); err != nil {
+				return err
+			}
+			b.rcloneVersion, _, _ = strings.Cut(out.String(), "\n")
+			if err := b.rcloneSetup(); err != nil {
+				return err
+			}
+			if b.rc, err = b.rcloneMountRemote("crypt:", "rdirect"); err != nil {
 				return err
 			}
 		}
-		if b.opt.big > 0 {
+	}
+	rc := b.rc != nil
+
+	if b.opt.want("write") || b.opt.want("read") {
+		for r := range b.opt.runs {
+			if csefs {
+				if err := b.seq(b.opt.size, "", r); err != nil {
+					return err
+				}
+			}
+			if rc {
+				if err := b.rcloneSeq(b.opt.size, r); err != nil {
+					return err
+				}
+			}
+		}
+		if b.opt.big > 0 && csefs {
 			if err := b.seq(b.opt.big, "big.", 0); err != nil {
 				return err
 			}
 		}
 	}
-	if b.opt.want("create") {
-		if err := b.creates(); err != nil {
+	for _, w := range []struct {
+		name      string
+		csefs, rc func() error
+	}{
+		{"create", b.creates, b.rcloneCreates},
+		{"ls", b.ls, b.rcloneLs},
+		{"pread", b.pread, b.rclonePread},
+	} {
+		if !b.opt.want(w.name) {
+			continue
+		}
+		if csefs {
+			if err := w.csefs(); err != nil {
+				return err
+			}
+		}
+		if rc {
+			if err := w.rc(); err != nil {
+				return err
+			}
+		}
+	}
+	if rc {
+		if err := b.rc.unmount(); err != nil {
 			return err
 		}
+		if bad := b.rc.crashed(); bad != "" {
+			return fmt.Errorf("rclone log %s contains %q", b.rc.log, bad)
+		}
 	}
-	if b.opt.want("ls") {
-		if err := b.ls(); err != nil {
+	if csefs {
+		if err := b.direct.unmount(); err != nil {
 			return err
 		}
-	}
-	if b.opt.want("pread") {
-		if err := b.pread(); err != nil {
-			return err
+		if bad := b.direct.crashed(); bad != "" {
+			return fmt.Errorf("mount log %s contains %q", b.direct.log, bad)
 		}
-	}
-	if b.opt.want("rclone") && b.opt.rclone == "auto" {
-		if p, err := exec.LookPath("rclone"); err != nil {
-			b.note("rclone+crypt: skipped, rclone is not installed")
-		} else {
-			b.note("rclone+crypt: skipped, rclone is installed (%s) but the bench does not drive it yet", p)
-		}
-	}
-	if err := b.direct.unmount(); err != nil {
-		return err
-	}
-	if bad := b.direct.crashed(); bad != "" {
-		return fmt.Errorf("mount log %s contains %q", b.direct.log, bad)
 	}
 	b.report(os.Stdout)
 	return nil
@@ -438,15 +526,24 @@ func (b *bench) daemonPhase(m *mount, name string, run int, fn func() error) err
 	if err != nil {
 		return err
 	}
-	if err := resetHWM(pid); err != nil {
-		return fmt.Errorf("clear_refs: %w", err)
-	}
 	k0 := b.kmsProxy.snapshot()
-	if err := fn(); err != nil {
+	if err := b.rssPhase(pid, name, fn); err != nil {
 		return err
 	}
 	if run == 0 {
 		b.kmsOps = append(b.kmsOps, fmt.Sprintf("%s: %s", name, fmtCounts(diffCounts(k0, b.kmsProxy.snapshot()))))
+	}
+	return nil
+}
+
+// rssPhase runs fn with pid's VmHWM reset before and read after, recorded
+// as rss.<name>.
+func (b *bench) rssPhase(pid int, name string, fn func() error) error {
+	if err := resetHWM(pid); err != nil {
+		return fmt.Errorf("clear_refs: %w", err)
+	}
+	if err := fn(); err != nil {
+		return err
 	}
 	rss, err := peakRSS(pid)
 	if err != nil {
@@ -549,26 +646,7 @@ func (b *bench) seq(size int64, pfx string, run int) error {
 // creates is the create workload.
 func (b *bench) creates() error {
 	n := b.opt.creates
-	small := filepath.Join(b.tmp, "small")
-	if err := os.WriteFile(small, randomBytes(4096), 0o644); err != nil {
-		return err
-	}
-	loop := func(dir string) (float64, error) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return 0, err
-		}
-		return timed(func() error {
-			for i := range n {
-				if err := b.ctx.Err(); err != nil {
-					return err
-				}
-				if err := runCmd(b.ctx, nil, "cp", small, filepath.Join(dir, fmt.Sprintf("f%05d", i))); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
+	loop := func(dir string) (float64, error) { return b.cpLoop(dir, n) }
 	b.logf("create: local floor")
 	b.drop()
 	t, err := loop(filepath.Join(b.tmp, "local-creates"))
@@ -618,6 +696,39 @@ func (b *bench) creates() error {
 	return nil
 }
 
+// smallFile returns the path of the create workload's local 4 KiB file of
+// random bytes, writing it on first use.
+func (b *bench) smallFile() (string, error) {
+	small := filepath.Join(b.tmp, "small")
+	if _, err := os.Stat(small); err == nil {
+		return small, nil
+	}
+	return small, os.WriteFile(small, randomBytes(4096), 0o644)
+}
+
+// cpLoop times n runs of cp of the small file to dir/f%05d, one after
+// another; dir is made first, untimed.
+func (b *bench) cpLoop(dir string, n int) (float64, error) {
+	small, err := b.smallFile()
+	if err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	return timed(func() error {
+		for i := range n {
+			if err := b.ctx.Err(); err != nil {
+				return err
+			}
+			if err := runCmd(b.ctx, nil, "cp", small, filepath.Join(dir, fmt.Sprintf("f%05d", i))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 func randomBytes(n int) []byte {
 	p := make([]byte, n)
 	for i := range p {
@@ -646,24 +757,7 @@ func (b *bench) ls() error {
 	if err := sdkCopies(b.ctx, b.s3c, b.bucket, "fs/many/seed", "fs/many/f", n-1, 16); err != nil {
 		return err
 	}
-	lsl := func() (float64, error) {
-		var out strings.Builder
-		t, err := timed(func() error { return runCmd(b.ctx, &out, "ls", "-l", filepath.Join(m.dir, "many")) })
-		if err != nil {
-			return 0, err
-		}
-		// "total N" plus one line per entry, each an empty regular file.
-		lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-		if len(lines) != n+1 {
-			return 0, fmt.Errorf("%w: ls -l listed %d lines, want %d", errMismatch, len(lines), n+1)
-		}
-		for _, l := range lines[1:] {
-			if f := strings.Fields(l); len(f) < 5 || f[4] != "0" || !strings.HasPrefix(f[0], "-") {
-				return 0, fmt.Errorf("%w: ls -l line %q: want an empty regular file", errMismatch, l)
-			}
-		}
-		return t, nil
-	}
+	lsl := func() (float64, error) { return b.timedLs(filepath.Join(m.dir, "many"), n) }
 	b.logf("ls: cold")
 	b.drop()
 	if m, err = b.mount("counted", b.s3Proxy.URL); err != nil {
@@ -703,6 +797,32 @@ func (b *bench) ls() error {
 	return nil
 }
 
+// timedLs times ls -l of dir and checks that it lists n empty regular
+// files.
+func (b *bench) timedLs(dir string, n int) (float64, error) {
+	var out strings.Builder
+	t, err := timed(func() error { return runCmd(b.ctx, &out, "ls", "-l", dir) })
+	if err != nil {
+		return 0, err
+	}
+	return t, checkLs(out.String(), n)
+}
+
+// checkLs checks ls -l output: "total N" and then n lines, each an empty
+// regular file.
+func checkLs(out string, n int) error {
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != n+1 || !strings.HasPrefix(lines[0], "total ") {
+		return fmt.Errorf("%w: ls -l printed %d lines, want \"total\" and %d entries", errMismatch, len(lines), n)
+	}
+	for _, l := range lines[1:] {
+		if f := strings.Fields(l); len(f) < 5 || f[4] != "0" || !strings.HasPrefix(f[0], "-") {
+			return fmt.Errorf("%w: ls -l line %q: want an empty regular file", errMismatch, l)
+		}
+	}
+	return nil
+}
+
 // pread is the random 4 KiB read workload on the test file.
 func (b *bench) pread() error {
 	const blk = 4096
@@ -722,36 +842,12 @@ func (b *bench) pread() error {
 		}
 	}
 	offs := randomOffsets(b.opt.preads, size, blk)
-	srcf, err := os.Open(src.path)
-	if err != nil {
-		return err
-	}
-	defer srcf.Close()
-	want := make([]byte, blk)
-	got := make([]byte, blk)
-	lat := make([]time.Duration, len(offs))
+	var lat []time.Duration
 	b.logf("pread: csefs")
 	b.drop()
 	if err := b.daemonPhase(b.direct, "pread", 0, func() error {
-		f, err := os.Open(mntPath)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		for i, off := range offs {
-			t0 := time.Now()
-			if _, err := f.ReadAt(got, off); err != nil {
-				return fmt.Errorf("pread %s at %d: %w", mntPath, off, err)
-			}
-			lat[i] = time.Since(t0)
-			if _, err := srcf.ReadAt(want, off); err != nil {
-				return err
-			}
-			if string(got) != string(want) {
-				return fmt.Errorf("%w: pread at %d returned other bytes than were written", errMismatch, off)
-			}
-		}
-		return nil
+		lat, err = preads(mntPath, src.path, offs, blk)
+		return err
 	}); err != nil {
 		return err
 	}
@@ -764,6 +860,38 @@ func (b *bench) pread() error {
 	}
 	b.recordLatencies("sdk.pread", sdkLat)
 	return nil
+}
+
+// preads times a pread of blk bytes of path at each offset, one at a time,
+// and checks each block against the same range of src.
+func preads(path, src string, offs []int64, blk int) ([]time.Duration, error) {
+	srcf, err := os.Open(src)
+	if err != nil {
+		return nil, err
+	}
+	defer srcf.Close()
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	want := make([]byte, blk)
+	got := make([]byte, blk)
+	lat := make([]time.Duration, len(offs))
+	for i, off := range offs {
+		t0 := time.Now()
+		if _, err := f.ReadAt(got, off); err != nil {
+			return nil, fmt.Errorf("pread %s at %d: %w", path, off, err)
+		}
+		lat[i] = time.Since(t0)
+		if _, err := srcf.ReadAt(want, off); err != nil {
+			return nil, err
+		}
+		if string(got) != string(want) {
+			return nil, fmt.Errorf("%w: pread of %s at %d returned other bytes than were written", errMismatch, path, off)
+		}
+	}
+	return lat, nil
 }
 
 // recordLatencies records p50 and p99 in seconds.

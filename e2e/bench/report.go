@@ -71,62 +71,156 @@ func (b *bench) report(w io.Writer) {
 		cold = "WARM: caches could not be dropped"
 	}
 
-	fmt.Fprintf(w, "## csefs vs aws-sdk-go-v2 direct to the same MinIO (%d CPUs, %s)\n\n", runtime.NumCPU(), time.Now().Format("2006-01-02"))
+	rc := has("rclone.write") || has("rclone.read") || has("rclone.create") || has("rclone.ls.cold") || has("rclone.pread.p50")
+	// or "—" for a missing cell; vs: csefs/rclone time with the issue 6
+	// target (csefs at least twice as fast).
+	or := func(k, cell string) string {
+		if !has(k) {
+			return "—"
+		}
+		return cell
+	}
+	vsSDK := func(a, base string) string {
+		if !has(a) || !has(base) {
+			return "—"
+		}
+		return ratio(a, base)
+	}
+	vs := func(a, base string, target bool) string {
+		if !has(a) || !has(base) {
+			return "—"
+		}
+		r := med(a) / med(base)
+		if !target {
+			return fmt.Sprintf("%.2f×", r)
+		}
+		return fmt.Sprintf("%.2f× (%s)", r, verdict(r))
+	}
+	row := func(cells ...string) {
+		if !rc {
+			cells = cells[:4]
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+	}
+
+	title := "csefs vs aws-sdk-go-v2 direct to the same MinIO"
+	if rc {
+		title += " and rclone+crypt"
+	}
+	fmt.Fprintf(w, "## %s (%d CPUs, %s)\n\n", title, runtime.NumCPU(), time.Now().Format("2006-01-02"))
 	fmt.Fprintf(w, "Times are wall-clock; 1 MiB = 2^20 bytes; write/read cells are the median of %d run(s). "+
-		"Ratio = csefs time / baseline time (above 1 means csefs is slower).\n\n", b.opt.runs)
-	fmt.Fprintln(w, "| operation | csefs | baseline: SDK → MinIO | ratio (time) |")
-	fmt.Fprintln(w, "|---|---|---|---|")
+		"Ratio = csefs time / baseline time (above 1 means csefs is slower).", b.opt.runs)
+	if rc {
+		fmt.Fprintf(w, " rclone+crypt is `rclone mount` (%s) of a crypt remote over an s3 remote of the same MinIO, "+
+			"`--vfs-cache-mode off`, defaults otherwise. Issue 6's target: csefs ≥ 2× rclone+crypt (ratio ≤ 0.50×) "+
+			"for the 1 GiB write and read, the creates and `ls -l`.", strings.TrimSpace(b.rcloneVersion))
+	}
+	fmt.Fprint(w, "\n\n")
+	row("operation", "csefs", "baseline: SDK → MinIO", "ratio vs SDK (time)", "rclone+crypt, vfs-cache off", "csefs / rclone (target ≤ 0.50×)")
+	row("---", "---", "---", "---", "---", "---")
 	for _, s := range []struct {
 		pfx  string
 		size int64
 	}{{"", b.opt.size}, {"big.", b.opt.big}} {
 		p, label := s.pfx, fmtSize(s.size)
-		if has(p + "csefs.write") {
-			fmt.Fprintf(w, "| %s seq write (`cp` from page-cached file, incl. close) | %s | %s multipart, 16 MiB parts × 8 | %s |\n",
-				label, tput(p+"csefs.write", s.size), tput(p+"sdk.write", s.size), ratio(p+"csefs.write", p+"sdk.write"))
+		rp := "rclone."
+		if p != "" {
+			rp = "rclone." + p // never measured: the rclone cells stay empty
 		}
-		if has(p + "csefs.read") {
-			fmt.Fprintf(w, "| %s seq read (`cat` to /dev/null, %s) | %s | %s ranged GETs 16 MiB × 8; %s one GET | %s vs ranged; %s vs one GET |\n",
-				label, cold, tput(p+"csefs.read", s.size), tput(p+"sdk.read.ranged", s.size), tput(p+"sdk.read.single", s.size),
-				ratio(p+"csefs.read", p+"sdk.read.ranged"), ratio(p+"csefs.read", p+"sdk.read.single"))
+		if has(p+"csefs.write") || has(rp+"write") {
+			row(fmt.Sprintf("%s seq write (`cp` from page-cached file, incl. close)", label),
+				or(p+"csefs.write", tput(p+"csefs.write", s.size)),
+				or(p+"sdk.write", tput(p+"sdk.write", s.size)+" multipart, 16 MiB parts × 8"),
+				vsSDK(p+"csefs.write", p+"sdk.write"),
+				or(rp+"write", tput(rp+"write", s.size)),
+				vs(p+"csefs.write", rp+"write", true))
 		}
-		if has("rss." + p + "write") {
+		if has(p+"csefs.read") || has(rp+"read") {
+			sdk, r := "—", "—"
+			if has(p + "sdk.read.ranged") {
+				sdk = fmt.Sprintf("%s ranged GETs 16 MiB × 8; %s one GET", tput(p+"sdk.read.ranged", s.size), tput(p+"sdk.read.single", s.size))
+			}
+			if has(p+"csefs.read") && has(p+"sdk.read.ranged") {
+				r = fmt.Sprintf("%s vs ranged; %s vs one GET", ratio(p+"csefs.read", p+"sdk.read.ranged"), ratio(p+"csefs.read", p+"sdk.read.single"))
+			}
+			row(fmt.Sprintf("%s seq read (`cat` to /dev/null, %s)", label, cold),
+				or(p+"csefs.read", tput(p+"csefs.read", s.size)), sdk, r,
+				or(rp+"read", tput(rp+"read", s.size)),
+				vs(p+"csefs.read", rp+"read", true))
+		}
+		if has("rss."+p+"write") || has("rss."+rp+"write") {
 			sdk := "—"
 			if has("rss." + p + "sdk.write") {
 				sdk = mib("rss."+p+"sdk.write") + " (bench process VmHWM during the SDK upload)"
 			}
-			fmt.Fprintf(w, "| peak RSS, %s write | %s (daemon VmHWM) | %s | |\n", label, mib("rss."+p+"write"), sdk)
+			row(fmt.Sprintf("peak RSS, %s write", label), or("rss."+p+"write", mib("rss."+p+"write")+" (daemon VmHWM)"), sdk, "",
+				or("rss."+rp+"write", mib("rss."+rp+"write")+" (rclone VmHWM)"), vs("rss."+p+"write", "rss."+rp+"write", false))
 		}
-		if has("rss." + p + "read") {
-			fmt.Fprintf(w, "| peak RSS, %s read | %s (daemon VmHWM) | — | |\n", label, mib("rss."+p+"read"))
+		if has("rss."+p+"read") || has("rss."+rp+"read") {
+			row(fmt.Sprintf("peak RSS, %s read", label), or("rss."+p+"read", mib("rss."+p+"read")+" (daemon VmHWM)"), "—", "",
+				or("rss."+rp+"read", mib("rss."+rp+"read")+" (rclone VmHWM)"), vs("rss."+p+"read", "rss."+rp+"read", false))
 		}
 	}
-	if has("csefs.create") {
+	if has("csefs.create") || has("rclone.create") {
 		n := b.opt.creates
 		rate := func(k string) string { return fmt.Sprintf("%s (%.0f PUT/s)", secs(k), float64(n)/med(k)) }
-		fmt.Fprintf(w, "| %d × 4 KiB create (`for` loop of `cp`) | %s | %d PutObject: %s at conc 1; %s at conc 16. Local-disk `cp` loop (fork/exec floor): %s | %s vs conc 1 |\n",
-			n, secs("csefs.create"), n, rate("sdk.create.c1"), rate("sdk.create.c16"), secs("local.create"), ratio("csefs.create", "sdk.create.c1"))
+		sdk := "—"
+		if has("sdk.create.c1") {
+			sdk = fmt.Sprintf("%d PutObject: %s at conc 1; %s at conc 16. Local-disk `cp` loop (fork/exec floor): %s",
+				n, rate("sdk.create.c1"), rate("sdk.create.c16"), secs("local.create"))
+		}
+		row(fmt.Sprintf("%d × 4 KiB create (`for` loop of `cp`)", n), or("csefs.create", secs("csefs.create")), sdk,
+			or("csefs.create", vsSDK("csefs.create", "sdk.create.c1")+" vs conc 1"),
+			or("rclone.create", secs("rclone.create")), vs("csefs.create", "rclone.create", true))
 	}
-	if has("csefs.ls.cold") {
-		fmt.Fprintf(w, "| `ls -l` of %d entries, cold (%s + remount) / warm | %s / %s | paginated ListObjectsV2 of the prefix: %s (cold) | %s (cold vs LIST) |\n",
-			b.opt.files, cold, secs("csefs.ls.cold"), secs("csefs.ls.warm"), secs("sdk.list"), ratio("csefs.ls.cold", "sdk.list"))
+	if has("csefs.ls.cold") || has("rclone.ls.cold") {
+		both := func(p string) string { return fmt.Sprintf("%s / %s", secs(p+".ls.cold"), secs(p+".ls.warm")) }
+		warm := ""
+		if has("csefs.ls.warm") && has("rclone.ls.warm") {
+			warm = fmt.Sprintf("; warm %.2f×", med("csefs.ls.warm")/med("rclone.ls.warm"))
+		}
+		row(fmt.Sprintf("`ls -l` of %d entries, cold (%s + remount) / warm", b.opt.files, cold),
+			or("csefs.ls.cold", both("csefs")), or("sdk.list", "paginated ListObjectsV2 of the prefix: "+secs("sdk.list")+" (cold)"),
+			or("csefs.ls.cold", vsSDK("csefs.ls.cold", "sdk.list")+" (cold vs LIST)"),
+			or("rclone.ls.cold", both("rclone")), or("rclone.ls.cold", or("csefs.ls.cold", vs("csefs.ls.cold", "rclone.ls.cold", true)+" cold"+warm)))
 	}
-	if has("csefs.pread.p50") {
-		fmt.Fprintf(w, "| %d random 4 KiB preads in the %s file, one at a time, cold: p50 / p99 | %s / %s | 4 KiB ranged GET: %s / %s | %s / %s |\n",
-			b.opt.preads, fmtSize(b.opt.size), ms("csefs.pread.p50"), ms("csefs.pread.p99"), ms("sdk.pread.p50"), ms("sdk.pread.p99"),
-			ratio("csefs.pread.p50", "sdk.pread.p50"), ratio("csefs.pread.p99", "sdk.pread.p99"))
+	if has("csefs.pread.p50") || has("rclone.pread.p50") {
+		pp := func(p string) string { return fmt.Sprintf("%s / %s", ms(p+".p50"), ms(p+".p99")) }
+		pr := func(a, base string) string {
+			if !has(a+".p50") || !has(base+".p50") {
+				return "—"
+			}
+			return fmt.Sprintf("%s / %s", ratio(a+".p50", base+".p50"), ratio(a+".p99", base+".p99"))
+		}
+		row(fmt.Sprintf("%d random 4 KiB preads in the %s file, one at a time, cold: p50 / p99", b.opt.preads, fmtSize(b.opt.size)),
+			or("csefs.pread.p50", pp("csefs.pread")), or("sdk.pread.p50", "4 KiB ranged GET: "+pp("sdk.pread")),
+			pr("csefs.pread", "sdk.pread"), or("rclone.pread.p50", pp("rclone.pread")), pr("csefs.pread", "rclone.pread"))
 	}
-	if has("rss.create") || has("rss.ls") || has("rss.pread") {
+	other := func(pfx string) string {
 		var parts []string
 		for _, k := range []string{"create", "ls", "pread"} {
-			if has("rss." + k) {
-				parts = append(parts, k+" "+mib("rss."+k))
+			if has("rss." + pfx + k) {
+				parts = append(parts, k+" "+mib("rss."+pfx+k))
 			}
 		}
-		fmt.Fprintf(w, "| peak RSS, other workloads | %s (daemon VmHWM) | — | |\n", strings.Join(parts, ", "))
+		return strings.Join(parts, ", ")
 	}
-	if b.checks > 0 {
-		fmt.Fprintf(w, "\nCorrectness: every file read back through the mount (cold) had the source's SHA-256 (%d whole-file checks).\n", b.checks)
+	if o, r := other(""), other("rclone."); o != "" || r != "" {
+		if o != "" {
+			o += " (daemon VmHWM)"
+		} else {
+			o = "—"
+		}
+		if r != "" {
+			r += " (rclone VmHWM)"
+		} else {
+			r = "—"
+		}
+		row("peak RSS, other workloads", o, "—", "", r, "")
+	}
+	if b.checks > 0 || b.rcChecks > 0 {
+		fmt.Fprintf(w, "\nCorrectness: every file read back through the mount (cold) had the source's SHA-256 "+
+			"(%d whole-file checks through csefs, %d through rclone).\n", b.checks, b.rcChecks)
 	}
 	if len(b.kmsOps) > 0 {
 		fmt.Fprintln(w, "\nKMS calls by workload (counting proxy in front of local-kms; first run only):")
@@ -157,4 +251,17 @@ func (b *bench) report(w io.Writer) {
 		fmt.Fprintf(w, "%-22s %s  (median %.4g, min %.4g, max %.4g)\n", k, strings.Join(parts, " "), median(vs), slices.Min(vs), slices.Max(vs))
 	}
 	fmt.Fprintln(w, "```")
+}
+
+// verdict says how a csefs/rclone time ratio r compares with issue 6's
+// target, csefs at least twice as fast (r ≤ 0.5).
+func verdict(r float64) string {
+	speed := fmt.Sprintf("%.1f× faster", 1/r)
+	if r > 1 {
+		speed = fmt.Sprintf("%.1f× slower", r)
+	}
+	if r <= 0.5 {
+		return speed + ": meets ≥ 2×"
+	}
+	return speed + ": MISSES ≥ 2×"
 }
