@@ -88,6 +88,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -181,6 +182,9 @@ func main() {
 	b := &bench{opt: o, ctx: ctx, metrics: map[string][]float64{}}
 	err = b.run()
 	stop()
+	if err == nil { // after run's deferred notes
+		b.report(os.Stdout)
+	}
 	b.cleanup()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -292,6 +296,11 @@ func (b *bench) run() error {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return fmt.Errorf("no FUSE: %v", err)
 	}
+	t0, load0 := time.Now(), loadAvg()
+	defer func() {
+		b.note("machine load (1/5/15-min load average, %d CPUs): %s at the start, %s at the end; the bench took %s",
+			runtime.NumCPU(), load0, loadAvg(), time.Since(t0).Round(time.Second))
+	}()
 	var err error
 	if b.tmp, err = os.MkdirTemp("", "csefs-bench-"); err != nil {
 		return err
@@ -429,7 +438,6 @@ func (b *bench) run() error {
 			return fmt.Errorf("mount log %s contains %q", b.direct.log, bad)
 		}
 	}
-	b.report(os.Stdout)
 	return nil
 }
 

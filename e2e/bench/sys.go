@@ -182,3 +182,13 @@ func mountsUnder(dir string) []string {
 
 // mountinfoUnescape undoes the kernel's octal escapes in mountinfo paths.
 var mountinfoUnescape = strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+
+// loadAvg returns the first three fields of /proc/loadavg ("0.52 1.10 2.03"),
+// or "unknown".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
+}
