@@ -65,8 +65,9 @@
 // alone, without csefs or the SDK: -only rclone,ls measures rclone's ls -l.
 //
 // Duration: the default run (1 GiB, 3 runs, 10k entries, with rclone)
-// takes about 5 minutes on the project's 2-vCPU machine, rclone's share
-// about 2; -rclone off saves that.
+// took 3m40s on the project's 2-vCPU machine (load average 2.5–4.2 from
+// other work), plus the build; rclone's share is about 1.5 minutes, which
+// -rclone off saves. The notes give each run's duration and load average.
 //
 // Peak RSS is the mount daemon's VmHWM, reset with echo 5 > /proc/PID/clear_refs
 // before each workload and read after it; for the SDK it is this process's own
