@@ -69,7 +69,8 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "dir-mode", Value: "0755", Usage: "permission bits of directories (octal)"},
 			&cli.StringFlag{Name: "staging-dir", Usage: "directory for the encrypted staging files of random writes, appends and edits (default: " + mount.DefaultStagingDir() + ")"},
 			&cli.StringFlag{Name: "staging-limit", Value: "10GiB", Usage: "bound on the staging files' total size; writes past it fail with ENOSPC (0: none)"},
-			&cli.StringFlag{Name: "part-size", Value: "8MiB", Usage: "multipart upload part size"},
+			&cli.StringFlag{Name: "part-size", Value: "16MiB", Usage: "multipart upload part size"},
+			&cli.StringFlag{Name: "memory-target", Value: "160MiB", Usage: "soft limit for the daemon's Go heap (GOMEMLIMIT): garbage is collected harder near it; buffers are bounded per open file regardless (0: Go's default)"},
 			&cli.IntFlag{Name: "upload-concurrency", Value: 4, Usage: "parts of one file uploaded in parallel"},
 			&cli.IntFlag{Name: "key-cache-size", Value: 1024, Usage: "unwrapped data keys kept in memory"},
 			&cli.DurationFlag{Name: "key-cache-ttl", Value: 10 * time.Minute, Usage: "how long an unwrapped data key is kept"},
@@ -116,6 +117,7 @@ func runMount(c *cli.Context) error {
 		UID:               uint32(c.Int("uid")),
 		GID:               uint32(c.Int("gid")),
 		UploadConcurrency: c.Int("upload-concurrency"),
+		MemoryTarget:      c.String("memory-target"),
 		StagingDir:        c.String("staging-dir"),
 		KeyCacheSize:      c.Int("key-cache-size"),
 		KeyCacheTTL:       c.Duration("key-cache-ttl"),
@@ -136,13 +138,13 @@ func runMount(c *cli.Context) error {
 		IsSet:                    c.IsSet,
 	}
 	var err error
-	if cfg.VerifyThreshold, err = parseSize(c.String("verify-threshold")); err != nil {
+	if cfg.VerifyThreshold, err = mount.ParseSize(c.String("verify-threshold")); err != nil {
 		return fmt.Errorf("--verify-threshold: %w", err)
 	}
-	if cfg.PartSize, err = parseSize(c.String("part-size")); err != nil {
+	if cfg.PartSize, err = mount.ParseSize(c.String("part-size")); err != nil {
 		return fmt.Errorf("--part-size: %w", err)
 	}
-	if cfg.StagingLimit, err = parseSize(c.String("staging-limit")); err != nil {
+	if cfg.StagingLimit, err = mount.ParseSize(c.String("staging-limit")); err != nil {
 		return fmt.Errorf("--staging-limit: %w", err)
 	}
 	if cfg.FileMode, err = parseMode(c.String("file-mode")); err != nil {
@@ -344,25 +346,6 @@ func uploadsCommand() *cli.Command {
 			},
 		}},
 	}
-}
-
-// parseSize reads "8MiB", "4M", "1048576" and the like.
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
-		if len(s) > len(u.suffix) && s[len(s)-len(u.suffix):] == u.suffix {
-			s, mult = s[:len(s)-len(u.suffix)], u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size", s)
-	}
-	return n * mult, nil
 }
 
 func parseMode(s string) (uint32, error) {

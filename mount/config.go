@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -43,6 +44,7 @@ type Config struct {
 	StagingDir   string // encrypted staging files of non-sequential writes
 	StagingLimit int64  // bound on their total size (ENOSPC past it)
 
+	MemoryTarget      string // soft Go heap limit, e.g. "160MiB" ("0": none)
 	PartSize          int64
 	UploadConcurrency int
 	KeyCacheSize      int
@@ -182,4 +184,23 @@ func (c *Config) normalize() (source, error) {
 	}
 	c.Mountpoint = abs
 	return src, nil
+}
+
+// ParseSize reads "8MiB", "4M", "1048576" and the like.
+func ParseSize(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if len(s) > len(u.suffix) && s[len(s)-len(u.suffix):] == u.suffix {
+			s, mult = s[:len(s)-len(u.suffix)], u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size", s)
+	}
+	return n * mult, nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -61,6 +62,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		return err
 	}
 	if err := checkMountpoint(cfg.Mountpoint); err != nil {
+		return err
+	}
+	if err := setMemoryTarget(cfg.MemoryTarget); err != nil {
 		return err
 	}
 	store, keys, err := build(ctx, cfg, src, log)
@@ -366,4 +370,20 @@ func pidFile(mnt string) string {
 	}
 	r := strings.NewReplacer("/", "_", " ", "_")
 	return filepath.Join(dir, "csefs", r.Replace(strings.Trim(mnt, "/"))+".pid")
+}
+
+// setMemoryTarget sets the Go runtime's soft memory limit, unless the
+// GOMEMLIMIT environment variable already did. Part buffers and read-ahead
+// are reused, so the heap's live size is bounded per open file; without a
+// limit the collector lets the heap grow to twice that before it runs.
+func setMemoryTarget(s string) error {
+	if s == "" || s == "0" || os.Getenv("GOMEMLIMIT") != "" {
+		return nil
+	}
+	n, err := ParseSize(s)
+	if err != nil {
+		return fmt.Errorf("--memory-target: %w", err)
+	}
+	debug.SetMemoryLimit(n)
+	return nil
 }
