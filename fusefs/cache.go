@@ -41,6 +41,33 @@ type metaCache struct {
 	mu       sync.Mutex
 	listings map[string]*listing
 	heads    map[string]*headCall
+	// absent holds keys a probe found to be nothing, briefly: the kernel
+	// looks a name up twice before an exclusive create (it revalidates the
+	// negative dentry), and the second answer need not cost a HEAD and a
+	// LIST again.
+	absent map[string]time.Time
+}
+
+// absentTTL bounds how long a "no such name" answer is reused; the kernel
+// keeps its own negative entries as long (MountOptions' NegativeTimeout).
+const absentTTL = time.Second
+
+func (f *FS) knownAbsent(key string) bool {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.absent[key]
+	return ok && time.Since(at) < min(absentTTL, f.opt.MetadataTTL)
+}
+
+func (f *FS) markAbsent(key string) {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.absent == nil || len(c.absent) > 10000 {
+		c.absent = make(map[string]time.Time)
+	}
+	c.absent[key] = time.Now()
 }
 
 // listed returns what a fresh listing of prefix says about name.
@@ -88,6 +115,7 @@ func (f *FS) dirChanged(prefixes ...string) {
 	for _, p := range prefixes {
 		delete(c.listings, p)
 	}
+	clear(c.absent)
 }
 
 // allDirsChanged drops every listing (a directory rename).
@@ -96,6 +124,7 @@ func (f *FS) allDirsChanged() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clear(c.listings)
+	clear(c.absent)
 }
 
 // head resolves key through the stat cache, sharing HEADs in flight.

@@ -154,8 +154,13 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 				k, err = entryNone, nil
 			}
 		}
+	} else if f.knownAbsent(key) {
+		return nil, syscall.ENOENT
 	} else {
 		k, obj, err = f.probe(ctx, key)
+		if err == nil && k == entryNone {
+			f.markAbsent(key)
+		}
 	}
 	if err != nil {
 		return nil, f.logErr("lookup", key, err)
