@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
+
 	"github.com/csefs/csefs/objectstore"
 )
 
@@ -23,8 +25,9 @@ import (
 
 // listing is what one readdir saw.
 type listing struct {
-	at    time.Time
-	kinds map[string]entryKind
+	at      time.Time
+	kinds   map[string]entryKind
+	entries []fuse.DirEntry // what readdir returned (files being written aside)
 	// prefetching is set while the readdir's HEADs are still running; the
 	// listing stays usable until they finish, so that a big directory's
 	// lookups do not fall back to a LIST each once the TTL has passed.
@@ -82,8 +85,20 @@ func (f *FS) listed(prefix, name string) (entryKind, bool) {
 	return l.kinds[name], true
 }
 
+// cachedEntries returns a listing's entries while it is within the TTL.
+func (f *FS) cachedEntries(prefix string) ([]fuse.DirEntry, bool) {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.listings[prefix]
+	if l == nil || time.Since(l.at) > f.opt.MetadataTTL {
+		return nil, false
+	}
+	return l.entries, true
+}
+
 // putListing records a listing; the returned func marks its read-ahead done.
-func (f *FS) putListing(prefix string, kinds map[string]entryKind) func() {
+func (f *FS) putListing(prefix string, kinds map[string]entryKind, entries []fuse.DirEntry) func() {
 	c := &f.meta
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -97,7 +112,7 @@ func (f *FS) putListing(prefix string, kinds map[string]entryKind) func() {
 			}
 		}
 	}
-	l := &listing{at: time.Now(), kinds: kinds, prefetching: true}
+	l := &listing{at: time.Now(), kinds: kinds, entries: entries, prefetching: true}
 	c.listings[prefix] = l
 	return func() {
 		c.mu.Lock()

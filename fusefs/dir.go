@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -181,6 +182,10 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 
 func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	f := d.fsys
+	if entries, ok := f.cachedEntries(d.prefix()); ok {
+		// Listed within the TTL and unchanged through this mount since.
+		return fs.NewListDirStream(f.withPending(d.prefix(), entries)), 0
+	}
 	seen := make(map[string]bool)
 	var entries []fuse.DirEntry
 	var files []objectstore.Info
@@ -217,13 +222,6 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		}
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(o.Key, false)})
 	}
-	for _, key := range f.pendingUnder(d.prefix()) {
-		name := strings.TrimPrefix(key, d.prefix())
-		if !seen[name] {
-			seen[name] = true
-			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(key, false)})
-		}
-	}
 	kinds := make(map[string]entryKind, len(entries))
 	for _, e := range entries {
 		if e.Mode == syscall.S_IFDIR {
@@ -232,8 +230,24 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			kinds[e.Name] = entryFile
 		}
 	}
-	f.prefetchHeads(files, f.putListing(d.prefix(), kinds))
-	return fs.NewListDirStream(entries), 0
+	f.prefetchHeads(files, f.putListing(d.prefix(), kinds, entries))
+	return fs.NewListDirStream(f.withPending(d.prefix(), entries)), 0
+}
+
+// withPending adds the files being written under prefix, which no listing
+// shows yet, to a copy of entries.
+func (f *FS) withPending(prefix string, entries []fuse.DirEntry) []fuse.DirEntry {
+	out := slices.Clone(entries)
+	seen := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		seen[e.Name] = true
+	}
+	for _, key := range f.pendingUnder(prefix) {
+		if name := strings.TrimPrefix(key, prefix); !seen[name] {
+			out = append(out, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(key, false)})
+		}
+	}
+	return out
 }
 
 // prefetchHeads resolves listed files in the background, a few at a time,
@@ -242,7 +256,10 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 func (f *FS) prefetchHeads(files []objectstore.Info, done func()) {
 	var todo []string
 	for _, o := range files {
-		if f.cachedStat(o.Key) == nil && !f.revalidate(o) {
+		// A fresh LIST renews what it confirms, and drops what it
+		// contradicts (the object changed), even if not yet expired.
+		if !f.revalidate(o) {
+			f.putStat(o.Key, nil)
 			todo = append(todo, o.Key)
 		}
 	}
