@@ -306,7 +306,7 @@ func checkMountpoint(mnt string) error {
 	fi, err := os.Stat(mnt)
 	if err != nil {
 		var errno syscall.Errno
-		if errors.As(err, &errno) && errno == syscall.ENOTCONN {
+		if errors.As(err, &errno) && (errno == syscall.ENOTCONN || errno == syscall.ECONNABORTED) {
 			return fmt.Errorf("mountpoint %s is busy: a dead mount is still attached (csefs unmount --lazy %s)", mnt, mnt)
 		}
 		return fmt.Errorf("mountpoint: %w", err)
