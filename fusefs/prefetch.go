@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/csefs/csefs/objectstore"
 )
@@ -73,9 +74,16 @@ func (p *prefetchReader) schedule() {
 	}
 }
 
+// rangeTimeout bounds one ranged GET, body included: a stalled connection
+// fails the read (EIO) instead of hanging it, and the reader waiting on it,
+// forever. 8 MiB in two minutes is about 70 KB/s.
+const rangeTimeout = 2 * time.Minute
+
 func (p *prefetchReader) get(f *fetch, off, n int64) {
 	defer close(f.done)
-	rc, _, err := p.store.Get(p.ctx, p.key, objectstore.GetOptions{Offset: off, Length: n, IfMatch: p.etag})
+	ctx, cancel := context.WithTimeout(p.ctx, rangeTimeout)
+	defer cancel()
+	rc, _, err := p.store.Get(ctx, p.key, objectstore.GetOptions{Offset: off, Length: n, IfMatch: p.etag})
 	if err != nil {
 		f.err = err
 		return
