@@ -2,8 +2,6 @@ package cse
 
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -29,15 +27,7 @@ func testKeyIV(t testing.TB) (key, iv []byte) {
 // stdSeal is the reference: the standard library's one-shot GCM.
 func stdSeal(t testing.TB, key, iv, plain []byte) []byte {
 	t.Helper()
-	b, err := aes.NewCipher(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := cipher.NewGCM(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g.Seal(nil, iv, plain, nil)
+	return stdGCM(t, key).Seal(nil, iv, plain, nil)
 }
 
 // stepWriter forwards to w in pieces of at most step bytes.
