@@ -221,7 +221,7 @@ type keyringFileKey struct {
 //	  "encrypt_with": "default",
 //	  "keys": [
 //	    {"name": "default", "aes256": "<standard base64 of 32 bytes>"},
-//	    {"name": "old-rsa", "rsa_private_key_pem": "-----BEGIN RSA PRIVATE KEY-----\n..."}
+//	    {"name": "old-rsa", "rsa_private_key_pem": "<PEM text of an RSA private key>"}
 //	  ]
 //	}
 //

@@ -167,7 +167,7 @@ func decodeKeyringFile(data []byte) (keyringFileV2, error) {
 //	    {"name": "default", "aes256": "<standard base64 of 32 bytes>"},
 //	    {"name": "fin",     "aes256_file": "fin.key"},
 //	    {"name": "env1",    "aes256_env": "CSEFS_KEY_ENV1"},
-//	    {"name": "r",       "rsa_private_key_pem": "-----BEGIN RSA PRIVATE KEY-----\n..."},
+//	    {"name": "r",       "rsa_private_key_pem": "<PEM text of an RSA private key>"},
 //	    {"name": "r2",      "rsa_private_key_pem_file": "/etc/csefs/r2.pem"},
 //	    {"name": "k",       "kms_key_id": "alias/finance"}
 //	  ],
