@@ -208,8 +208,9 @@ func TestFeatureSymlink(t *testing.T) {
 	}
 }
 
-// TestFeatureLinkXattr: hard links and setfattr are not supported;
-// user.csefs.encryption shows how an object is stored.
+// TestFeatureLinkXattr: hard links and setfattr are not supported; by
+// default no xattr call is answered, and with --xattrs user.csefs.encryption
+// shows how an object is stored.
 func TestFeatureLinkXattr(t *testing.T) {
 	w := newWorld(t)
 	m := w.mount(t, "")
@@ -218,6 +219,11 @@ func TestFeatureLinkXattr(t *testing.T) {
 	}
 	w.putRaw(t, "plain", []byte("public"), nil)
 	runFails(t, "Operation not supported", "ln", m.path("enc"), m.path("hard"))
+	runFails(t, "Operation not supported", "setfattr", "-n", "user.x", "-v", "1", m.path("enc"))
+	runFails(t, "Operation not supported", "getfattr", "-n", "user.csefs.encryption", m.path("enc"))
+	m.Unmount(t)
+
+	m = w.mount(t, "", "--xattrs")
 	runFails(t, "Operation not supported", "setfattr", "-n", "user.x", "-v", "1", m.path("enc"))
 	for name, want := range map[string]string{"enc": "kms+context AES/GCM/NoPadding", "plain": "plaintext"} {
 		got := run(t, "getfattr", "--absolute-names", "--only-values", "-n", "user.csefs.encryption", m.path(name))

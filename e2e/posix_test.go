@@ -27,8 +27,9 @@ type posixKnownFailure struct {
 
 // posixKnownFailures are the posixtest cases csefs fails, and why
 // (docs/semantics.md lists them too). Skipped by posixtest itself, so not
-// listed: Tmpfile (O_TMPFILE is not supported: ENOTSUP) and XAttrLarge
-// (arbitrary xattrs are not stored).
+// listed: Tmpfile (O_TMPFILE is not supported: ENOTSUP), and XAttr and
+// XAttrLarge (without --xattrs the mount answers no xattr call; with it,
+// only a read-only attribute exists).
 var posixKnownFailures = map[string]posixKnownFailure{
 	"Fallocate":         {reason: "fallocate(2) is not implemented (EOPNOTSUPP): an object has nothing to preallocate"},
 	"FallocateKeepSize": {reason: "fallocate(2) is not implemented (EOPNOTSUPP)"},
@@ -42,7 +43,6 @@ var posixKnownFailures = map[string]posixKnownFailure{
 	"OpenSymlinkRace": {racy: true, reason: "rename is a copy then a delete, not atomic: an open racing with a rename that puts a symlink " +
 		"over a file can fail with ESTALE (the stale file inode refuses to open the symlink object; the kernel retries the " +
 		"lookup once, which usually resolves the new symlink)"},
-	"XAttr": {reason: "only the read-only user.csefs.encryption attribute exists; setxattr fails with ENOTSUP"},
 }
 
 // TestPosix runs every posixtest case, each in a fresh directory of one

@@ -66,9 +66,14 @@ type Options struct {
 	// MetadataTTL bounds how long a HEAD or listing result is trusted.
 	MetadataTTL time.Duration
 	ReadOnly    bool
-	UID, GID    uint32
-	FileMode    uint32 // permission bits for files, e.g. 0644
-	DirMode     uint32 // permission bits for directories, e.g. 0755
+	// XAttrs serves the read-only user.csefs.encryption attribute. Off, the
+	// mount answers no xattr call (ENOTSUP): the kernel then stops asking,
+	// where otherwise ls -l costs two more round trips per file
+	// (security.selinux and the POSIX ACL) on top of its stat.
+	XAttrs   bool
+	UID, GID uint32
+	FileMode uint32 // permission bits for files, e.g. 0644
+	DirMode  uint32 // permission bits for directories, e.g. 0755
 	// StagingDir holds the encrypted staging files of non-sequential writes;
 	// "" disables staging (such writes then fail with ENOTSUP).
 	StagingDir string
@@ -202,6 +207,7 @@ func (f *FS) MountOptions(fsName string, allowOther, debug bool) *fs.Options {
 			MaxWrite:      1 << 20, // Linux caps requests at 1 MiB
 			MaxReadAhead:  1 << 20,
 			MaxBackground: 64,
+			DisableXAttrs: !f.opt.XAttrs,
 			Debug:         debug,
 		},
 		EntryTimeout:    &ttl,

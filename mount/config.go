@@ -37,6 +37,7 @@ type Config struct {
 
 	ReadOnly   bool
 	AllowOther bool
+	XAttrs     bool
 	UID, GID   uint32
 	FileMode   uint32
 	DirMode    uint32

@@ -83,6 +83,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		StrictRanged:    cfg.StrictRanged,
 		MetadataTTL:     cfg.MetadataTTL,
 		ReadOnly:        cfg.ReadOnly,
+		XAttrs:          cfg.XAttrs,
 		UID:             cfg.UID,
 		GID:             cfg.GID,
 		FileMode:        cfg.FileMode,
