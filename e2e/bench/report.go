@@ -80,6 +80,12 @@ func (b *bench) report(w io.Writer) {
 		}
 		return cell
 	}
+	maybe := func(k, cell string) string { // an optional part of a cell
+		if !has(k) {
+			return ""
+		}
+		return cell
+	}
 	vsSDK := func(a, base string) string {
 		if !has(a) || !has(base) {
 			return "—"
@@ -180,8 +186,10 @@ func (b *bench) report(w io.Writer) {
 			warm = fmt.Sprintf("; warm %.2f×", med("csefs.ls.warm")/med("rclone.ls.warm"))
 		}
 		row(fmt.Sprintf("`ls -l` of %d entries, cold (%s + remount) / warm", b.opt.files, cold),
-			or("csefs.ls.cold", both("csefs")), or("sdk.list", "paginated ListObjectsV2 of the prefix: "+secs("sdk.list")+" (cold)"),
-			or("csefs.ls.cold", vsSDK("csefs.ls.cold", "sdk.list")+" (cold vs LIST)"),
+			or("csefs.ls.cold", both("csefs")), or("sdk.list", "paginated ListObjectsV2 of the prefix: "+secs("sdk.list")+" (cold)"+
+				maybe("sdk.listhead", "; LIST and a HEAD of every key, 32 at once: "+secs("sdk.listhead"))),
+			or("csefs.ls.cold", vsSDK("csefs.ls.cold", "sdk.list")+" (cold vs LIST)"+
+				maybe("sdk.listhead", "; "+vsSDK("csefs.ls.cold", "sdk.listhead")+" vs LIST+HEAD")),
 			or("rclone.ls.cold", both("rclone")), or("rclone.ls.cold", or("csefs.ls.cold", vs("csefs.ls.cold", "rclone.ls.cold", true)+" cold"+warm)))
 	}
 	if has("csefs.pread.p50") || has("rclone.pread.p50") {

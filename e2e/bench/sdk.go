@@ -173,6 +173,46 @@ func sdkList(ctx context.Context, c *s3.Client, bucket, prefix string) (int, err
 	return n, nil
 }
 
+// sdkListHead lists every key under prefix and HEADs each one, conc at
+// once, as the pages arrive: the least an exact ls -l of encrypted objects
+// costs when mode, owner and plaintext size live in object metadata.
+func sdkListHead(ctx context.Context, c *s3.Client, bucket, prefix string, conc int) (int, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	keys := make(chan string, 1000)
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			for k := range keys {
+				if _, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: &k}); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
+	n := 0
+	var err error
+	for p.HasMorePages() && err == nil {
+		var page *s3.ListObjectsV2Output
+		if page, err = p.NextPage(ctx); err != nil {
+			break
+		}
+		for _, o := range page.Contents {
+			if k := aws.ToString(o.Key); !strings.HasSuffix(k, "/") {
+				n++
+				keys <- k
+			}
+		}
+	}
+	close(keys)
+	wg.Wait()
+	if err == nil {
+		err = context.Cause(ctx)
+	}
+	return n, err
+}
+
 // sdkCopies server-side copies src to dstPrefix%05d, n times, conc at once,
 // keeping src's metadata (and so its S3EC envelope).
 func sdkCopies(ctx context.Context, c *s3.Client, bucket, src, dstPrefix string, n, conc int) error {
