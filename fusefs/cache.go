@@ -49,6 +49,38 @@ type metaCache struct {
 	// negative dentry), and the second answer need not cost a HEAD and a
 	// LIST again.
 	absent map[string]time.Time
+	// gen versions each directory's listing: every change through this
+	// mount bumps it, and a LIST that started before a change is not
+	// cached (it may miss what the change made). Prefixes dropped from the
+	// map read as genFloor.
+	gen      map[string]uint64
+	genNext  uint64
+	genFloor uint64
+}
+
+// listGen is prefix's listing version, to pass to putListing.
+func (f *FS) listGen(prefix string) uint64 {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.genOf(prefix)
+}
+
+func (c *metaCache) genOf(prefix string) uint64 {
+	if g, ok := c.gen[prefix]; ok {
+		return g
+	}
+	return c.genFloor
+}
+
+// bump records a change of prefix's listing. c.mu is held.
+func (c *metaCache) bump(prefix string) {
+	c.genNext++
+	if c.gen == nil || len(c.gen) > 10000 {
+		c.gen = make(map[string]uint64)
+		c.genFloor = c.genNext
+	}
+	c.gen[prefix] = c.genNext
 }
 
 // absentTTL bounds how long a "no such name" answer is reused; the kernel
@@ -97,11 +129,16 @@ func (f *FS) cachedEntries(prefix string) ([]fuse.DirEntry, bool) {
 	return l.entries, true
 }
 
-// putListing records a listing; the returned func marks its read-ahead done.
-func (f *FS) putListing(prefix string, kinds map[string]entryKind, entries []fuse.DirEntry) func() {
+// putListing records a listing made by a LIST that started at version gen
+// (listGen), unless prefix changed since; the returned func marks its
+// read-ahead done.
+func (f *FS) putListing(prefix string, gen uint64, kinds map[string]entryKind, entries []fuse.DirEntry) func() {
 	c := &f.meta
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.genOf(prefix) != gen {
+		return func() {}
+	}
 	if c.listings == nil {
 		c.listings = make(map[string]*listing)
 	}
@@ -129,8 +166,69 @@ func (f *FS) dirChanged(prefixes ...string) {
 	defer c.mu.Unlock()
 	for _, p := range prefixes {
 		delete(c.listings, p)
+		c.bump(p)
 	}
 	clear(c.absent)
+}
+
+// listingAdd records in prefix's cached listing, if there is one, an entry
+// created through this mount, so that the lookups of a create loop keep
+// being answered by the listing. A create whose upload fails drops the
+// listing (dirChanged) instead.
+func (f *FS) listingAdd(prefix string, e fuse.DirEntry, k entryKind) {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.absent, prefix+e.Name)
+	c.bump(prefix)
+	l := c.listings[prefix]
+	if l == nil {
+		return
+	}
+	if old, ok := l.kinds[e.Name]; ok {
+		if old == k {
+			return
+		}
+		// A file replaced by a directory or the reverse: start over.
+		delete(c.listings, prefix)
+		return
+	}
+	// kinds is read under c.mu only; entries are used outside it, so they
+	// are copied, never changed in place.
+	l.kinds[e.Name] = k
+	entries := make([]fuse.DirEntry, len(l.entries), len(l.entries)+1)
+	copy(entries, l.entries)
+	l.entries = append(entries, e)
+}
+
+// listingRemove forgets name in prefix's cached listing after an unlink
+// through this mount.
+func (f *FS) listingRemove(prefix, name string) {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bump(prefix)
+	l := c.listings[prefix]
+	if l == nil {
+		return
+	}
+	if _, ok := l.kinds[name]; !ok {
+		return
+	}
+	delete(l.kinds, name)
+	entries := make([]fuse.DirEntry, 0, len(l.entries))
+	for _, e := range l.entries {
+		if e.Name != name {
+			entries = append(entries, e)
+		}
+	}
+	l.entries = entries
+}
+
+// putEmptyListing records that prefix, a directory this mount just made
+// after finding nothing under it, is empty.
+func (f *FS) putEmptyListing(prefix string) {
+	f.putListing(prefix, f.listGen(prefix), map[string]entryKind{}, nil)()
 }
 
 // allDirsChanged drops every listing (a directory rename).
@@ -140,6 +238,9 @@ func (f *FS) allDirsChanged() {
 	defer c.mu.Unlock()
 	clear(c.listings)
 	clear(c.absent)
+	c.gen = nil // every prefix reads as the new floor
+	c.genNext++
+	c.genFloor = c.genNext
 }
 
 // head resolves key through the stat cache, sharing HEADs in flight.

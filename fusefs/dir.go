@@ -189,6 +189,10 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	seen := make(map[string]bool)
 	var entries []fuse.DirEntry
 	var files []objectstore.Info
+	// The HEADs that ls -l's lookups will want start with the first page,
+	// not after the last one.
+	pf := f.startHeadPrefetch()
+	gen := f.listGen(d.prefix())
 	err := f.store.List(ctx, d.prefix(), "/", func(p objectstore.ListPage) error {
 		for _, pre := range p.Prefixes {
 			name := strings.TrimSuffix(strings.TrimPrefix(pre, d.prefix()), "/")
@@ -204,10 +208,12 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 				continue // the "dir/" marker itself, odd keys, instruction files
 			}
 			files = append(files, o)
+			pf.add(o)
 		}
 		return nil
 	})
 	if err != nil {
+		pf.finish(func() {})
 		return nil, f.logErr("readdir", d.prefix(), err)
 	}
 	for _, o := range files {
@@ -222,6 +228,9 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		}
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(o.Key, false)})
 	}
+	// Files being written are part of what this listing stands for: if
+	// one is committed while the listing is cached, it is still there.
+	entries = f.withPending(d.prefix(), entries)
 	kinds := make(map[string]entryKind, len(entries))
 	for _, e := range entries {
 		if e.Mode == syscall.S_IFDIR {
@@ -230,7 +239,7 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			kinds[e.Name] = entryFile
 		}
 	}
-	f.prefetchHeads(files, f.putListing(d.prefix(), kinds, entries))
+	pf.finish(f.putListing(d.prefix(), gen, kinds, entries))
 	return fs.NewListDirStream(f.withPending(d.prefix(), entries)), 0
 }
 
@@ -250,45 +259,87 @@ func (f *FS) withPending(prefix string, entries []fuse.DirEntry) []fuse.DirEntry
 	return out
 }
 
-// prefetchHeads resolves listed files in the background, a few at a time,
-// so the lookups that follow a readdir (ls -l) find them in the stat cache.
-// done is called when they have all finished.
-func (f *FS) prefetchHeads(files []objectstore.Info, done func()) {
-	var todo []string
-	for _, o := range files {
-		// A fresh LIST renews what it confirms, and drops what it
-		// contradicts (the object changed), even if not yet expired.
-		if !f.revalidate(o) {
-			f.putStat(o.Key, nil)
-			todo = append(todo, o.Key)
-		}
-	}
-	if len(todo) == 0 {
-		done()
+// headPrefetch resolves listed files in the background, a few at a time and
+// in listing order, so that the lookups that follow a readdir (ls -l) find
+// them in the stat cache. Files are added page by page while the LIST goes
+// on.
+type headPrefetch struct {
+	f       *FS
+	mu      sync.Mutex
+	queue   []string
+	closed  bool
+	wake    chan struct{}
+	done    func() // called once every HEAD has finished
+}
+
+// headPrefetchConc is how many read-ahead HEADs run at once.
+const headPrefetchConc = 32
+
+func (f *FS) startHeadPrefetch() *headPrefetch {
+	p := &headPrefetch{f: f, wake: make(chan struct{}, 1)}
+	go p.run()
+	return p
+}
+
+// add queues o unless a stat cached earlier is still valid: a fresh LIST
+// renews what it confirms, and drops what it contradicts (the object
+// changed), even if not yet expired.
+func (p *headPrefetch) add(o objectstore.Info) {
+	if p.f.revalidate(o) {
 		return
 	}
-	go func() {
-		defer done()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		sem := make(chan struct{}, 32)
-		var wg sync.WaitGroup
-		for _, key := range todo {
+	p.f.putStat(o.Key, nil)
+	p.mu.Lock()
+	p.queue = append(p.queue, o.Key)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// finish says no more files will be added; done runs when the HEADs have.
+func (p *headPrefetch) finish(done func()) {
+	p.mu.Lock()
+	p.closed, p.done = true, done
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *headPrefetch) run() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sem := make(chan struct{}, headPrefetchConc)
+	var wg sync.WaitGroup
+	for {
+		p.mu.Lock()
+		batch, closed, done := p.queue, p.closed, p.done
+		p.queue = nil
+		p.mu.Unlock()
+		for _, key := range batch {
 			sem <- struct{}{}
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				_, _ = f.head(ctx, key) // errors surface on the real lookup
+				_, _ = p.f.head(ctx, key) // errors surface on the real lookup
 			}()
 		}
-		wg.Wait()
-	}()
+		if closed && len(batch) == 0 {
+			wg.Wait()
+			done()
+			return
+		}
+		if len(batch) == 0 {
+			<-p.wake
+		}
+	}
 }
 
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	ctx = mutating(ctx)
-	d.fsys.dirChanged(d.prefix())
-	defer d.fsys.dirChanged(d.prefix())
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return nil, nil, 0, syscall.EROFS
@@ -300,8 +351,11 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	n := newFileNode(f, key)
 	w, err := f.newWriter(ctx, n, fileAttrs(mode), true, flags&syscall.O_ACCMODE == syscall.O_RDWR)
 	if err != nil {
+		f.dirChanged(d.prefix())
 		return nil, nil, 0, f.logErr("create", key, err)
 	}
+	// The lookups of a create loop keep being answered by the listing.
+	f.listingAdd(d.prefix(), fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(key, false)}, entryFile)
 	n.fillAttr(&out.Attr)
 	ch := d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)})
 	return ch, w, 0, 0
@@ -309,8 +363,6 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 
 func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx = mutating(ctx)
-	d.fsys.dirChanged(d.prefix())
-	defer d.fsys.dirChanged(d.prefix())
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return nil, syscall.EROFS
@@ -325,16 +377,18 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 		return nil, syscall.EEXIST
 	}
 	if _, err := f.store.Put(ctx, key+"/", nil, nil); err != nil {
+		f.dirChanged(d.prefix())
 		return nil, f.logErr("mkdir", key+"/", err)
 	}
+	// The probe found nothing under key/: the new directory is empty.
+	f.putEmptyListing(key + "/")
+	f.listingAdd(d.prefix(), fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: ino(key, true)}, entryDir)
 	f.dirAttr(&out.Attr)
 	return d.NewInode(ctx, newDirNode(f, key+"/"), fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(key, true)}), 0
 }
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	ctx = mutating(ctx)
-	d.fsys.dirChanged(d.prefix())
-	defer d.fsys.dirChanged(d.prefix())
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return syscall.EROFS
@@ -342,12 +396,15 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	key := childKey(d.prefix(), name)
 	o, err := f.head(ctx, key)
 	if err != nil {
+		f.dirChanged(d.prefix())
 		return f.logErr("unlink", key, err)
 	}
 	if err := f.store.Delete(ctx, key); err != nil {
+		f.dirChanged(d.prefix())
 		return f.logErr("unlink", key, err)
 	}
 	f.putStat(key, nil)
+	f.listingRemove(d.prefix(), name)
 	if o.instr || o.kind == kindPlain {
 		// An instruction file may exist beside the object; remove it too,
 		// or a later object of the same name would inherit it.

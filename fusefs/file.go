@@ -275,7 +275,10 @@ func (n *fileNode) dropStage() {
 
 // committed records a new version written through this node.
 func (n *fileNode) committed(o *object) {
-	n.fsys.putStat(n.key(), o)
+	key := n.key()
+	n.fsys.putStat(key, o)
+	dir, name := splitKey(key)
+	n.fsys.listingAdd(dir, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(key, false)}, entryFile)
 }
 
 // currentAttrs are the attributes a new version of the object keeps.

@@ -304,6 +304,19 @@ func validName(name string) bool {
 	return name != "" && name != "." && name != ".." && !strings.Contains(name, "/")
 }
 
+// splitKey splits a file's key into its directory prefix ("a/b/" or "")
+// and its name.
+func splitKey(key string) (dir, name string) {
+	i := strings.LastIndexByte(key, '/')
+	return key[:i+1], key[i+1:]
+}
+
+// parentPrefix is the directory prefix of a file's key.
+func parentPrefix(key string) string {
+	dir, _ := splitKey(key)
+	return dir
+}
+
 // baseName is the last path element of a key ("a/b/" -> "b").
 func baseName(key string) string { return path.Base(strings.TrimSuffix(key, "/")) }
 

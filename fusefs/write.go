@@ -360,6 +360,8 @@ func (w *writeHandle) finishStream(ctx context.Context, cause error) {
 	}
 	w.result = cause
 	w.up.abort(ctx)
+	// A name the listing got at create time must not outlive the failure.
+	w.fsys.dirChanged(parentPrefix(w.key))
 }
 
 // Release ends the handle. A streaming upload not yet committed (an empty
@@ -410,6 +412,7 @@ func (w *writeHandle) abandon() {
 		w.done = true
 		w.fsys.setPending(w.key, w.node, false)
 		w.up.abort(ctx)
+		w.fsys.dirChanged(parentPrefix(w.key))
 	}
 	if w.staged {
 		w.node.dropStage()
