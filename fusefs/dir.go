@@ -264,12 +264,12 @@ func (f *FS) withPending(prefix string, entries []fuse.DirEntry) []fuse.DirEntry
 // them in the stat cache. Files are added page by page while the LIST goes
 // on.
 type headPrefetch struct {
-	f       *FS
-	mu      sync.Mutex
-	queue   []string
-	closed  bool
-	wake    chan struct{}
-	done    func() // called once every HEAD has finished
+	f      *FS
+	mu     sync.Mutex
+	queue  []string
+	closed bool
+	wake   chan struct{}
+	done   func() // called once every HEAD has finished
 }
 
 // headPrefetchConc is how many read-ahead HEADs run at once.
