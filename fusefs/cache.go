@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/csefs/csefs/objectstore"
@@ -25,13 +26,28 @@ import (
 
 // listing is what one readdir saw.
 type listing struct {
-	at      time.Time
+	began   time.Time // when its LIST started
+	at      time.Time // when its LIST ended
 	kinds   map[string]entryKind
 	entries []fuse.DirEntry // what readdir returned (files being written aside)
-	// prefetching is set while the readdir's HEADs are still running; the
-	// listing stays usable until they finish, so that a big directory's
-	// lookups do not fall back to a LIST each once the TTL has passed.
+	// prefetching is set while the readdir's HEADs are still running, and
+	// readers counts the readdir streams still being read. Until both are
+	// done (or maxListingHold has passed) the listing stays usable, and so
+	// do the stats obtained since it began: a big directory's ls -l takes
+	// longer than the TTL, and its lookups must not each fall back to a
+	// HEAD and a LIST half way through.
 	prefetching bool
+	readers     int
+}
+
+// maxListingHold bounds how long a listing being read stays usable past
+// the TTL.
+const maxListingHold = 2 * time.Minute
+
+// usable says whether l answers lookups now. c.mu is held.
+func (l *listing) usable(ttl time.Duration) bool {
+	age := time.Since(l.at)
+	return age <= ttl || ((l.prefetching || l.readers > 0) && age <= maxListingHold)
 }
 
 type headCall struct {
@@ -106,38 +122,70 @@ func (f *FS) markAbsent(key string) {
 }
 
 // listed returns what a fresh listing of prefix says about name.
-func (f *FS) listed(prefix, name string) (entryKind, bool) {
+// began is when that listing's LIST started: a stat obtained since then is
+// as fresh as the listing itself (statSince).
+func (f *FS) listed(prefix, name string) (k entryKind, ok bool, began time.Time) {
 	c := &f.meta
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l := c.listings[prefix]
-	if l == nil || (!l.prefetching && time.Since(l.at) > f.opt.MetadataTTL) {
-		return entryNone, false
+	if l == nil || !l.usable(f.opt.MetadataTTL) {
+		return entryNone, false, time.Time{}
 	}
-	return l.kinds[name], true
+	return l.kinds[name], true, l.began
 }
 
 // cachedEntries returns a listing's entries while it is within the TTL.
-func (f *FS) cachedEntries(prefix string) ([]fuse.DirEntry, bool) {
+func (f *FS) cachedEntries(prefix string) (*listing, []fuse.DirEntry, bool) {
 	c := &f.meta
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l := c.listings[prefix]
 	if l == nil || time.Since(l.at) > f.opt.MetadataTTL {
-		return nil, false
+		return nil, nil, false
 	}
-	return l.entries, true
+	return l, l.entries, true
+}
+
+// listingStream serves entries and keeps l (if not nil) usable until the
+// stream is closed (RELEASEDIR), so that READDIRPLUS's lookups are answered
+// by the listing however long the reader takes.
+func (f *FS) listingStream(l *listing, entries []fuse.DirEntry) fs.DirStream {
+	ds := fs.NewListDirStream(entries)
+	if l == nil {
+		return ds
+	}
+	c := &f.meta
+	c.mu.Lock()
+	l.readers++
+	c.mu.Unlock()
+	return &heldStream{DirStream: ds, release: func() {
+		c.mu.Lock()
+		l.readers--
+		c.mu.Unlock()
+	}}
+}
+
+type heldStream struct {
+	fs.DirStream
+	once    sync.Once
+	release func()
+}
+
+func (h *heldStream) Close() {
+	h.DirStream.Close()
+	h.once.Do(h.release)
 }
 
 // putListing records a listing made by a LIST that started at version gen
 // (listGen), unless prefix changed since; the returned func marks its
 // read-ahead done.
-func (f *FS) putListing(prefix string, gen uint64, kinds map[string]entryKind, entries []fuse.DirEntry) func() {
+func (f *FS) putListing(prefix string, gen uint64, began time.Time, kinds map[string]entryKind, entries []fuse.DirEntry) (*listing, func()) {
 	c := &f.meta
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.genOf(prefix) != gen {
-		return func() {}
+		return nil, func() {}
 	}
 	if c.listings == nil {
 		c.listings = make(map[string]*listing)
@@ -149,9 +197,9 @@ func (f *FS) putListing(prefix string, gen uint64, kinds map[string]entryKind, e
 			}
 		}
 	}
-	l := &listing{at: time.Now(), kinds: kinds, entries: entries, prefetching: true}
+	l := &listing{began: began, at: time.Now(), kinds: kinds, entries: entries, prefetching: true}
 	c.listings[prefix] = l
-	return func() {
+	return l, func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		l.prefetching = false
@@ -228,7 +276,8 @@ func (f *FS) listingRemove(prefix, name string) {
 // putEmptyListing records that prefix, a directory this mount just made
 // after finding nothing under it, is empty.
 func (f *FS) putEmptyListing(prefix string) {
-	f.putListing(prefix, f.listGen(prefix), map[string]entryKind{}, nil)()
+	_, done := f.putListing(prefix, f.listGen(prefix), time.Now(), map[string]entryKind{}, nil)
+	done()
 }
 
 // allDirsChanged drops every listing (a directory rename).

@@ -34,16 +34,16 @@ func TestListingGeneration(t *testing.T) {
 	for name, change := range changes {
 		gen := f.listGen("d/")
 		change()
-		f.putListing("d/", gen, map[string]entryKind{"old": entryFile}, []fuse.DirEntry{fileEntry("old")})()
-		if _, ok := f.listed("d/", "old"); ok {
+		f.putListingNow("d/", gen, map[string]entryKind{"old": entryFile}, []fuse.DirEntry{fileEntry("old")})()
+		if _, ok, _ := f.listed("d/", "old"); ok {
 			t.Errorf("%s: a listing begun before the change was cached", name)
 		}
 		f.dirChanged("d/")
 	}
 	gen := f.listGen("d/")
 	f.listingAdd("other/", fileEntry("x"), entryFile) // another directory
-	f.putListing("d/", gen, map[string]entryKind{"old": entryFile}, []fuse.DirEntry{fileEntry("old")})()
-	if k, ok := f.listed("d/", "old"); !ok || k != entryFile {
+	f.putListingNow("d/", gen, map[string]entryKind{"old": entryFile}, []fuse.DirEntry{fileEntry("old")})()
+	if k, ok, _ := f.listed("d/", "old"); !ok || k != entryFile {
 		t.Errorf("a change elsewhere rejected the listing: %v %v", k, ok)
 	}
 }
@@ -59,8 +59,8 @@ func TestListingGenerationFloor(t *testing.T) {
 	for i := range 10002 { // resets the map at least once more
 		f.listingAdd(fmt.Sprintf("q%d/", i), fileEntry("x"), entryFile)
 	}
-	f.putListing("d/", gen, map[string]entryKind{}, nil)()
-	if _, ok := f.listed("d/", "x"); ok {
+	f.putListingNow("d/", gen, map[string]entryKind{}, nil)()
+	if _, ok, _ := f.listed("d/", "x"); ok {
 		t.Error("a listing older than a change was cached after the version map was reset")
 	}
 }
@@ -70,23 +70,23 @@ func TestListingGenerationFloor(t *testing.T) {
 func TestListingMaintained(t *testing.T) {
 	f := &FS{opt: Options{MetadataTTL: time.Minute}}
 	f.putEmptyListing("d/")
-	if k, ok := f.listed("d/", "a"); !ok || k != entryNone {
+	if k, ok, _ := f.listed("d/", "a"); !ok || k != entryNone {
 		t.Fatalf("empty listing: %v %v", k, ok)
 	}
 	f.listingAdd("d/", fileEntry("a"), entryFile)
 	f.listingAdd("d/", fuse.DirEntry{Name: "sub", Mode: syscall.S_IFDIR}, entryDir)
-	if k, ok := f.listed("d/", "a"); !ok || k != entryFile {
+	if k, ok, _ := f.listed("d/", "a"); !ok || k != entryFile {
 		t.Errorf("after create: %v %v", k, ok)
 	}
-	if k, ok := f.listed("d/", "sub"); !ok || k != entryDir {
+	if k, ok, _ := f.listed("d/", "sub"); !ok || k != entryDir {
 		t.Errorf("after mkdir: %v %v", k, ok)
 	}
-	es, ok := f.cachedEntries("d/")
+	_, es, ok := f.cachedEntries("d/")
 	if !ok || !equalStrings(entryNames(es), []string{"a", "sub"}) {
 		t.Errorf("entries = %v %v", entryNames(es), ok)
 	}
 	f.listingRemove("d/", "a")
-	if k, ok := f.listed("d/", "a"); !ok || k != entryNone {
+	if k, ok, _ := f.listed("d/", "a"); !ok || k != entryNone {
 		t.Errorf("after unlink: %v %v", k, ok)
 	}
 	if !equalStrings(entryNames(es), []string{"a", "sub"}) {
@@ -94,12 +94,12 @@ func TestListingMaintained(t *testing.T) {
 	}
 	// A file replaced by a directory of the same name drops the listing.
 	f.listingAdd("d/", fileEntry("sub"), entryFile)
-	if _, ok := f.listed("d/", "sub"); ok {
+	if _, ok, _ := f.listed("d/", "sub"); ok {
 		t.Error("kind change kept the listing")
 	}
 	// Without a cached listing, nothing is made up.
 	f.listingAdd("e/", fileEntry("a"), entryFile)
-	if _, ok := f.listed("e/", "a"); ok {
+	if _, ok, _ := f.listed("e/", "a"); ok {
 		t.Error("listingAdd created a listing")
 	}
 }
@@ -109,5 +109,44 @@ func TestSplitKey(t *testing.T) {
 		if d, n := splitKey(key); d != want[0] || n != want[1] {
 			t.Errorf("splitKey(%q) = %q, %q", key, d, n)
 		}
+	}
+}
+
+func (f *FS) putListingNow(prefix string, gen uint64, kinds map[string]entryKind, entries []fuse.DirEntry) func() {
+	_, done := f.putListing(prefix, gen, time.Now(), kinds, entries)
+	return done
+}
+
+// A listing being read stays usable past the TTL, with the stats obtained
+// since its LIST began, until its stream is closed.
+func TestListingHeldWhileRead(t *testing.T) {
+	f := &FS{opt: Options{MetadataTTL: time.Second}, stats: map[string]statEntry{}}
+	began := time.Now().Add(-time.Minute) // everything below is past the TTL
+	f.stats["d/old"] = statEntry{obj: &object{key: "d/old"}, at: began.Add(-time.Second)}
+	f.stats["d/a"] = statEntry{obj: &object{key: "d/a"}, at: began.Add(time.Second)}
+	l, done := f.putListing("d/", f.listGen("d/"), began, map[string]entryKind{"a": entryFile, "old": entryFile}, []fuse.DirEntry{fileEntry("a"), fileEntry("old")})
+	done()
+	l.at = began.Add(2 * time.Second)
+	ds := f.listingStream(l, l.entries)
+	k, ok, since := f.listed("d/", "a")
+	if !ok || k != entryFile || !since.Equal(began) {
+		t.Fatalf("listing being read: %v %v %v", k, ok, since)
+	}
+	if f.statSince("d/a", since) == nil {
+		t.Error("a stat obtained since the listing began was refused")
+	}
+	if f.statSince("d/old", since) != nil {
+		t.Error("a stat older than the listing was accepted")
+	}
+	if f.statSince("d/a", time.Time{}) != nil {
+		t.Error("an expired stat was accepted outside a listing")
+	}
+	ds.Close()
+	ds.Close() // RELEASEDIR once; a second Close must not underflow
+	if _, ok, _ := f.listed("d/", "a"); ok {
+		t.Error("listing still usable past the TTL after its stream was closed")
+	}
+	if l.readers != 0 {
+		t.Errorf("readers = %d", l.readers)
 	}
 }

@@ -146,11 +146,13 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		obj *object
 		err error
 	)
-	if lk, ok := f.listed(d.prefix(), name); ok {
+	if lk, ok, began := f.listed(d.prefix(), name); ok {
 		// A fresh listing of this directory answers without a LIST.
 		k = lk
 		if k == entryFile {
-			obj, err = f.head(ctx, key)
+			if obj = f.statSince(key, began); obj == nil {
+				obj, err = f.head(ctx, key)
+			}
 			if isNotFound(err) {
 				k, err = entryNone, nil
 			}
@@ -182,9 +184,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 
 func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	f := d.fsys
-	if entries, ok := f.cachedEntries(d.prefix()); ok {
+	if l, entries, ok := f.cachedEntries(d.prefix()); ok {
 		// Listed within the TTL and unchanged through this mount since.
-		return fs.NewListDirStream(f.withPending(d.prefix(), entries)), 0
+		return f.listingStream(l, f.withPending(d.prefix(), entries)), 0
 	}
 	seen := make(map[string]bool)
 	var entries []fuse.DirEntry
@@ -192,7 +194,7 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	// The HEADs that ls -l's lookups will want start with the first page,
 	// not after the last one.
 	pf := f.startHeadPrefetch()
-	gen := f.listGen(d.prefix())
+	gen, began := f.listGen(d.prefix()), time.Now()
 	err := f.store.List(ctx, d.prefix(), "/", func(p objectstore.ListPage) error {
 		for _, pre := range p.Prefixes {
 			name := strings.TrimSuffix(strings.TrimPrefix(pre, d.prefix()), "/")
@@ -239,8 +241,9 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			kinds[e.Name] = entryFile
 		}
 	}
-	pf.finish(f.putListing(d.prefix(), gen, kinds, entries))
-	return fs.NewListDirStream(f.withPending(d.prefix(), entries)), 0
+	l, done := f.putListing(d.prefix(), gen, began, kinds, entries)
+	pf.finish(done)
+	return f.listingStream(l, entries), 0
 }
 
 // withPending adds the files being written under prefix, which no listing

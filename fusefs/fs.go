@@ -246,6 +246,19 @@ func (f *FS) cachedStat(key string) *object {
 	return e.obj
 }
 
+// statSince is cachedStat, also accepting an expired stat obtained (or
+// renewed by a LIST) at or after since: one as fresh as the listing that
+// began then.
+func (f *FS) statSince(key string, since time.Time) *object {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.stats[key]
+	if !ok || (time.Since(e.at) > f.opt.MetadataTTL && (since.IsZero() || e.at.Before(since))) {
+		return nil
+	}
+	return e.obj
+}
+
 func (f *FS) putStat(key string, o *object) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
