@@ -50,6 +50,9 @@ type Config struct {
 	UploadConcurrency int
 	KeyCacheSize      int
 	KeyCacheTTL       time.Duration
+	// KMSKeyAhead is how many unused data keys each KMS key keeps generated
+	// ahead per materials description (cse.KeyAhead); 0: none.
+	KMSKeyAhead int
 
 	LogLevel  string
 	FuseDebug bool
@@ -154,6 +157,9 @@ func (c *Config) normalize() (source, error) {
 	}
 	if c.KMSWrap != "kms+context" && c.KMSWrap != "kms" {
 		return src, fmt.Errorf("--kms-wrap %q: expected kms+context or kms", c.KMSWrap)
+	}
+	if c.KMSKeyAhead < 0 {
+		return src, fmt.Errorf("--kms-key-ahead %d: expected 0 (off) or more", c.KMSKeyAhead)
 	}
 	if c.StorageMode == "" {
 		c.StorageMode = "object-metadata"

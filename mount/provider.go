@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -103,6 +104,42 @@ type keySetup struct {
 	// ZoneOf is fusefs.Options.ZoneOf: nil unless new objects' keys depend
 	// on their prefix (zones, or keyring rules).
 	ZoneOf func(bucketKey string) string
+	// aheads are the KMS providers' pools of data keys generated ahead;
+	// Close zeroes them.
+	aheads []*cse.KeyAhead
+}
+
+// Close stops the key-ahead pools and zeroes their unused data keys. Later
+// key requests go to KMS directly. Safe on a nil keySetup.
+func (ks *keySetup) Close() {
+	if ks == nil {
+		return
+	}
+	for _, a := range ks.aheads {
+		a.Close()
+	}
+}
+
+// keyAheadErrorLog returns a KeyAheadOptions.OnError that logs the failures
+// of one KMS key's background GenerateDataKey calls: the first at once, then
+// at most one a minute (a failing KMS fails the next create anyway, which
+// fusefs logs).
+func keyAheadErrorLog(log *slog.Logger, keyID string) func(error) {
+	var (
+		mu         sync.Mutex
+		last       time.Time
+		suppressed int
+	)
+	return func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !last.IsZero() && time.Since(last) < time.Minute {
+			suppressed++
+			return
+		}
+		log.Warn("KMS key-ahead: background GenerateDataKey failed; new files ask KMS directly", "kms_key", keyID, "cause", err.Error(), "suppressed", suppressed)
+		last, suppressed = time.Now(), 0
+	}
 }
 
 // buildProvider builds the key providers cfg asks for and checks them (each
@@ -144,8 +181,16 @@ func buildProvider(ctx context.Context, cfg *Config, src source, loadAWS func() 
 		return ks, nil
 	}
 
+	// Each KMS key generates data keys ahead (cse.KeyAhead), unless
+	// --kms-key-ahead 0, or every object gets its own materials description
+	// (EMRFS's Path), which would waste every key generated ahead.
+	keyAhead := cfg.KMSKeyAhead
+	if keyAhead > 0 && ks.MatDescFor != nil {
+		log.Info("--materials-description stores each object's Path: KMS data keys are not generated ahead")
+		keyAhead = 0
+	}
 	var kc *kms.Client
-	kmsByID := map[string]*cse.KMSProvider{}
+	kmsByID := map[string]cse.Provider{}
 	var kmsOrder []cse.Provider
 	kmsProvider := func(keyID string) (cse.Provider, error) {
 		if p, ok := kmsByID[keyID]; ok {
@@ -171,9 +216,15 @@ func buildProvider(ctx context.Context, cfg *Config, src source, loadAWS func() 
 		}
 		checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		p, err := cse.NewKMSProvider(checkCtx, kc, keyID, cse.KMSOptions{Wrap: wrap})
+		kp, err := cse.NewKMSProvider(checkCtx, kc, keyID, cse.KMSOptions{Wrap: wrap})
 		if err != nil {
 			return nil, fmt.Errorf("KMS key %s: %w", keyID, err)
+		}
+		var p cse.Provider = kp
+		if keyAhead > 0 {
+			a := cse.NewKeyAhead(kp, cse.KeyAheadOptions{Depth: keyAhead, OnError: keyAheadErrorLog(log, keyID)})
+			ks.aheads = append(ks.aheads, a)
+			p = a
 		}
 		kmsByID[keyID] = p
 		kmsOrder = append(kmsOrder, p)

@@ -71,6 +71,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err != nil {
 		return err
 	}
+	defer keys.Close() // on the error paths; idempotent
 	provider := keys.Provider
 	fsys, root, err := fusefs.New(fusefs.Options{
 		Store:           store,
@@ -141,6 +142,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	}()
 	server.Wait()
 	fsys.WaitUploads(30 * time.Second)
+	keys.Close() // zero the data keys generated ahead
 	if c, ok := provider.(*keycache.Cache); ok {
 		c.Purge() // zero the unwrapped data keys
 	}
