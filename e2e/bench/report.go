@@ -185,7 +185,7 @@ func (b *bench) report(w io.Writer) {
 		if has("csefs.ls.warm") && has("rclone.ls.warm") {
 			warm = fmt.Sprintf("; warm %.2f×", med("csefs.ls.warm")/med("rclone.ls.warm"))
 		}
-		row(fmt.Sprintf("`ls -l` of %d entries, cold (%s + remount) / warm", b.opt.files, cold),
+		row(fmt.Sprintf("`ls -l` of %d entries, cold (%s + remount) / warm (csefs with --metadata-ttl %s)", b.opt.files, cold, lsTTL),
 			or("csefs.ls.cold", both("csefs")), or("sdk.list", "paginated ListObjectsV2 of the prefix: "+secs("sdk.list")+" (cold)"+
 				maybe("sdk.listhead", "; LIST and a HEAD of every key, 32 at once: "+secs("sdk.listhead"))),
 			or("csefs.ls.cold", vsSDK("csefs.ls.cold", "sdk.list")+" (cold vs LIST)"+
