@@ -237,7 +237,7 @@ func (b *bench) report(w io.Writer) {
 		}
 	}
 	if len(b.s3Ops) > 0 {
-		fmt.Fprintln(w, "\nS3 requests by the mount (counting proxy in front of MinIO):")
+		fmt.Fprintln(w, "\nS3 requests by the mount (counting proxy in front of MinIO, in a second, untimed pass of each workload):")
 		for _, l := range b.s3Ops {
 			fmt.Fprintln(w, "- "+l)
 		}
