@@ -143,7 +143,7 @@ func New(opt Options) (*FS, fs.InodeEmbedder, error) {
 		opt.DirMode = 0o755
 	}
 	if opt.ReadAhead <= 0 {
-		opt.ReadAhead = 8 << 20
+		opt.ReadAhead = 32 << 20
 	}
 	f := &FS{
 		opt:      opt,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -30,6 +31,16 @@ import (
 //
 // chunkSize is the unit of sequential read-ahead.
 const chunkSize = 1 << 20
+
+// keepBehind is how far behind the furthest read a sequential stream keeps
+// its decrypted chunks: the kernel's read-ahead sends several READs at once,
+// and they are served in any order.
+var keepBehind int64 = 32 << 20
+
+// waitAhead is how far beyond what a sequential stream has decrypted a read
+// may start and still wait for the stream, rather than be served on its own
+// as a random read: the kernel's read-ahead runs up to read_ahead_kb ahead.
+var waitAhead int64 = 32 << 20
 
 // streamChunk and streamParallel shape the ranged GETs of a sequential
 // stream: up to streamParallel ranges of streamChunk bytes in flight.
@@ -208,12 +219,12 @@ func (r *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	}
 	r.mu.Unlock()
 	if seq != nil {
-		ok, err := seq.readAt(ctx, dest, off)
+		res, ok, err := seq.readAt(ctx, off, n)
 		if err != nil {
 			return nil, r.fsys.logErr("read", o.key, err)
 		}
 		if ok {
-			return fuse.ReadResultData(dest), 0
+			return res, 0
 		}
 	}
 	if err := r.readRange(ctx, dest, off); err != nil {
@@ -290,7 +301,8 @@ type seqReader struct {
 
 	mu     sync.Mutex
 	cond   *sync.Cond
-	chunks [][]byte // contiguous, chunks[0] starts at start
+	chunks []*chunk // contiguous, chunks[0] starts at start
+	served []int64  // bytes of each chunk handed out so far
 	start  int64
 	end    int64
 	pos    int64 // furthest offset a reader asked for
@@ -300,9 +312,65 @@ type seqReader struct {
 
 var errHandleClosed = errors.New("fusefs: read handle closed")
 
-// chunkPool recycles read-ahead chunks (chunkSize bytes). A chunk is only
-// read under seqReader.mu and returned to the pool under it too.
-var chunkPool = sync.Pool{New: func() any { return make([]byte, chunkSize) }}
+// A chunk is chunkSize bytes of decrypted read-ahead, shared by the stream
+// that holds it and the replies being written from it (chunkResult): it
+// goes back to chunkPool when the last of them lets go.
+type chunk struct {
+	buf  []byte
+	refs atomic.Int32
+}
+
+var chunkPool = sync.Pool{New: func() any { return &chunk{buf: make([]byte, chunkSize)} }}
+
+func getChunk() *chunk {
+	c := chunkPool.Get().(*chunk)
+	c.refs.Store(1)
+	return c
+}
+
+func (c *chunk) release() {
+	if c.refs.Add(-1) == 0 {
+		c.buf = c.buf[:chunkSize]
+		chunkPool.Put(c)
+	}
+}
+
+// chunkResult is a READ reply that points into the stream's chunks instead
+// of copying them: go-fuse writes its slices with writev(2) (Slices) and
+// calls Done once they are in the kernel. A reply never sent (an
+// interrupted request) just leaves its chunks to the garbage collector.
+type chunkResult struct {
+	slices [][]byte
+	held   []*chunk
+	once   sync.Once
+}
+
+func (r *chunkResult) Slices() ([][]byte, fuse.Status) { return r.slices, fuse.OK }
+
+func (r *chunkResult) Size() int {
+	n := 0
+	for _, b := range r.slices {
+		n += len(b)
+	}
+	return n
+}
+
+func (r *chunkResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	buf = buf[:0]
+	for _, b := range r.slices {
+		buf = append(buf, b...)
+	}
+	return buf, fuse.OK
+}
+
+func (r *chunkResult) Done() {
+	r.once.Do(func() {
+		for _, c := range r.held {
+			c.release()
+		}
+		r.slices, r.held = nil, nil
+	})
+}
 
 func newSeqReader(src io.Reader, c io.Closer, size, readAhead int64, onVerify func()) *seqReader {
 	s := &seqReader{src: src, closer: c, size: size, readAhead: max(readAhead, 2*chunkSize), onVerify: onVerify}
@@ -326,7 +394,8 @@ func (s *seqReader) pump() {
 		s.mu.Unlock()
 
 		n := min(int64(chunkSize), s.size-next)
-		buf := chunkPool.Get().([]byte)[:n]
+		c := getChunk()
+		buf := c.buf[:n]
 		_, err := io.ReadFull(s.src, buf)
 		if err == nil && next+n == s.size {
 			// Last chunk: release it only once the stream has ended
@@ -348,22 +417,19 @@ func (s *seqReader) pump() {
 
 		s.mu.Lock()
 		if s.err != nil { // closed meanwhile
-			chunkPool.Put(buf[:chunkSize])
+			c.release()
 			s.mu.Unlock()
 			return
 		}
 		if err != nil {
-			chunkPool.Put(buf[:chunkSize])
+			c.release()
 			s.err = err
 		} else {
-			s.chunks = append(s.chunks, buf)
+			c.buf = buf
+			s.chunks = append(s.chunks, c)
+			s.served = append(s.served, 0)
 			s.end += n
-			// Keep one chunk behind the furthest read.
-			for len(s.chunks) > 1 && s.start+int64(len(s.chunks[0])) < s.pos-chunkSize {
-				s.start += int64(len(s.chunks[0]))
-				chunkPool.Put(s.chunks[0][:chunkSize])
-				s.chunks = s.chunks[1:]
-			}
+			s.trim()
 			if s.end == s.size {
 				s.done = true
 				s.err = io.EOF
@@ -380,15 +446,16 @@ func (s *seqReader) pump() {
 	}
 }
 
-// readAt fills dest from offset off. ok is false when off is outside what the
-// stream can serve (behind the kept chunks, or too far ahead).
-func (s *seqReader) readAt(ctx context.Context, dest []byte, off int64) (ok bool, err error) {
+// readAt returns the bytes [off, off+n) as a reply that points into the
+// stream's chunks. ok is false when off is outside what the stream can serve
+// (behind the kept chunks, or too far ahead).
+func (s *seqReader) readAt(ctx context.Context, off, n int64) (res *chunkResult, ok bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if off < s.start || off > s.end+s.readAhead {
-		return false, nil
+	if off < s.start || off > s.end+max(s.readAhead, waitAhead) {
+		return nil, false, nil
 	}
-	want := off + int64(len(dest))
+	want := off + n
 	if want > s.pos {
 		s.pos = want
 		s.cond.Broadcast()
@@ -398,25 +465,45 @@ func (s *seqReader) readAt(ctx context.Context, dest []byte, off int64) (ok bool
 	}
 	if s.end < want {
 		if s.err == errHandleClosed {
-			return false, errHandleClosed
+			return nil, false, errHandleClosed
 		}
-		return false, s.err
+		return nil, false, s.err
 	}
 	if off < s.start {
-		return false, nil // dropped while waiting
+		return nil, false, nil // dropped while waiting
 	}
-	// Copy out of the kept chunks.
+	res = &chunkResult{}
 	pos := s.start
-	for _, c := range s.chunks {
-		cend := pos + int64(len(c))
+	for i, c := range s.chunks {
+		cend := pos + int64(len(c.buf))
 		if cend > off && pos < want {
 			from := max(off, pos)
 			to := min(want, cend)
-			copy(dest[from-off:to-off], c[from-pos:to-pos])
+			res.slices = append(res.slices, c.buf[from-pos:to-pos])
+			c.refs.Add(1)
+			res.held = append(res.held, c)
+			s.served[i] += to - from
 		}
 		pos = cend
 	}
-	return true, nil
+	s.trim()
+	return res, true, nil
+}
+
+// trim drops the chunks the reader is done with: those read whole, and any
+// further than keepBehind behind the furthest read (a read the kernel never
+// sent). The last chunk stays, for reads that end there. s.mu is held.
+func (s *seqReader) trim() {
+	for len(s.chunks) > 1 {
+		n := int64(len(s.chunks[0].buf))
+		end := s.start + n
+		if !(s.served[0] >= n && end <= s.pos) && end >= s.pos-keepBehind {
+			return
+		}
+		s.start = end
+		s.chunks[0].release()
+		s.chunks, s.served = s.chunks[1:], s.served[1:]
+	}
 }
 
 func (s *seqReader) close() {
@@ -429,9 +516,9 @@ func (s *seqReader) close() {
 		s.err = errHandleClosed
 	}
 	for _, c := range s.chunks {
-		chunkPool.Put(c[:chunkSize])
+		c.release()
 	}
-	s.chunks = nil
+	s.chunks, s.served = nil, nil
 	s.cond.Broadcast()
 }
 
