@@ -272,3 +272,24 @@ func TestReadAuthenticationPolicy(t *testing.T) {
 		t.Fatalf("strict pread of an untouched range: %v, want EIO", err)
 	}
 }
+
+// TestMountReadAhead: the mount raises the kernel's read-ahead for itself
+// to 1 MiB (FUSE's INIT can only lower the 128 KiB default), so sequential
+// reads arrive as 1 MiB READs.
+func TestMountReadAhead(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount(t, "")
+	var st syscall.Stat_t
+	if err := syscall.Stat(m.path(), &st); err != nil {
+		t.Fatal(err)
+	}
+	dev := uint64(st.Dev)
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", (dev>>8)&0xfff|(dev>>32)&^0xfff, dev&0xff|(dev>>12)&^0xff)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(b)); got != "1024" {
+		t.Errorf("%s = %s, want 1024", path, got)
+	}
+}

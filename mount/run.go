@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -117,6 +118,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	server, err := fs.Mount(cfg.Mountpoint, root, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
+	}
+	if err := setReadAhead(cfg.Mountpoint, opts.MaxReadAhead); err != nil {
+		log.Debug("kernel read-ahead left at its default", "cause", err.Error())
 	}
 	pidfile := pidFile(cfg.Mountpoint)
 	if err := os.MkdirAll(filepath.Dir(pidfile), 0o700); err == nil {
@@ -376,6 +380,23 @@ func pidFile(mnt string) string {
 }
 
 // setMemoryTarget sets the Go runtime's soft memory limit, unless the
+// setReadAhead raises the kernel's read-ahead for the mount to n bytes. FUSE
+// can only lower the default (128 KiB) at INIT; the mount's backing device
+// takes more through sysfs (root only). With 1 MiB the kernel sends 1 MiB
+// READs for sequential reads instead of 128 to 256 KiB ones: a quarter of
+// the requests.
+func setReadAhead(mnt string, n int) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(mnt, &st); err != nil {
+		return err
+	}
+	dev := uint64(st.Dev)
+	major := (dev>>8)&0xfff | (dev>>32)&^0xfff // glibc's gnu_dev_major
+	minor := dev&0xff | (dev>>12)&^0xff
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
+	return os.WriteFile(path, []byte(strconv.Itoa(n>>10)), 0)
+}
+
 // GOMEMLIMIT environment variable already did. Part buffers and read-ahead
 // are reused, so the heap's live size is bounded per open file; without a
 // limit the collector lets the heap grow to twice that before it runs.
