@@ -582,7 +582,8 @@ func (b *bench) seq(size int64, pfx string, run int) error {
 	if err := resetHWM(self); err != nil {
 		return err
 	}
-	t, err := timed(func() error {
+	daemon, _ := b.direct.pid()
+	t, err := b.cpuTimed(pfx+"sdk.write", 0, func() error {
 		return sdkUpload(b.ctx, b.s3c, b.bucket, sdkKey, src.path, size, sdkPartSize, sdkConcurrency)
 	})
 	if err != nil {
@@ -593,7 +594,7 @@ func (b *bench) seq(size int64, pfx string, run int) error {
 		b.record("rss."+pfx+"sdk.write", float64(rss))
 	}
 	if err := b.daemonPhase(b.direct, pfx+"write", run, func() error {
-		t, err := timed(func() error { return runCmd(b.ctx, nil, "cp", src.path, mntPath) })
+		t, err := b.cpuTimed(pfx+"csefs.write", daemon, func() error { return runCmd(b.ctx, nil, "cp", src.path, mntPath) })
 		b.record(pfx+"csefs.write", t)
 		return err
 	}); err != nil {
@@ -610,7 +611,7 @@ func (b *bench) seq(size int64, pfx string, run int) error {
 	// read: each cold.
 	b.logf("run %d: read", run)
 	b.drop()
-	if t, err = timed(func() error {
+	if t, err = b.cpuTimed(pfx+"sdk.read.ranged", 0, func() error {
 		return sdkRangedGet(b.ctx, b.s3c, b.bucket, sdkKey, size, sdkPartSize, sdkConcurrency)
 	}); err != nil {
 		return err
@@ -632,7 +633,7 @@ func (b *bench) seq(size int64, pfx string, run int) error {
 	}
 	defer devnull.Close()
 	if err := b.daemonPhase(b.direct, pfx+"read", run, func() error {
-		t, err := timed(func() error { return runCmd(b.ctx, devnull, "cat", mntPath) })
+		t, err := b.cpuTimed(pfx+"csefs.read", daemon, func() error { return runCmd(b.ctx, devnull, "cat", mntPath) })
 		b.record(pfx+"csefs.read", t)
 		return err
 	}); err != nil {
@@ -650,6 +651,30 @@ func (b *bench) seq(size int64, pfx string, run int) error {
 	}
 	b.checks++
 	return nil
+}
+
+// cpuTimed times fn and records the CPU it took, in core-seconds: the whole
+// machine's (cpu.NAME.machine, against cpu.NAME.cores of capacity), MinIO's
+// and, if daemon is not 0, the csefs daemon's.
+func (b *bench) cpuTimed(name string, daemon int, fn func() error) (float64, error) {
+	pids := map[string]int{"minio": pidByName("minio")}
+	if daemon != 0 {
+		pids["daemon"] = daemon
+	}
+	c0 := takeCPU(pids)
+	t, err := timed(fn)
+	if err != nil {
+		return t, err
+	}
+	c1 := takeCPU(pids)
+	b.record("cpu."+name+".machine", c1.busy-c0.busy)
+	b.record("cpu."+name+".cores", t*float64(runtime.NumCPU()))
+	for k := range pids {
+		if _, ok := c1.procs[k]; ok {
+			b.record("cpu."+name+"."+k, c1.procs[k]-c0.procs[k])
+		}
+	}
+	return t, nil
 }
 
 // creates is the create workload.

@@ -230,6 +230,30 @@ func (b *bench) report(w io.Writer) {
 		fmt.Fprintf(w, "\nCorrectness: every file read back through the mount (cold) had the source's SHA-256 "+
 			"(%d whole-file checks through csefs, %d through rclone).\n", b.checks, b.rcChecks)
 	}
+	var cpuLines []string
+	for _, ph := range []struct{ key, label string }{
+		{"sdk.write", "SDK upload"}, {"csefs.write", "csefs cp in"},
+		{"sdk.read.ranged", "SDK ranged GETs"}, {"csefs.read", "csefs cat out"},
+		{"big.sdk.write", "big SDK upload"}, {"big.csefs.write", "big csefs cp in"},
+		{"big.sdk.read.ranged", "big SDK ranged GETs"}, {"big.csefs.read", "big csefs cat out"},
+	} {
+		k := "cpu." + ph.key
+		if !has(k + ".machine") {
+			continue
+		}
+		l := fmt.Sprintf("%s: machine %.2f of %.2f core-s (%.0f%% busy), MinIO %.2f", ph.label,
+			med(k+".machine"), med(k+".cores"), 100*med(k+".machine")/med(k+".cores"), med(k+".minio"))
+		if has(k + ".daemon") {
+			l += fmt.Sprintf(", csefs daemon %.2f", med(k+".daemon"))
+		}
+		cpuLines = append(cpuLines, l)
+	}
+	if len(cpuLines) > 0 {
+		fmt.Fprintln(w, "\nCPU during the throughput workloads (medians; the rest of the machine's time is the client: cp, cat, the kernel's FUSE and page-cache work, or the SDK):")
+		for _, l := range cpuLines {
+			fmt.Fprintln(w, "- "+l)
+		}
+	}
 	if len(b.kmsOps) > 0 {
 		fmt.Fprintln(w, "\nKMS calls by workload (counting proxy in front of local-kms; first run only):")
 		for _, l := range b.kmsOps {

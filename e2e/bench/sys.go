@@ -192,3 +192,52 @@ func loadAvg() string {
 	}
 	return "unknown"
 }
+
+// cpuSnap is CPU time so far, in seconds: the whole machine (busy, of all
+// cores), and the processes named by pid.
+type cpuSnap struct {
+	busy  float64
+	procs map[string]float64
+}
+
+// clockTick is USER_HZ, the unit of /proc's CPU times on Linux.
+const clockTick = 100
+
+// takeCPU reads /proc/stat and /proc/PID/stat of each process in pids.
+func takeCPU(pids map[string]int) cpuSnap {
+	s := cpuSnap{procs: map[string]float64{}}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		var u, n, sy, id, io, irq, sirq, steal float64
+		fmt.Sscanf(string(b), "cpu %f %f %f %f %f %f %f %f", &u, &n, &sy, &id, &io, &irq, &sirq, &steal)
+		s.busy = (u + n + sy + irq + sirq) / clockTick
+	}
+	for name, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command (which may hold spaces) end with ")".
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 12 {
+			ut, _ := strconv.ParseFloat(f[11], 64)
+			st, _ := strconv.ParseFloat(f[12], 64)
+			s.procs[name] = (ut + st) / clockTick
+		}
+	}
+	return s
+}
+
+// pidByName returns the pid of the first process whose comm is name, or 0.
+func pidByName(name string) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(b)) == name {
+			return pid
+		}
+	}
+	return 0
+}
