@@ -71,7 +71,8 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "staging-dir", Usage: "directory for the encrypted staging files of random writes, appends and edits (default: " + mount.DefaultStagingDir() + ")"},
 			&cli.StringFlag{Name: "staging-limit", Value: "10GiB", Usage: "bound on the staging files' total size; writes past it fail with ENOSPC (0: none)"},
 			&cli.StringFlag{Name: "part-size", Value: "16MiB", Usage: "multipart upload part size"},
-			&cli.StringFlag{Name: "memory-target", Value: "160MiB", Usage: "soft limit for the daemon's Go heap (GOMEMLIMIT): garbage is collected harder near it; buffers are bounded per open file regardless (0: Go's default)"},
+			&cli.StringFlag{Name: "memory-budget", Value: "128MiB", Usage: "read-ahead and upload buffers of all open files together, beyond a minimum per file (one ranged GET and 2 MiB of read-ahead per reader, one part per writer); past it reads fetch less ahead and writes upload fewer parts at once (0: no shared bound)"},
+			&cli.StringFlag{Name: "memory-target", Value: "160MiB", Usage: "soft limit for the daemon's Go heap (GOMEMLIMIT): garbage is collected harder near it; buffers are bounded by --memory-budget regardless (0: Go's default)"},
 			&cli.IntFlag{Name: "upload-concurrency", Value: 4, Usage: "parts of one file uploaded in parallel"},
 			&cli.IntFlag{Name: "key-cache-size", Value: 1024, Usage: "unwrapped data keys kept in memory"},
 			&cli.DurationFlag{Name: "key-cache-ttl", Value: 10 * time.Minute, Usage: "how long an unwrapped data key is kept"},
@@ -147,6 +148,9 @@ func runMount(c *cli.Context) error {
 	}
 	if cfg.PartSize, err = mount.ParseSize(c.String("part-size")); err != nil {
 		return fmt.Errorf("--part-size: %w", err)
+	}
+	if cfg.MemoryBudget, err = mount.ParseSize(c.String("memory-budget")); err != nil {
+		return fmt.Errorf("--memory-budget: %w", err)
 	}
 	if cfg.StagingLimit, err = mount.ParseSize(c.String("staging-limit")); err != nil {
 		return fmt.Errorf("--staging-limit: %w", err)

@@ -80,6 +80,10 @@ type Options struct {
 	// StagingLimit bounds the staging files' total size; past it writers get
 	// ENOSPC. 0 means no bound.
 	StagingLimit int64
+	// Budget bounds the read-ahead of all open files together (and, given
+	// to the store, the upload parts of all files being written); nil means
+	// no bound beyond the per-file ones.
+	Budget *objectstore.Budget
 	// ReadAhead is the sequential read-ahead window in bytes.
 	ReadAhead int64
 	Logger    *slog.Logger

@@ -30,6 +30,8 @@ type prefetchReader struct {
 	parallel int
 	cur      []byte
 	curBuf   []byte // the pooled buffer cur points into
+	curCost  int64  // what curBuf took from budget
+	budget   *objectstore.Budget
 	err      error
 }
 
@@ -37,6 +39,7 @@ type fetch struct {
 	done chan struct{}
 	data []byte
 	err  error
+	cost int64 // taken from the budget
 }
 
 // rangePool recycles the streamChunk-sized range buffers: fresh ones would
@@ -56,17 +59,25 @@ func putRange(b []byte) {
 	}
 }
 
-func newPrefetchReader(ctx context.Context, store objectstore.Store, key, etag string, off, size, chunk int64, parallel int) *prefetchReader {
+// Ranges beyond the first in flight come from budget; when it is spent,
+// fewer ranges are fetched at once.
+func newPrefetchReader(ctx context.Context, store objectstore.Store, key, etag string, off, size, chunk int64, parallel int, budget *objectstore.Budget) *prefetchReader {
 	ctx, cancel := context.WithCancel(ctx)
 	first := min(int64(1<<20+128<<10), chunk) // one kernel read-ahead and a bit
 	return &prefetchReader{ctx: ctx, cancel: cancel, store: store, key: key, etag: etag, end: size,
-		next: off, nextSize: first, chunk: chunk, parallel: max(parallel, 1)}
+		next: off, nextSize: first, chunk: chunk, parallel: max(parallel, 1), budget: budget}
 }
 
 func (p *prefetchReader) schedule() {
 	for len(p.queue) < p.parallel && p.next < p.end {
 		n := min(p.nextSize, p.end-p.next)
 		f := &fetch{done: make(chan struct{})}
+		if len(p.queue) > 0 {
+			if !p.budget.TryAcquire(n) {
+				return
+			}
+			f.cost = n
+		}
 		go p.get(f, p.next, n)
 		p.queue = append(p.queue, f)
 		p.next += n
@@ -117,11 +128,13 @@ func (p *prefetchReader) Read(b []byte) (int, error) {
 		}
 		p.queue = p.queue[1:]
 		if f.err != nil {
+			p.budget.Release(f.cost)
 			p.err = f.err
 			return 0, p.err
 		}
 		putRange(p.curBuf)
-		p.cur, p.curBuf = f.data, f.data
+		p.budget.Release(p.curCost)
+		p.cur, p.curBuf, p.curCost = f.data, f.data, f.cost
 		p.schedule()
 	}
 	n := copy(b, p.cur)
@@ -135,9 +148,11 @@ func (p *prefetchReader) Close() error {
 	for _, f := range p.queue {
 		<-f.done
 		putRange(f.data)
+		p.budget.Release(f.cost)
 	}
 	p.queue = nil
 	putRange(p.curBuf)
-	p.cur, p.curBuf = nil, nil
+	p.budget.Release(p.curCost)
+	p.cur, p.curBuf, p.curCost = nil, nil, 0
 	return nil
 }

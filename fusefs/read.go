@@ -110,7 +110,7 @@ func (r *readHandle) openStream(ctx context.Context) (io.Reader, io.Closer, erro
 	o := r.obj
 	var rc io.ReadCloser
 	if o.info.Size > streamChunk {
-		rc = newPrefetchReader(ctx, r.fsys.store, o.key, o.info.ETag, 0, o.info.Size, streamChunk, streamParallel)
+		rc = newPrefetchReader(ctx, r.fsys.store, o.key, o.info.ETag, 0, o.info.Size, streamChunk, streamParallel, r.fsys.opt.Budget)
 	} else {
 		var err error
 		rc, _, err = r.fsys.store.Get(ctx, o.key, objectstore.GetOptions{Length: -1, IfMatch: o.info.ETag})
@@ -213,7 +213,7 @@ func (r *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 			r.mu.Unlock()
 			return nil, r.fsys.logErr("read", o.key, err)
 		}
-		seq = newSeqReader(src, closerFunc(func() error { cancel(); return c.Close() }), o.plainSize, r.fsys.opt.ReadAhead, func() { r.fsys.setVerified(o.key, o.info.ETag) })
+		seq = newSeqReader(src, closerFunc(func() error { cancel(); return c.Close() }), o.plainSize, r.fsys.opt.ReadAhead, r.fsys.opt.Budget, func() { r.fsys.setVerified(o.key, o.info.ETag) })
 		seq.cancel = cancel
 		r.seq = seq
 	}
@@ -297,6 +297,7 @@ type seqReader struct {
 	cancel    context.CancelFunc // stops the fetches in flight
 	size      int64
 	readAhead int64
+	budget    *objectstore.Budget
 	onVerify  func()
 
 	mu     sync.Mutex
@@ -318,6 +319,7 @@ var errHandleClosed = errors.New("fusefs: read handle closed")
 type chunk struct {
 	buf  []byte
 	refs atomic.Int32
+	cost int64 // what the stream took from the budget for it
 }
 
 var chunkPool = sync.Pool{New: func() any { return &chunk{buf: make([]byte, chunkSize)} }}
@@ -372,8 +374,12 @@ func (r *chunkResult) Done() {
 	})
 }
 
-func newSeqReader(src io.Reader, c io.Closer, size, readAhead int64, onVerify func()) *seqReader {
-	s := &seqReader{src: src, closer: c, size: size, readAhead: max(readAhead, 2*chunkSize), onVerify: onVerify}
+// seqMinChunks is the decrypted read-ahead a stream keeps outside the memory
+// budget; chunks beyond it come from the budget.
+const seqMinChunks = 2
+
+func newSeqReader(src io.Reader, c io.Closer, size, readAhead int64, budget *objectstore.Budget, onVerify func()) *seqReader {
+	s := &seqReader{src: src, closer: c, size: size, readAhead: max(readAhead, seqMinChunks*chunkSize), budget: budget, onVerify: onVerify}
 	s.cond = sync.NewCond(&s.mu)
 	go s.pump()
 	return s
@@ -383,11 +389,26 @@ func (s *seqReader) pump() {
 	defer s.closer.Close()
 	for {
 		s.mu.Lock()
-		for s.err == nil && s.end-s.pos >= s.readAhead {
-			s.cond.Wait()
+		var cost int64
+		for s.err == nil {
+			if s.end-s.pos >= s.readAhead {
+				s.cond.Wait()
+				continue
+			}
+			// Beyond seqMinChunks, read ahead only what the budget
+			// allows, unless a reader is waiting for this very chunk.
+			if len(s.chunks) < seqMinChunks || s.pos > s.end {
+				break
+			}
+			if s.budget.TryAcquire(chunkSize) {
+				cost = chunkSize
+				break
+			}
+			s.cond.Wait() // until the reader moves on
 		}
 		if s.err != nil {
 			s.mu.Unlock()
+			s.budget.Release(cost)
 			return
 		}
 		next := s.end
@@ -395,6 +416,7 @@ func (s *seqReader) pump() {
 
 		n := min(int64(chunkSize), s.size-next)
 		c := getChunk()
+		c.cost = cost
 		buf := c.buf[:n]
 		_, err := io.ReadFull(s.src, buf)
 		if err == nil && next+n == s.size {
@@ -417,12 +439,12 @@ func (s *seqReader) pump() {
 
 		s.mu.Lock()
 		if s.err != nil { // closed meanwhile
-			c.release()
+			s.drop(c)
 			s.mu.Unlock()
 			return
 		}
 		if err != nil {
-			c.release()
+			s.drop(c)
 			s.err = err
 		} else {
 			c.buf = buf
@@ -501,9 +523,16 @@ func (s *seqReader) trim() {
 			return
 		}
 		s.start = end
-		s.chunks[0].release()
+		s.drop(s.chunks[0])
 		s.chunks, s.served = s.chunks[1:], s.served[1:]
 	}
+}
+
+// drop lets go of the stream's reference to c and of its budget.
+func (s *seqReader) drop(c *chunk) {
+	s.budget.Release(c.cost)
+	c.cost = 0
+	c.release()
 }
 
 func (s *seqReader) close() {
@@ -516,7 +545,7 @@ func (s *seqReader) close() {
 		s.err = errHandleClosed
 	}
 	for _, c := range s.chunks {
-		c.release()
+		s.drop(c)
 	}
 	s.chunks, s.served = nil, nil
 	s.cond.Broadcast()

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+
+	"github.com/csefs/csefs/objectstore"
 )
 
 func seqData(n int) []byte {
@@ -31,7 +33,7 @@ func joined(res *chunkResult) []byte {
 // right bytes, as the kernel's concurrent read-ahead READs do.
 func TestSeqReaderOutOfOrder(t *testing.T) {
 	data := seqData(9*chunkSize + 12345)
-	s := newSeqReader(bytes.NewReader(data), io.NopCloser(nil), int64(len(data)), 4*chunkSize, nil)
+	s := newSeqReader(bytes.NewReader(data), io.NopCloser(nil), int64(len(data)), 4*chunkSize, nil, nil)
 	defer s.close()
 	const req = 128 << 10
 	var offs []int64
@@ -72,7 +74,7 @@ func TestSeqReaderOutOfOrder(t *testing.T) {
 // after the stream is closed; the chunks are recycled only after Done.
 func TestSeqReaderReplyHoldsChunks(t *testing.T) {
 	data := seqData(6 * chunkSize)
-	s := newSeqReader(bytes.NewReader(data), io.NopCloser(nil), int64(len(data)), 2*chunkSize, nil)
+	s := newSeqReader(bytes.NewReader(data), io.NopCloser(nil), int64(len(data)), 2*chunkSize, nil, nil)
 	res, ok, err := s.readAt(context.Background(), chunkSize-10, 20) // spans chunks 0 and 1
 	if err != nil || !ok {
 		t.Fatal(ok, err)
@@ -131,7 +133,7 @@ func (f *failingTail) Read(p []byte) (int, error) {
 func TestSeqReaderLastChunkWaitsForEnd(t *testing.T) {
 	data := seqData(3*chunkSize + 100)
 	bad := errors.New("tag mismatch")
-	s := newSeqReader(&failingTail{r: bytes.NewReader(data), err: bad}, io.NopCloser(nil), int64(len(data)), 4*chunkSize, nil)
+	s := newSeqReader(&failingTail{r: bytes.NewReader(data), err: bad}, io.NopCloser(nil), int64(len(data)), 4*chunkSize, nil, nil)
 	defer s.close()
 	res, ok, err := s.readAt(context.Background(), 0, chunkSize)
 	if err != nil || !ok {
@@ -140,5 +142,84 @@ func TestSeqReaderLastChunkWaitsForEnd(t *testing.T) {
 	res.Done()
 	if _, _, err := s.readAt(context.Background(), 3*chunkSize, 100); !errors.Is(err, bad) {
 		t.Errorf("read of the last chunk: err = %v, want the source's failure", err)
+	}
+}
+
+// With the budget spent, a stream still serves every byte, reading ahead
+// only seqMinChunks; it never takes more than the budget and gives all of
+// it back when closed.
+func TestSeqReaderBudget(t *testing.T) {
+	for _, limit := range []int64{1, 3 * chunkSize} {
+		b := objectstore.NewBudget(limit)
+		data := seqData(12*chunkSize + 77)
+		s := newSeqReader(bytes.NewReader(data), io.NopCloser(nil), int64(len(data)), 8*chunkSize, b, nil)
+		var got []byte
+		for off := int64(0); off < int64(len(data)); off += 256 << 10 {
+			n := min(256<<10, int64(len(data))-off)
+			res, ok, err := s.readAt(context.Background(), off, n)
+			if err != nil || !ok {
+				t.Fatalf("limit %d: readAt(%d): %v %v", limit, off, ok, err)
+			}
+			got = append(got, joined(res)...)
+			res.Done()
+			if u := b.Used(); u > limit {
+				t.Fatalf("limit %d: budget used %d", limit, u)
+			}
+			s.mu.Lock()
+			if kept := len(s.chunks); kept > seqMinChunks+int(limit/chunkSize)+1 {
+				t.Errorf("limit %d: %d chunks kept", limit, kept)
+			}
+			s.mu.Unlock()
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("limit %d: wrong bytes", limit)
+		}
+		s.close()
+		if u := b.Used(); u != 0 {
+			t.Errorf("limit %d: budget used %d after close", limit, u)
+		}
+	}
+}
+
+// A prefetch stream fetches ranges beyond the first only as the budget
+// allows, still delivers the whole object, and gives the budget back.
+func TestPrefetchBudget(t *testing.T) {
+	st, err := objectstore.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := seqData(5<<20 + 3)
+	info, err := st.Put(context.Background(), "obj", data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int64{1, 2 << 20} {
+		b := objectstore.NewBudget(limit)
+		p := newPrefetchReader(context.Background(), st, "obj", info.ETag, 0, int64(len(data)), 1<<20, 4, b)
+		var got []byte
+		buf := make([]byte, 100<<10)
+		for {
+			n, err := p.Read(buf)
+			got = append(got, buf[:n]...)
+			if u := b.Used(); u > limit {
+				t.Fatalf("limit %d: budget used %d", limit, u)
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if limit == 1 && len(p.queue) > 1 {
+				t.Fatalf("limit 1: %d ranges in flight", len(p.queue))
+			}
+		}
+		p.Close()
+		if !bytes.Equal(got, data) {
+			t.Fatalf("limit %d: wrong bytes", limit)
+		}
+		if u := b.Used(); u != 0 {
+			t.Errorf("limit %d: budget used %d after Close", limit, u)
+		}
 	}
 }

@@ -45,7 +45,10 @@ type Config struct {
 	StagingDir   string // encrypted staging files of non-sequential writes
 	StagingLimit int64  // bound on their total size (ENOSPC past it)
 
-	MemoryTarget      string // soft Go heap limit, e.g. "160MiB" ("0": none)
+	MemoryTarget string // soft Go heap limit, e.g. "160MiB" ("0": none)
+	// MemoryBudget bounds the read-ahead and upload part buffers of all open
+	// files together, beyond a small minimum per file (0: no shared bound).
+	MemoryBudget      int64
 	PartSize          int64
 	UploadConcurrency int
 	KeyCacheSize      int

@@ -68,7 +68,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err := setMemoryTarget(cfg.MemoryTarget); err != nil {
 		return err
 	}
-	store, keys, err := build(ctx, cfg, src, log)
+	// One bound for the read-ahead and upload parts of all open files.
+	budget := objectstore.NewBudget(cfg.MemoryBudget)
+	store, keys, err := build(ctx, cfg, src, budget, log)
 	if err != nil {
 		return err
 	}
@@ -86,6 +88,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		MetadataTTL:     cfg.MetadataTTL,
 		ReadOnly:        cfg.ReadOnly,
 		XAttrs:          cfg.XAttrs,
+		Budget:          budget,
 		UID:             cfg.UID,
 		GID:             cfg.GID,
 		FileMode:        cfg.FileMode,
@@ -173,7 +176,7 @@ func unmountServer(server interface{ Unmount() error }, mnt string, timeout time
 }
 
 // build makes the store and the key provider, and checks both work.
-func build(ctx context.Context, cfg Config, src source, log *slog.Logger) (objectstore.Store, *keySetup, error) {
+func build(ctx context.Context, cfg Config, src source, budget *objectstore.Budget, log *slog.Logger) (objectstore.Store, *keySetup, error) {
 	var (
 		store  objectstore.Store
 		awsCfg *aws.Config
@@ -198,6 +201,7 @@ func build(ctx context.Context, cfg Config, src source, log *slog.Logger) (objec
 		}
 		opt := objectstore.S3Options{
 			PartSize:        cfg.PartSize,
+			Budget:          budget,
 			Concurrency:     cfg.UploadConcurrency,
 			UnsignedPayload: true,
 		}

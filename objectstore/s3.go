@@ -56,6 +56,10 @@ type S3Options struct {
 	// upload; the body's integrity is still checked by TLS in transit and,
 	// for encrypted objects, end to end by the GCM tag.
 	UnsignedPayload bool
+	// Budget, if set, is where a Writer takes its part buffers beyond the
+	// first: when it is spent, Write waits for part uploads (of any Writer
+	// sharing it) to finish.
+	Budget *Budget
 }
 
 // bodyOpts are the per-request options of requests that carry an object

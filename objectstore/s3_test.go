@@ -267,3 +267,59 @@ func TestS3WriterTooLarge(t *testing.T) {
 		t.Errorf("error not sticky: %v", err)
 	}
 }
+
+// With a shared budget, a Writer takes part buffers beyond its first only
+// from it, uploads fewer parts at once when it is spent, and gives them back
+// when done.
+func TestS3WriterBudget(t *testing.T) {
+	for _, parts := range []int64{0, 2} {
+		s := newMinIOStore(t, 0)
+		s.opt.Budget = NewBudget(parts*s.opt.PartSize + 1)
+		ctx := context.Background()
+		wr, err := s.Create(ctx, "big", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := wr.(*s3Writer)
+		body := randBytes(4, 6*MinPartSize+3)
+		writeIn(t, w, body, 1<<20)
+		if want := int(1 + parts); w.nbufs > want {
+			t.Errorf("budget of %d parts: %d part buffers, want at most %d", parts, w.nbufs, want)
+		}
+		if got := s.opt.Budget.Used(); got != int64(w.nbufs-1)*s.opt.PartSize {
+			t.Errorf("budget used %d with %d buffers", got, w.nbufs)
+		}
+		if _, err := w.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := s.opt.Budget.Used(); got != 0 {
+			t.Errorf("budget used %d after Commit", got)
+		}
+		checkObject(t, s, "big", body, nil)
+	}
+}
+
+func TestBudget(t *testing.T) {
+	var none *Budget
+	if !none.TryAcquire(1<<40) || none.Used() != 0 || none.Limit() != 0 {
+		t.Error("a nil budget limits")
+	}
+	none.Release(1 << 40)
+	if NewBudget(0) != nil {
+		t.Error("NewBudget(0) is not the unlimited nil budget")
+	}
+	b := NewBudget(10)
+	if !b.TryAcquire(6) || b.TryAcquire(5) || !b.TryAcquire(4) || b.TryAcquire(1) {
+		t.Error("TryAcquire does not respect the limit")
+	}
+	b.Release(6)
+	if b.Used() != 4 || !b.TryAcquire(6) {
+		t.Error("Release does not free")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("releasing more than was taken did not panic")
+		}
+	}()
+	b.Release(11)
+}

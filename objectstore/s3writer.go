@@ -53,6 +53,7 @@ type s3Writer struct {
 	buf      []byte        // the part being filled
 	free     chan []byte   // idle part buffers
 	nbufs    int           // part buffers allocated so far
+	budgeted int64         // bytes of those taken from S3Options.Budget
 	sem      chan struct{} // one token per part upload in flight
 	uploadID string        // "" until the first part is started
 	partNo   int32         // last part number started
@@ -127,7 +128,11 @@ func (w *s3Writer) Write(p []byte) (int, error) {
 			}
 		}
 		if w.buf == nil {
-			w.buf = w.getBuf()
+			b, err := w.getBuf()
+			if err != nil {
+				return n, w.fail(fmt.Errorf("objectstore: create %q: waiting for memory: %w", w.key, err))
+			}
+			w.buf = b
 		}
 		c := min(partSize-len(w.buf), len(p))
 		if len(w.buf)+c > cap(w.buf) {
@@ -145,21 +150,39 @@ func (w *s3Writer) Write(p []byte) (int, error) {
 }
 
 // getBuf returns an empty part buffer, waiting for an upload to finish when
-// all Concurrency+1 buffers are taken.
-func (w *s3Writer) getBuf() []byte {
+// all Concurrency+1 buffers are taken. Buffers beyond the first come from
+// the budget; when it is spent, getBuf waits for one of this Writer's
+// uploads to hand its buffer back (every buffer not being filled is being
+// uploaded, so one always will): the Writer uploads fewer parts at once.
+func (w *s3Writer) getBuf() ([]byte, error) {
 	select {
 	case b := <-w.free:
-		return b[:0]
+		return b[:0], nil
 	default:
 	}
 	if w.nbufs < cap(w.free) {
-		w.nbufs++
-		if w.nbufs == 1 {
-			return nil // grown on demand by Write
+		if w.nbufs == 0 {
+			w.nbufs++
+			return nil, nil // grown on demand by Write
 		}
-		return make([]byte, 0, w.s.opt.PartSize)
+		if w.s.opt.Budget.TryAcquire(w.s.opt.PartSize) {
+			w.nbufs++
+			w.budgeted += w.s.opt.PartSize
+			return make([]byte, 0, w.s.opt.PartSize), nil
+		}
 	}
-	return (<-w.free)[:0]
+	select {
+	case b := <-w.free:
+		return b[:0], nil
+	case <-w.bg.Done():
+		return nil, context.Cause(w.bg)
+	}
+}
+
+// releaseBudget gives back the budgeted buffers once the Writer is done.
+func (w *s3Writer) releaseBudget() {
+	w.s.opt.Budget.Release(w.budgeted)
+	w.budgeted = 0
 }
 
 // startPart hands w.buf to a part upload goroutine, starting the multipart
@@ -264,6 +287,7 @@ func (w *s3Writer) committed(etag string) *Info {
 	w.state = writerCommitted
 	w.cancel()
 	w.buf, w.free = nil, nil
+	w.releaseBudget()
 	w.info = &Info{Key: w.key, Size: w.size, ETag: etag, LastModified: time.Now(), Metadata: lowerMeta(w.meta)}
 	return w.info
 }
@@ -275,6 +299,7 @@ func (w *s3Writer) abort(ctx context.Context) error {
 	w.cancel()
 	w.wg.Wait()
 	w.buf, w.free = nil, nil
+	w.releaseBudget()
 	if w.uploadID == "" {
 		return nil
 	}
