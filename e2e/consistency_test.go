@@ -249,3 +249,73 @@ func TestOpenFilePinnedToVersion(t *testing.T) {
 		})
 	}
 }
+
+// names lists dir, sorted.
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestListingFollowsOwnChanges: with listings cached for a minute, the
+// creates, mkdirs and unlinks made through the mount show in its own
+// listings and lookups at once (they update the cached listing rather than
+// wait for the TTL), and a fresh mount lists the same.
+func TestListingFollowsOwnChanges(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount(t, "", "--metadata-ttl", "60s")
+	dir := m.path("d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, dir); len(got) != 0 {
+		t.Fatalf("new directory lists %v", got)
+	}
+	var want []string
+	for i := range 30 {
+		name := fmt.Sprintf("f%02d", i)
+		if err := os.WriteFile(dir+"/"+name, []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, name)
+		if i%10 == 9 {
+			if got := names(t, dir); !slices.Equal(got, want) {
+				t.Fatalf("after %d creates: %v", i+1, got)
+			}
+		}
+	}
+	if err := os.Mkdir(dir+"/sub", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range want[:10] {
+		if err := os.Remove(dir + "/" + name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want = append(slices.Clone(want[10:]), "sub")
+	slices.Sort(want)
+	if got := names(t, dir); !slices.Equal(got, want) {
+		t.Fatalf("after mkdir and unlinks: %v, want %v", got, want)
+	}
+	if _, err := os.Stat(dir + "/f00"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stat of an unlinked file: %v", err)
+	}
+	if b, err := os.ReadFile(dir + "/f29"); err != nil || string(b) != "f29" {
+		t.Errorf("read of a created file: %q %v", b, err)
+	}
+	if fi, err := os.Stat(dir + "/sub"); err != nil || !fi.IsDir() {
+		t.Errorf("stat of the new subdirectory: %v", err)
+	}
+	other := w.mount(t, "")
+	if got := names(t, other.path("d")); !slices.Equal(got, want) {
+		t.Errorf("another mount lists %v, want %v", got, want)
+	}
+}
