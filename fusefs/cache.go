@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -175,6 +176,17 @@ type heldStream struct {
 func (h *heldStream) Close() {
 	h.DirStream.Close()
 	h.once.Do(h.release)
+}
+
+// The stream must keep what it wraps can do: go-fuse refuses a seek
+// (telldir/seekdir, or a re-read from an offset) with ENOTSUP otherwise.
+var _ fs.FileSeekdirer = (*heldStream)(nil)
+
+func (h *heldStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if sd, ok := h.DirStream.(fs.FileSeekdirer); ok {
+		return sd.Seekdir(ctx, off)
+	}
+	return syscall.ENOTSUP
 }
 
 // putListing records a listing made by a LIST that started at version gen

@@ -1,11 +1,13 @@
 package fusefs
 
 import (
+	"context"
 	"fmt"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
@@ -148,5 +150,27 @@ func TestListingHeldWhileRead(t *testing.T) {
 	}
 	if l.readers != 0 {
 		t.Errorf("readers = %d", l.readers)
+	}
+}
+
+// A held stream seeks like the list it wraps (posixtest DirSeek).
+func TestHeldStreamSeeks(t *testing.T) {
+	f := &FS{opt: Options{MetadataTTL: time.Minute}}
+	l, done := f.putListing("d/", f.listGen("d/"), time.Now(), map[string]entryKind{}, nil)
+	done()
+	ds := f.listingStream(l, []fuse.DirEntry{fileEntry("a"), fileEntry("b"), fileEntry("c")})
+	defer ds.Close()
+	for ds.HasNext() {
+		ds.Next()
+	}
+	sd, ok := ds.(fs.FileSeekdirer)
+	if !ok {
+		t.Fatal("the held stream cannot seek")
+	}
+	if errno := sd.Seekdir(context.Background(), 1); errno != 0 {
+		t.Fatalf("Seekdir: %v", errno)
+	}
+	if e, _ := ds.Next(); e.Name != "b" {
+		t.Errorf("after Seekdir(1): %q, want b", e.Name)
 	}
 }
