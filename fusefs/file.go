@@ -433,11 +433,20 @@ func (n *fileNode) setSize(ctx context.Context, fh fs.FileHandle, size int64) er
 	w, _ := fh.(*writeHandle)
 	if w == nil {
 		n.mu.Lock()
+		var open []*writeHandle
 		for h := range n.writers {
-			w = h
-			break
+			open = append(open, h)
 		}
 		n.mu.Unlock()
+		// A handle whose stream was committed by close(2) stays registered
+		// until its RELEASE, which comes later: truncate(2) right after
+		// close must not go to it.
+		for _, h := range open {
+			if !h.finished() {
+				w = h
+				break
+			}
+		}
 	}
 	if w != nil {
 		return w.truncate(ctx, size)

@@ -293,6 +293,14 @@ func (w *writeHandle) truncate(ctx context.Context, size int64) error {
 	return nil
 }
 
+// finished says whether the handle can change the file no more: closed, or
+// its stream committed or aborted.
+func (w *writeHandle) finished() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closed || (w.mode == modeStream && w.done)
+}
+
 // Flush commits: close(2) returns its result. A second Flush (a dup'ed
 // descriptor) returns the first one's result.
 //

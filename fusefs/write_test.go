@@ -78,3 +78,30 @@ func TestStreamPastPrefixIsNonSequential(t *testing.T) {
 		t.Fatalf("object after a failed write: %v, want not found", err)
 	}
 }
+
+// TestTruncateAfterCloseBeforeRelease: truncate(2) by path right after
+// close(2), while the closed handle's RELEASE has not come yet, truncates
+// the committed object instead of failing on the finished handle
+// (posixtest TruncateNoFile, which flaked with EINVAL).
+func TestTruncateAfterCloseBeforeRelease(t *testing.T) {
+	ctx := context.Background()
+	f, _, _ := newTestFS(t, ObjectMetadata, true)
+	n := newFileNode(f, "file")
+	w, err := f.newWriter(ctx, n, fileAttrs(0o644), true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, errno := w.Write(ctx, []byte("hello"), 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := w.Flush(ctx); errno != 0 { // close(2)
+		t.Fatal(errno)
+	}
+	if err := n.setSize(ctx, nil, 1); err != nil { // truncate(2), RELEASE still to come
+		t.Fatalf("truncate: %v", err)
+	}
+	w.Release(ctx)
+	if got := readObj(t, f, "file"); string(got) != "h" {
+		t.Fatalf("object %q, want %q", got, "h")
+	}
+}
