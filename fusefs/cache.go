@@ -73,6 +73,52 @@ type metaCache struct {
 	gen      map[string]uint64
 	genNext  uint64
 	genFloor uint64
+	// refreshing holds the listing refreshes in flight (refreshListing).
+	refreshing map[string]chan struct{}
+}
+
+// refreshMax is the largest directory whose expired listing a lookup
+// refreshes with a LIST (one page) instead of probing its name.
+const refreshMax = 1000
+
+// refreshListing re-LISTs prefix when a lookup finds its listing expired
+// and the directory small: one LIST then answers this lookup and the next
+// ones for a TTL, where each name would otherwise cost a HEAD and a LIST
+// (a create loop's lookups, a tool stat-ing many names). It reports whether
+// a fresh listing may now be there; concurrent callers share one LIST.
+func (f *FS) refreshListing(ctx context.Context, prefix string) bool {
+	c := &f.meta
+	c.mu.Lock()
+	l := c.listings[prefix]
+	if l == nil || len(l.kinds) > refreshMax {
+		c.mu.Unlock()
+		return false
+	}
+	if l.usable(f.opt.MetadataTTL) {
+		c.mu.Unlock()
+		return true // refreshed meanwhile
+	}
+	if ch, ok := c.refreshing[prefix]; ok {
+		c.mu.Unlock()
+		select {
+		case <-ch:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if c.refreshing == nil {
+		c.refreshing = make(map[string]chan struct{})
+	}
+	ch := make(chan struct{})
+	c.refreshing[prefix] = ch
+	c.mu.Unlock()
+	_, _, err := f.listDir(ctx, prefix, false)
+	c.mu.Lock()
+	delete(c.refreshing, prefix)
+	c.mu.Unlock()
+	close(ch)
+	return err == nil
 }
 
 // listGen is prefix's listing version, to pass to putListing.

@@ -3,12 +3,16 @@ package fusefs
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/csefs/csefs/objectstore"
 )
 
 func fileEntry(name string) fuse.DirEntry {
@@ -172,5 +176,80 @@ func TestHeldStreamSeeks(t *testing.T) {
 	}
 	if e, _ := ds.Next(); e.Name != "b" {
 		t.Errorf("after Seekdir(1): %q, want b", e.Name)
+	}
+}
+
+// countingStore counts LIST and HEAD calls.
+type countingStore struct {
+	objectstore.Store
+	lists, heads atomic.Int64
+}
+
+func (c *countingStore) List(ctx context.Context, prefix, delim string, fn func(objectstore.ListPage) error) error {
+	c.lists.Add(1)
+	return c.Store.List(ctx, prefix, delim, fn)
+}
+
+func (c *countingStore) Head(ctx context.Context, key string) (*objectstore.Info, error) {
+	c.heads.Add(1)
+	return c.Store.Head(ctx, key)
+}
+
+// A lookup that finds a small directory's listing expired refreshes it with
+// one LIST (shared by concurrent lookups, no HEADs), which then sees what
+// others wrote; a big directory's names are probed one by one instead.
+func TestRefreshListing(t *testing.T) {
+	f, _, st := newTestFS(t, ObjectMetadata, true)
+	cs := &countingStore{Store: st}
+	f.store = cs
+	f.opt.MetadataTTL = time.Hour
+	ctx := context.Background()
+	writeObj(t, f, "d/a", []byte("a"))
+	if _, _, err := f.listDir(ctx, "d/", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, "d/other", []byte("x"), nil); err != nil { // another client
+		t.Fatal(err)
+	}
+	if k, ok, _ := f.listed("d/", "other"); !ok || k != entryNone {
+		t.Fatalf("fresh listing: %v %v", k, ok)
+	}
+	f.meta.mu.Lock()
+	f.meta.listings["d/"].at = time.Now().Add(-2 * time.Hour) // expired
+	f.meta.mu.Unlock()
+	lists, heads := cs.lists.Load(), cs.heads.Load()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if !f.refreshListing(ctx, "d/") {
+				t.Error("refreshListing: false")
+			}
+		})
+	}
+	wg.Wait()
+	if n := cs.lists.Load() - lists; n < 1 || n > 2 {
+		t.Errorf("%d LISTs for 8 concurrent refreshes", n)
+	}
+	if k, ok, _ := f.listed("d/", "other"); !ok || k != entryFile {
+		t.Errorf("refreshed listing misses another client's file: %v %v", k, ok)
+	}
+	if n := cs.heads.Load() - heads; n != 0 {
+		t.Errorf("a refresh made %d HEADs", n)
+	}
+	// Too big to refresh.
+	kinds := map[string]entryKind{}
+	for i := range refreshMax + 1 {
+		kinds[fmt.Sprintf("f%d", i)] = entryFile
+	}
+	_, done := f.putListing("big/", f.listGen("big/"), time.Now().Add(-2*time.Hour), kinds, nil)
+	done()
+	f.meta.mu.Lock()
+	f.meta.listings["big/"].at = time.Now().Add(-2 * time.Hour)
+	f.meta.mu.Unlock()
+	if f.refreshListing(ctx, "big/") {
+		t.Error("refreshed a listing of more than refreshMax entries")
+	}
+	if f.refreshListing(ctx, "never-listed/") {
+		t.Error("refreshed a directory never listed")
 	}
 }

@@ -146,7 +146,11 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		obj *object
 		err error
 	)
-	if lk, ok, began := f.listed(d.prefix(), name); ok {
+	lk, ok, began := f.listed(d.prefix(), name)
+	if !ok && !f.knownAbsent(key) && f.refreshListing(ctx, d.prefix()) {
+		lk, ok, began = f.listed(d.prefix(), name)
+	}
+	if ok {
 		// A fresh listing of this directory answers without a LIST.
 		k = lk
 		if k == entryFile {
@@ -188,24 +192,35 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		// Listed within the TTL and unchanged through this mount since.
 		return f.listingStream(l, f.withPending(d.prefix(), entries)), 0
 	}
+	l, entries, err := f.listDir(ctx, d.prefix(), true)
+	if err != nil {
+		return nil, f.logErr("readdir", d.prefix(), err)
+	}
+	return f.listingStream(l, entries), 0
+}
+
+// listDir LISTs prefix and caches the listing (unless the directory changed
+// through this mount meanwhile: l is then nil). The cached stats it confirms
+// are renewed, those it contradicts dropped; with heads, the files not
+// confirmed are HEADed in the background for the lookups that follow.
+func (f *FS) listDir(ctx context.Context, prefix string, heads bool) (l *listing, entries []fuse.DirEntry, err error) {
 	seen := make(map[string]bool)
-	var entries []fuse.DirEntry
 	var files []objectstore.Info
 	// The HEADs that ls -l's lookups will want start with the first page,
 	// not after the last one.
-	pf := f.startHeadPrefetch()
-	gen, began := f.listGen(d.prefix()), time.Now()
-	err := f.store.List(ctx, d.prefix(), "/", func(p objectstore.ListPage) error {
+	pf := f.startHeadPrefetch(heads)
+	gen, began := f.listGen(prefix), time.Now()
+	err = f.store.List(ctx, prefix, "/", func(p objectstore.ListPage) error {
 		for _, pre := range p.Prefixes {
-			name := strings.TrimSuffix(strings.TrimPrefix(pre, d.prefix()), "/")
+			name := strings.TrimSuffix(strings.TrimPrefix(pre, prefix), "/")
 			if !validName(name) || seen[name] {
 				continue
 			}
 			seen[name] = true
-			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: ino(d.prefix()+name, true)})
+			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: ino(prefix+name, true)})
 		}
 		for _, o := range p.Objects {
-			name := strings.TrimPrefix(o.Key, d.prefix())
+			name := strings.TrimPrefix(o.Key, prefix)
 			if !validName(name) || metadata.IsInstructionKey(name) {
 				continue // the "dir/" marker itself, odd keys, instruction files
 			}
@@ -216,10 +231,10 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	})
 	if err != nil {
 		pf.finish(func() {})
-		return nil, f.logErr("readdir", d.prefix(), err)
+		return nil, nil, err
 	}
 	for _, o := range files {
-		name := strings.TrimPrefix(o.Key, d.prefix())
+		name := strings.TrimPrefix(o.Key, prefix)
 		if seen[name] {
 			continue // a directory of the same name wins
 		}
@@ -232,7 +247,7 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	}
 	// Files being written are part of what this listing stands for: if
 	// one is committed while the listing is cached, it is still there.
-	entries = f.withPending(d.prefix(), entries)
+	entries = f.withPending(prefix, entries)
 	kinds := make(map[string]entryKind, len(entries))
 	for _, e := range entries {
 		if e.Mode == syscall.S_IFDIR {
@@ -241,9 +256,9 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			kinds[e.Name] = entryFile
 		}
 	}
-	l, done := f.putListing(d.prefix(), gen, began, kinds, entries)
+	l, done := f.putListing(prefix, gen, began, kinds, entries)
 	pf.finish(done)
-	return f.listingStream(l, entries), 0
+	return l, entries, nil
 }
 
 // withPending adds the files being written under prefix, which no listing
@@ -268,6 +283,7 @@ func (f *FS) withPending(prefix string, entries []fuse.DirEntry) []fuse.DirEntry
 // on.
 type headPrefetch struct {
 	f      *FS
+	heads  bool // false: only renew or drop cached stats
 	mu     sync.Mutex
 	queue  []string
 	closed bool
@@ -278,8 +294,8 @@ type headPrefetch struct {
 // headPrefetchConc is how many read-ahead HEADs run at once.
 const headPrefetchConc = 32
 
-func (f *FS) startHeadPrefetch() *headPrefetch {
-	p := &headPrefetch{f: f, wake: make(chan struct{}, 1)}
+func (f *FS) startHeadPrefetch(heads bool) *headPrefetch {
+	p := &headPrefetch{f: f, heads: heads, wake: make(chan struct{}, 1)}
 	go p.run()
 	return p
 }
@@ -292,6 +308,9 @@ func (p *headPrefetch) add(o objectstore.Info) {
 		return
 	}
 	p.f.putStat(o.Key, nil)
+	if !p.heads {
+		return
+	}
 	p.mu.Lock()
 	p.queue = append(p.queue, o.Key)
 	p.mu.Unlock()
