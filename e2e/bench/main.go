@@ -748,6 +748,7 @@ func (b *bench) creates() error {
 	b.logf("create: SDK")
 	body := randomBytes(4096)
 	for _, conc := range []int{1, 16} {
+		syscall.Sync()
 		t, err := timed(func() error {
 			return sdkPuts(b.ctx, b.s3c, b.bucket, fmt.Sprintf("sdk/creates-c%d/f", conc), body, n, conc)
 		})
@@ -779,6 +780,9 @@ func (b *bench) cpLoop(dir string, n int) (float64, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, err
 	}
+	// PUTs are fsync'd by MinIO: a loop must not start behind the
+	// writeback of an earlier workload (the 10 GiB copy leaves gigabytes).
+	syscall.Sync()
 	return timed(func() error {
 		for i := range n {
 			if err := b.ctx.Err(); err != nil {
