@@ -213,6 +213,14 @@ func (n *fileNode) flushStageLocked(ctx context.Context) error {
 		return nil
 	}
 	f := n.fsys
+	committed := false
+	defer func() {
+		if !committed {
+			// A new file's name, which the listing got at create time,
+			// must not outlive the failure.
+			f.dirChanged(parentPrefix(n.key()))
+		}
+	}()
 	u, err := f.beginUpload(ctx, n.key(), attrs)
 	if err != nil {
 		return err
@@ -226,6 +234,7 @@ func (n *fileNode) flushStageLocked(ctx context.Context) error {
 		u.abort(ctx)
 		return err
 	}
+	committed = true
 	n.mu.Lock()
 	n.stageDirty = false
 	n.mu.Unlock()

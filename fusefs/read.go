@@ -35,12 +35,12 @@ const chunkSize = 1 << 20
 // keepBehind is how far behind the furthest read a sequential stream keeps
 // its decrypted chunks: the kernel's read-ahead sends several READs at once,
 // and they are served in any order.
-var keepBehind int64 = 32 << 20
+const keepBehind = 32 << 20
 
 // waitAhead is how far beyond what a sequential stream has decrypted a read
 // may start and still wait for the stream, rather than be served on its own
 // as a random read: the kernel's read-ahead runs up to read_ahead_kb ahead.
-var waitAhead int64 = 32 << 20
+const waitAhead = 32 << 20
 
 // streamChunk and streamParallel shape the ranged GETs of a sequential
 // stream: up to streamParallel ranges of streamChunk bytes in flight.

@@ -827,7 +827,7 @@ func (b *bench) ls() error {
 	// Timed on a mount that talks to MinIO directly, like the SDK
 	// baselines; the requests are then counted in a second cold and warm
 	// pass through the counting proxy, which costs CPU on the same cores.
-	for _, pass := range []struct{ name, endpoint string }{{"lsdirect", b.s3srv.Endpoint}, {"counted", b.s3Proxy.URL}} {
+	for i, pass := range []struct{ name, endpoint string }{{"lsdirect", b.s3srv.Endpoint}, {"counted", b.s3Proxy.URL}} {
 		b.logf("ls: cold (%s)", pass.name)
 		b.drop()
 		// Warm means served from the metadata caches: the TTL must outlast
@@ -836,9 +836,9 @@ func (b *bench) ls() error {
 			return err
 		}
 		lsl := func() (float64, error) { return b.timedLs(filepath.Join(m.dir, "many"), n) }
-		counted := pass.name == "counted"
+		counted := i == 1
 		s0 := b.s3Proxy.snapshot()
-		if err := b.daemonPhase(m, "ls", boolInt(counted), func() error {
+		if err := b.daemonPhase(m, "ls", i, func() error {
 			t, err := lsl()
 			if !counted {
 				b.record("csefs.ls.cold", t)
@@ -886,13 +886,6 @@ func (b *bench) ls() error {
 	}
 	b.record("sdk.listhead", t)
 	return nil
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // lsTTL is the --metadata-ttl of the ls -l workload's mounts.
