@@ -132,6 +132,8 @@ func (f *FS) probe(ctx context.Context, key string) (entryKind, *object, error) 
 }
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx, done := d.fsys.untilKilled(ctx, "lookup", childKey(d.prefix(), name))
+	defer done()
 	f := d.fsys
 	if !validName(name) || metadata.IsInstructionKey(name) {
 		return nil, syscall.ENOENT
@@ -187,6 +189,8 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	ctx, done := d.fsys.untilKilled(ctx, "readdir", d.prefix())
+	defer done()
 	f := d.fsys
 	if l, entries, ok := f.cachedEntries(d.prefix()); ok {
 		// Listed within the TTL and unchanged through this mount since.

@@ -309,6 +309,8 @@ func (n *fileNode) basePlainSize(ctx context.Context) int64 {
 }
 
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx, done := n.fsys.untilKilled(ctx, "getattr", n.key())
+	defer done()
 	f := n.fsys
 	if size, mode, ok := n.streaming(); ok {
 		f.pendingAttr(&out.Attr, size, mode)
@@ -355,6 +357,8 @@ func (n *fileNode) fillAttr(a *fuse.Attr) {
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	ctx, done := n.fsys.untilKilled(ctx, "open", n.key())
+	defer done()
 	f := n.fsys
 	acc := flags & syscall.O_ACCMODE
 	if acc == syscall.O_WRONLY || acc == syscall.O_RDWR {

@@ -338,12 +338,3 @@ func parentPrefix(key string) string {
 func baseName(key string) string { return path.Base(strings.TrimSuffix(key, "/")) }
 
 var errStop = errors.New("stop")
-
-// mutating detaches a request that changes the store from the kernel's
-// interrupts. The kernel sends INTERRUPT whenever the calling thread gets a
-// signal, and Go programs get SIGURG all the time (goroutine preemption):
-// honouring it would abort a close(2)'s upload, or leave a rename with both
-// names. A change, once started, runs to its end; reads stay interruptible.
-func mutating(ctx context.Context) context.Context {
-	return context.WithoutCancel(ctx)
-}

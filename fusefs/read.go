@@ -187,6 +187,8 @@ func (r *readHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Err
 }
 
 func (r *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	ctx, done := r.fsys.untilKilled(ctx, "read", r.obj.key)
+	defer done()
 	o := r.obj
 	if off >= o.plainSize || len(dest) == 0 {
 		return fuse.ReadResultData(nil), 0

@@ -123,6 +123,8 @@ func (f *FS) putSymlink(ctx context.Context, key, target string) (*object, error
 // Readlink reads and decrypts the target (authenticated, like any whole-file
 // read).
 func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	ctx, done := n.fsys.untilKilled(ctx, "readlink", n.key())
+	defer done()
 	f := n.fsys
 	key := n.key()
 	o, err := f.head(ctx, key)
@@ -145,6 +147,8 @@ func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (n *symlinkNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx, done := n.fsys.untilKilled(ctx, "getattr", n.key())
+	defer done()
 	f := n.fsys
 	o, err := f.head(ctx, n.key())
 	if err != nil {

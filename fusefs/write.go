@@ -226,6 +226,7 @@ func (w *writeHandle) write(ctx context.Context, data []byte, off int64) (int, e
 
 // Read serves O_RDWR handles from the staging file once staged.
 func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	ctx = mutating(ctx) // it may end the upload and stage the file
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.readable {

@@ -55,6 +55,8 @@ func xattrValue(v string, dest []byte) (uint32, syscall.Errno) {
 }
 
 func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	ctx, done := n.fsys.untilKilled(ctx, "getxattr", n.key())
+	defer done()
 	if attr != xattrEncryption {
 		return 0, syscall.ENODATA
 	}
