@@ -52,9 +52,10 @@ func (l *listing) usable(ttl time.Duration) bool {
 }
 
 type headCall struct {
-	done chan struct{}
-	obj  *object
-	err  error
+	done    chan struct{}
+	waiters int // callers that joined it (for tests)
+	obj     *object
+	err     error
 }
 
 type metaCache struct {
@@ -358,6 +359,7 @@ func (f *FS) head(ctx context.Context, key string) (*object, error) {
 	c := &f.meta
 	c.mu.Lock()
 	if call, ok := c.heads[key]; ok {
+		call.waiters++
 		c.mu.Unlock()
 		select {
 		case <-call.done:
@@ -373,12 +375,21 @@ func (f *FS) head(ctx context.Context, key string) (*object, error) {
 	c.heads[key] = call
 	c.mu.Unlock()
 
-	call.obj, call.err = f.headUncached(ctx, key)
-	c.mu.Lock()
-	delete(c.heads, key)
-	c.mu.Unlock()
-	close(call.done)
-	return call.obj, call.err
+	// The HEAD is shared: it must not fail the others when the caller
+	// that started it leaves (a killed caller, see untilKilled).
+	go func() {
+		call.obj, call.err = f.headUncached(context.WithoutCancel(ctx), key)
+		c.mu.Lock()
+		delete(c.heads, key)
+		c.mu.Unlock()
+		close(call.done)
+	}()
+	select {
+	case <-call.done:
+		return call.obj, call.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (f *FS) headUncached(ctx context.Context, key string) (*object, error) {

@@ -2,7 +2,9 @@ package fusefs
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -251,5 +253,61 @@ func TestRefreshListing(t *testing.T) {
 	}
 	if f.refreshListing(ctx, "never-listed/") {
 		t.Error("refreshed a directory never listed")
+	}
+}
+
+// gatedStore holds each Head until gate is closed, and reports its start.
+type gatedStore struct {
+	objectstore.Store
+	started chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedStore) Head(ctx context.Context, key string) (*objectstore.Info, error) {
+	g.started <- struct{}{}
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.Store.Head(ctx, key)
+}
+
+// A HEAD shared by concurrent lookups is not cancelled when the caller that
+// started it leaves: the others still get the object.
+func TestSharedHeadOutlivesItsStarter(t *testing.T) {
+	f, _, st := newTestFS(t, ObjectMetadata, true)
+	writeObj(t, f, "x", []byte("hello"))
+	f.putStat("x", nil)
+	gs := &gatedStore{Store: st, started: make(chan struct{}, 1), gate: make(chan struct{})}
+	f.store = gs
+	leaderCtx, kill := context.WithCancel(context.Background())
+	leader := make(chan error, 1)
+	go func() {
+		_, err := f.head(leaderCtx, "x")
+		leader <- err
+	}()
+	<-gs.started
+	waiter := make(chan *object, 1)
+	go func() {
+		o, err := f.head(context.Background(), "x")
+		if err != nil {
+			t.Errorf("the waiting lookup failed: %v", err)
+		}
+		waiter <- o
+	}()
+	for joined := false; !joined; runtime.Gosched() { // until the waiter has joined the HEAD
+		f.meta.mu.Lock()
+		call := f.meta.heads["x"]
+		joined = call != nil && call.waiters == 1
+		f.meta.mu.Unlock()
+	}
+	kill()
+	if err := <-leader; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the killed caller got %v, want Canceled", err)
+	}
+	close(gs.gate)
+	if o := <-waiter; o == nil || o.plainSize != 5 {
+		t.Fatalf("the waiter got %+v", o)
 	}
 }
