@@ -36,6 +36,7 @@ type holdProxy struct {
 	arrived chan string   // the held request's method and path
 	aborted chan struct{} // the held request's client went away
 	release chan struct{}
+	heads   atomic.Int64 // HEAD requests seen
 }
 
 func newHoldProxy(t *testing.T, target string) *holdProxy {
@@ -57,6 +58,9 @@ func newHoldProxy(t *testing.T, target string) *holdProxy {
 	// The Host header stays as the client signed it (SigV4).
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			p.heads.Add(1)
+		}
 		if m := p.armed.Load(); m != nil && (*m)(r) && p.armed.CompareAndSwap(m, nil) {
 			p.arrived <- r.Method + " " + r.URL.Path
 			select {

@@ -31,6 +31,8 @@ type listing struct {
 	at      time.Time // when its LIST ended
 	kinds   map[string]entryKind
 	entries []fuse.DirEntry // what readdir returned (files being written aside)
+	// infos holds what the LIST said of each file, with AttrsFromList.
+	infos map[string]objectstore.Info
 	// prefetching is set while the readdir's HEADs are still running, and
 	// readers counts the readdir streams still being read. Until both are
 	// done (or maxListingHold has passed) the listing stays usable, and so

@@ -157,6 +157,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		k = lk
 		if k == entryFile {
 			if obj = f.statSince(key, began); obj == nil {
+				obj = f.listedObject(key)
+			}
+			if obj == nil {
 				obj, err = f.head(ctx, key)
 			}
 			if isNotFound(err) {
@@ -212,7 +215,7 @@ func (f *FS) listDir(ctx context.Context, prefix string, heads bool) (l *listing
 	var files []objectstore.Info
 	// The HEADs that ls -l's lookups will want start with the first page,
 	// not after the last one.
-	pf := f.startHeadPrefetch(heads)
+	pf := f.startHeadPrefetch(heads && !f.opt.AttrsFromList)
 	gen, began := f.listGen(prefix), time.Now()
 	err = f.store.List(ctx, prefix, "/", func(p objectstore.ListPage) error {
 		for _, pre := range p.Prefixes {
@@ -261,6 +264,15 @@ func (f *FS) listDir(ctx context.Context, prefix string, heads bool) (l *listing
 		}
 	}
 	l, done := f.putListing(prefix, gen, began, kinds, entries)
+	if l != nil && f.opt.AttrsFromList {
+		infos := make(map[string]objectstore.Info, len(files))
+		for _, o := range files {
+			infos[strings.TrimPrefix(o.Key, prefix)] = o
+		}
+		f.meta.mu.Lock()
+		l.infos = infos
+		f.meta.mu.Unlock()
+	}
 	pf.finish(done)
 	return l, entries, nil
 }

@@ -327,9 +327,12 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 		f.fileAttr(r.obj, &out.Attr)
 		return 0
 	}
-	o, err := n.headFile(ctx)
-	if err != nil {
-		return f.logErr("getattr", n.key(), err)
+	o := f.listedObject(n.key())
+	if o == nil {
+		var err error
+		if o, err = n.headFile(ctx); err != nil {
+			return f.logErr("getattr", n.key(), err)
+		}
 	}
 	f.fileAttr(o, &out.Attr)
 	return 0
@@ -389,9 +392,16 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	// Close-to-open: every open sees the object as it is now. An object
 	// replaced between the HEAD and the first GET is resolved once more.
 	var r *readHandle
+	listed := f.listedObject(n.key())
 	for try := 0; ; try++ {
 		f.putStat(n.key(), nil)
 		o, err := n.headFile(ctx)
+		if err == nil && listed != nil && listed.listed && !f.sameAttr(listed, o) {
+			// The kernel may hold the attributes derived from the LIST: a
+			// size it would end reads at (a CBC or plaintext object), a
+			// mode or mtime fstat would show. Make it ask again.
+			n.NotifyContent(-1, 0)
+		}
 		if err == nil {
 			r, err = f.newReader(ctx, o)
 		}

@@ -70,8 +70,14 @@ type Options struct {
 	// mount answers no xattr call (ENOTSUP): the kernel then stops asking,
 	// where otherwise ls -l costs two more round trips per file
 	// (security.selinux and the POSIX ACL) on top of its stat.
-	XAttrs   bool
-	UID, GID uint32
+	XAttrs bool
+	// AttrsFromList answers stat(2) of listed files from the LIST alone,
+	// without a HEAD per file (--attrs-from-list): the size is the stored
+	// size less the 16-byte GCM tag (as stored for a plaintext mount), the
+	// mode and owner are the mount's, and the mtime is the upload time.
+	// Opening a file always HEADs it and corrects the kernel's size.
+	AttrsFromList bool
+	UID, GID      uint32
 	FileMode uint32 // permission bits for files, e.g. 0644
 	DirMode  uint32 // permission bits for directories, e.g. 0755
 	// StagingDir holds the encrypted staging files of non-sequential writes;

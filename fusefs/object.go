@@ -40,6 +40,9 @@ type object struct {
 	plainSize int64
 	attrs     metadata.Attrs
 	instr     bool // the envelope came from an instruction file
+	// listed: made from a LIST entry (AttrsFromList), for attributes only;
+	// kind, env and attrs are unknown.
+	listed bool
 }
 
 // resolve finds an object's envelope (metadata, else instruction file) and

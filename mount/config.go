@@ -38,9 +38,11 @@ type Config struct {
 	ReadOnly   bool
 	AllowOther bool
 	XAttrs     bool
-	UID, GID   uint32
-	FileMode   uint32
-	DirMode    uint32
+	// AttrsFromList: fusefs.Options.AttrsFromList (--attrs-from-list).
+	AttrsFromList bool
+	UID, GID      uint32
+	FileMode      uint32
+	DirMode       uint32
 
 	StagingDir   string // encrypted staging files of non-sequential writes
 	StagingLimit int64  // bound on their total size (ENOSPC past it)

@@ -88,6 +88,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		MetadataTTL:     cfg.MetadataTTL,
 		ReadOnly:        cfg.ReadOnly,
 		XAttrs:          cfg.XAttrs,
+		AttrsFromList:   cfg.AttrsFromList,
 		Budget:          budget,
 		UID:             cfg.UID,
 		GID:             cfg.GID,

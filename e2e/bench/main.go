@@ -827,28 +827,41 @@ func (b *bench) ls() error {
 	// Timed on a mount that talks to MinIO directly, like the SDK
 	// baselines; the requests are then counted in a second cold and warm
 	// pass through the counting proxy, which costs CPU on the same cores.
-	for i, pass := range []struct{ name, endpoint string }{{"lsdirect", b.s3srv.Endpoint}, {"counted", b.s3Proxy.URL}} {
-		b.logf("ls: cold (%s)", pass.name)
+	// The --attrs-from-list passes (lsfast) answer ls -l from the LIST alone.
+	for i, pass := range []struct {
+		name, endpoint, phase, rec string
+		counted                    bool
+		extra                      []string
+	}{
+		{"lsdirect", b.s3srv.Endpoint, "ls", "csefs.ls", false, nil},
+		{"counted", b.s3Proxy.URL, "ls", "", true, nil},
+		{"lsfast", b.s3srv.Endpoint, "lsfast", "csefs.lsfast", false, []string{"--attrs-from-list"}},
+		{"counted", b.s3Proxy.URL, "lsfast", "", true, []string{"--attrs-from-list"}},
+	} {
+		b.logf("ls: cold (%s %v)", pass.name, pass.extra)
 		b.drop()
 		// Warm means served from the metadata caches: the TTL must outlast
 		// the cold listing, which takes longer than the default 5 s here.
-		if m, err = b.mount(pass.name, pass.endpoint, "--metadata-ttl", lsTTL); err != nil {
+		if m, err = b.mount(pass.name, pass.endpoint, append([]string{"--metadata-ttl", lsTTL}, pass.extra...)...); err != nil {
 			return err
 		}
 		lsl := func() (float64, error) { return b.timedLs(filepath.Join(m.dir, "many"), n) }
-		counted := i == 1
+		counted, label := pass.counted, "ls -l"
+		if len(pass.extra) > 0 {
+			label += " " + strings.Join(pass.extra, " ")
+		}
 		s0 := b.s3Proxy.snapshot()
-		if err := b.daemonPhase(m, "ls", i, func() error {
+		if err := b.daemonPhase(m, pass.phase, i%2, func() error {
 			t, err := lsl()
 			if !counted {
-				b.record("csefs.ls.cold", t)
+				b.record(pass.rec+".cold", t)
 			}
 			return err
 		}); err != nil {
 			return err
 		}
 		if counted {
-			b.s3Ops = append(b.s3Ops, "ls -l cold: "+fmtCounts(diffCounts(s0, b.s3Proxy.snapshot())))
+			b.s3Ops = append(b.s3Ops, label+" cold: "+fmtCounts(diffCounts(s0, b.s3Proxy.snapshot())))
 		}
 		s0 = b.s3Proxy.snapshot()
 		t, err := lsl()
@@ -856,9 +869,9 @@ func (b *bench) ls() error {
 			return err
 		}
 		if counted {
-			b.s3Ops = append(b.s3Ops, "ls -l warm: "+fmtCounts(diffCounts(s0, b.s3Proxy.snapshot())))
+			b.s3Ops = append(b.s3Ops, label+" warm: "+fmtCounts(diffCounts(s0, b.s3Proxy.snapshot())))
 		} else {
-			b.record("csefs.ls.warm", t)
+			b.record(pass.rec+".warm", t)
 		}
 		if err := m.unmount(); err != nil {
 			return err

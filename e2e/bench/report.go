@@ -192,6 +192,13 @@ func (b *bench) report(w io.Writer) {
 				maybe("sdk.listhead", "; "+vsSDK("csefs.ls.cold", "sdk.listhead")+" vs LIST+HEAD")),
 			or("rclone.ls.cold", both("rclone")), or("rclone.ls.cold", or("csefs.ls.cold", vs("csefs.ls.cold", "rclone.ls.cold", true)+" cold"+warm)))
 	}
+	if has("csefs.lsfast.cold") {
+		row(fmt.Sprintf("`ls -l` of %d entries with `--attrs-from-list` (no HEAD per file), cold / warm", b.opt.files),
+			fmt.Sprintf("%s / %s", secs("csefs.lsfast.cold"), secs("csefs.lsfast.warm")),
+			or("sdk.list", "paginated ListObjectsV2: "+secs("sdk.list")),
+			or("sdk.list", vsSDK("csefs.lsfast.cold", "sdk.list")+" (cold vs LIST)"),
+			or("rclone.ls.cold", secs("rclone.ls.cold")+" cold"), or("rclone.ls.cold", vs("csefs.lsfast.cold", "rclone.ls.cold", true)+" cold"))
+	}
 	if has("csefs.pread.p50") || has("rclone.pread.p50") {
 		pp := func(p string) string { return fmt.Sprintf("%s / %s", ms(p+".p50"), ms(p+".p99")) }
 		pr := func(a, base string) string {
