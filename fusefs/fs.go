@@ -75,11 +75,11 @@ type Options struct {
 	// without a HEAD per file (--attrs-from-list): the size is the stored
 	// size less the 16-byte GCM tag (as stored for a plaintext mount), the
 	// mode and owner are the mount's, and the mtime is the upload time.
-	// Opening a file always HEADs it and corrects the kernel's size.
+	// Opening a file always HEADs it and corrects the kernel's attributes.
 	AttrsFromList bool
 	UID, GID      uint32
-	FileMode uint32 // permission bits for files, e.g. 0644
-	DirMode  uint32 // permission bits for directories, e.g. 0755
+	FileMode      uint32 // permission bits for files, e.g. 0644
+	DirMode       uint32 // permission bits for directories, e.g. 0755
 	// StagingDir holds the encrypted staging files of non-sequential writes;
 	// "" disables staging (such writes then fail with ENOTSUP).
 	StagingDir string
