@@ -309,8 +309,6 @@ func (n *fileNode) basePlainSize(ctx context.Context) int64 {
 }
 
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	ctx, done := n.fsys.untilKilled(ctx, "getattr", n.key())
-	defer done()
 	f := n.fsys
 	if size, mode, ok := n.streaming(); ok {
 		f.pendingAttr(&out.Attr, size, mode)
@@ -329,6 +327,8 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	}
 	o := f.listedObject(n.key())
 	if o == nil {
+		ctx, done := f.untilKilled(ctx, "getattr", n.key())
+		defer done()
 		var err error
 		if o, err = n.headFile(ctx); err != nil {
 			return f.logErr("getattr", n.key(), err)
