@@ -111,15 +111,21 @@ func (w *world) mountVia(t *testing.T, proxy string, extra ...string) *mounted {
 	return mountWith(t, w.env, "s3://"+w.Bucket, args...)
 }
 
-// waitLog waits until the mount's log contains s.
-func waitLog(t *testing.T, m *mounted, s string) {
+// waitLog waits until the mount's log contains s. If p is not nil, a held
+// request that p reports aborted meanwhile fails the test.
+func waitLog(t *testing.T, m *mounted, s string, p *holdProxy) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(m.logText(t), s) {
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(m.logText(t), s); time.Sleep(10 * time.Millisecond) {
+		if p != nil {
+			select {
+			case <-p.aborted:
+				t.Fatalf("the held request was aborted before the mount logged %q", s)
+			default:
+			}
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the mount never logged %q; log:\n%s", s, m.logText(t))
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -168,16 +174,7 @@ func TestSignalDoesNotFailStat(t *testing.T) {
 	if err := syscall.Tgkill(cmd.Process.Pid, tid, syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(time.Minute); !strings.Contains(m.logText(t), "interrupt ignored"); time.Sleep(10 * time.Millisecond) {
-		select {
-		case <-proxy.aborted:
-			t.Fatal("the signal aborted the HEAD")
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the mount never logged the interrupt; log:\n%s", m.logText(t))
-		}
-	}
+	waitLog(t, m, "interrupt ignored", proxy) // the signal must not abort the HEAD
 	proxy.releaseAll()
 	var result string
 	for lines.Scan() {
@@ -244,7 +241,7 @@ func TestKillDuringRead(t *testing.T) {
 		// honoured, cat would wait here for ever.
 		t.Fatal("a killed reader is still waiting for S3")
 	}
-	waitLog(t, m, "request abandoned")
+	waitLog(t, m, "request abandoned", nil)
 	proxy.releaseAll()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
