@@ -12,14 +12,15 @@ import (
 // the streaming reader authenticates it only if it still equals the original,
 // and then returns exactly the plaintext.
 func FuzzGCMDecrypt(f *testing.F) {
-	f.Add(uint32(0), uint32(0), byte(0), uint16(0), uint16(4096))
-	f.Add(uint32(100), uint32(5), byte(1), uint16(0), uint16(1))
-	f.Add(uint32(1000), uint32(1010), byte(0x80), uint16(0), uint16(7))
-	f.Add(uint32(70000), uint32(3), byte(0), uint16(1), uint16(65535))
-	f.Add(uint32(17), uint32(0), byte(0), uint16(20), uint16(16))
-	f.Add(uint32(65536), uint32(65540), byte(4), uint16(0), uint16(5000))
+	f.Add(uint32(0), uint32(0), byte(0), uint16(0), uint16(4096), uint16(0))
+	f.Add(uint32(100), uint32(5), byte(1), uint16(0), uint16(1), uint16(0))
+	f.Add(uint32(1000), uint32(1010), byte(0x80), uint16(0), uint16(7), uint16(3))
+	f.Add(uint32(70000), uint32(3), byte(0), uint16(1), uint16(65535), uint16(4096))
+	f.Add(uint32(17), uint32(0), byte(0), uint16(20), uint16(16), uint16(0))
+	f.Add(uint32(65536), uint32(65540), byte(4), uint16(0), uint16(5000), uint16(17))
 	key, iv := testKeyIV(f)
-	f.Fuzz(func(t *testing.T, size, pos uint32, flip byte, cut, step uint16) {
+	// lend > 0: the source is a Lender lending at most lend bytes at a time.
+	f.Fuzz(func(t *testing.T, size, pos uint32, flip byte, cut, step, lend uint16) {
 		size %= 150000
 		plain := testBytes(uint64(size), int(size))
 		orig := stdSeal(t, key, iv, plain)
@@ -32,7 +33,11 @@ func FuzzGCMDecrypt(f *testing.F) {
 				body = append(body, make([]byte, c%32)...)
 			}
 		}
-		r, err := NewGCMDecryptReader(bytes.NewReader(body), key, iv)
+		var src io.Reader = bytes.NewReader(body)
+		if lend > 0 {
+			src = &lender{body: body, step: int(lend)}
+		}
+		r, err := NewGCMDecryptReader(src, key, iv)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -496,6 +496,16 @@ type gcmDecryptReader struct {
 // directRead is the smallest Read buffer decrypted into directly.
 const directRead = 4096
 
+// A Lender is a source that lends the bytes it has buffered instead of
+// copying them out, so that a decrypting reader can decrypt straight from its
+// buffer into the caller's (a prefetcher of ranged GETs, say). Next returns
+// the next at most n bytes of the stream, at least one unless err is not nil;
+// they stay valid until the next call. At the end of the stream it returns
+// io.EOF, with no bytes. n is always positive.
+type Lender interface {
+	Next(n int) ([]byte, error)
+}
+
 // NewGCMDecryptReader returns a reader of the plaintext of a GCM body (the
 // ciphertext followed by the 16-byte tag) read from src.
 //
@@ -542,6 +552,9 @@ func (r *gcmDecryptReader) Read(p []byte) (int, error) {
 // then src, until t is full or src ends; it decrypts in place and returns how
 // many plaintext bytes t now starts with. It sets r.err on failure or EOF.
 func (r *gcmDecryptReader) decryptInto(t []byte) int {
+	if l, ok := r.src.(Lender); ok {
+		return r.decryptLent(t, l)
+	}
 	m := copy(t, r.pend)
 	r.pend = r.pend[:0]
 	for m < len(t) {
@@ -568,13 +581,70 @@ func (r *gcmDecryptReader) decryptInto(t []byte) int {
 	return k
 }
 
+// decryptLent is decryptInto for a Lender: what it lends is decrypted
+// straight into t, without being copied there first. Only the few bytes that
+// make the held-back ciphertext up to a whole block, and the new held-back
+// tail, are copied. The invariant at each step: t[:d] is plaintext, t[d:m]
+// held-back ciphertext (TagSize..2*BlockSize-1 bytes after each release), d
+// a multiple of BlockSize.
+func (r *gcmDecryptReader) decryptLent(t []byte, src Lender) int {
+	d, m := 0, copy(t, r.pend)
+	r.pend = r.pend[:0]
+	for m < len(t) {
+		b, err := src.Next(len(t) - m)
+		r.total += int64(len(b))
+		if err == io.EOF && len(b) == 0 {
+			if n := r.finish(t[d:m]); n > 0 || r.err == io.EOF {
+				return d + n
+			}
+			return 0 // nothing of this call is released unless the tag verifies
+		}
+		if err != nil {
+			r.err = fmt.Errorf("cse: reading ciphertext at offset %d: %w", r.total, err)
+			return 0
+		}
+		held := m - d
+		k := (held + len(b) - TagSize) &^ (BlockSize - 1) // releasable now
+		if k <= 0 {
+			m += copy(t[m:], b) // too little yet: hold it all
+			continue
+		}
+		if r.core.n+int64(k) > MaxGCMPlaintext {
+			r.err = fmt.Errorf("cse: GCM body longer than the format allows: %w", ErrMalformed)
+			return 0
+		}
+		if k <= held { // a short lend: release from what t holds
+			r.decryptChunks(t[d : d+k])
+			d += k
+			m += copy(t[m:], b)
+			continue
+		}
+		// Complete the held-back bytes to a whole block from b, decrypt
+		// them in place, then the rest of the releasable bytes from b.
+		a := (BlockSize - held%BlockSize) % BlockSize
+		copy(t[m:], b[:a])
+		r.decryptChunks(t[d : m+a])
+		from := k - held // b[a:from] is released, b[from:] held back
+		r.decryptChunksTo(t[m+a:d+k], b[a:from])
+		d += k
+		m = d + copy(t[d:], b[from:])
+	}
+	// t is full and src may have more: hold back what is not released.
+	r.pend = append(r.pend, t[d:m]...)
+	return d
+}
+
 // decryptChunks hashes then decrypts ct in place, chunk by chunk.
-func (r *gcmDecryptReader) decryptChunks(ct []byte) {
+func (r *gcmDecryptReader) decryptChunks(ct []byte) { r.decryptChunksTo(ct, ct) }
+
+// decryptChunksTo hashes ct and decrypts it into dst[:len(ct)], chunk by
+// chunk (dst and ct may be the same memory).
+func (r *gcmDecryptReader) decryptChunksTo(dst, ct []byte) {
 	for len(ct) > 0 {
 		k := min(len(ct), ghashChunk)
 		r.core.hash(ct[:k])
-		r.core.ctr.XORKeyStream(ct[:k], ct[:k])
-		ct = ct[k:]
+		r.core.ctr.XORKeyStream(dst[:k], ct[:k])
+		ct, dst = ct[k:], dst[k:]
 	}
 }
 

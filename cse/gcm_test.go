@@ -56,6 +56,56 @@ func TestEncryptWriterGrid(t *testing.T) {
 	}
 }
 
+// TestGCMDecryptLent: a source that lends its buffer (Lender) decrypts to
+// the same plaintext as one that is read, for every size × lend step × read
+// step, and a tampered tag releases nothing of the last piece.
+func TestGCMDecryptLent(t *testing.T) {
+	key, iv := testKeyIV(t)
+	for _, size := range []int{0, 1, 15, 16, 17, 31, 32, 33, 4095, 4096, 4097, 64<<10 + 5, 1<<20 + 7, 3<<20 + 1} {
+		plain := testBytes(uint64(size), size)
+		body := stdSeal(t, key, iv, plain)
+		for _, lend := range []int{1, 5, 16, 17, 31, 4096, 1 << 20, 8 << 20} {
+			for _, step := range []int{4096, 4097, 65536, 1 << 20} {
+				if testing.Short() && lend < 16 && size > 64<<10 {
+					continue
+				}
+				l := &lender{body: body, step: lend}
+				r, err := NewGCMDecryptReader(l, key, iv)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := readInSteps(r, step)
+				if err != nil {
+					t.Fatalf("size %d lend %d step %d: %v", size, lend, step, err)
+				}
+				if !bytes.Equal(got, plain) {
+					t.Fatalf("size %d lend %d step %d: plaintext differs", size, lend, step)
+				}
+				if l.lent == 0 && size > 0 {
+					t.Fatalf("size %d: the reader never used Next", size)
+				}
+			}
+		}
+		bad := bytes.Clone(body)
+		bad[len(bad)-1] ^= 1
+		for _, lend := range []int{7, 4096, 1 << 20} {
+			r, _ := NewGCMDecryptReader(&lender{body: bad, step: lend}, key, iv)
+			got, err := readInSteps(r, 1<<20)
+			mustFail(t, err, ErrAuthentication)
+			if len(plain) <= 1<<20-32 && len(got) != 0 {
+				t.Fatalf("size %d lend %d: %d bytes released before the tag failed", size, lend, len(got))
+			}
+		}
+		if size > 0 {
+			r, _ := NewGCMDecryptReader(&lender{body: body[:len(body)-1], step: 4096}, key, iv)
+			_, err := readInSteps(r, 65536)
+			if !errors.Is(err, ErrAuthentication) && !errors.Is(err, ErrTruncated) {
+				t.Fatalf("size %d, one byte short: %v", size, err)
+			}
+		}
+	}
+}
+
 // TestGCMDecryptReaderIOTest runs the reader through iotest.TestReader, also
 // over a source that returns one byte at a time and data with EOF.
 func TestGCMDecryptReaderIOTest(t *testing.T) {

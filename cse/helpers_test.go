@@ -86,3 +86,36 @@ func (e *errAfterReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// lender is a Lender over body that lends at most step bytes at a time and
+// scribbles over what it lent before, so that a reader keeping a lent slice
+// past the next call reads garbage.
+type lender struct {
+	body []byte
+	step int
+	last []byte // the copy lent last
+	lent int    // lends so far
+}
+
+var _ Lender = (*lender)(nil)
+
+func (l *lender) Read(p []byte) (int, error) {
+	panic("lender: Read called: the decryptor must use Next")
+}
+
+func (l *lender) Next(n int) ([]byte, error) {
+	if n <= 0 {
+		panic("lender: Next with n <= 0")
+	}
+	for i := range l.last {
+		l.last[i] ^= 0xa5
+	}
+	if len(l.body) == 0 {
+		return nil, io.EOF
+	}
+	k := min(n, l.step, len(l.body))
+	l.last = bytes.Clone(l.body[:k])
+	l.body = l.body[k:]
+	l.lent++
+	return l.last, nil
+}
