@@ -71,7 +71,15 @@ func newPrefetchReader(ctx context.Context, store objectstore.Store, key, etag s
 
 func (p *prefetchReader) schedule() {
 	for len(p.queue) < p.parallel && p.next < p.end {
-		n := min(p.nextSize, p.end-p.next)
+		// Ranges end on rangeAlign boundaries where they can, so that none
+		// starts or ends inside a block of the store's (MinIO reads, and
+		// checks, whole 1 MiB blocks: a range ending mid-block costs that
+		// block twice).
+		n := p.nextSize
+		if e := (p.next + n) / rangeAlign * rangeAlign; e > p.next {
+			n = e - p.next
+		}
+		n = min(n, p.end-p.next)
 		f := &fetch{done: make(chan struct{})}
 		if len(p.queue) > 0 {
 			if !p.budget.TryAcquire(n) {
@@ -85,6 +93,9 @@ func (p *prefetchReader) schedule() {
 		p.nextSize = min(2*p.nextSize, p.chunk)
 	}
 }
+
+// rangeAlign is the boundary the ranges of a stream end on.
+const rangeAlign = 1 << 20
 
 // rangeTimeout bounds one ranged GET, body included: a stalled connection
 // fails the read (EIO) instead of hanging it, and the reader waiting on it,

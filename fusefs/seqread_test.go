@@ -2,10 +2,12 @@ package fusefs
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 
@@ -221,5 +223,70 @@ func TestPrefetchBudget(t *testing.T) {
 		if u := b.Used(); u != 0 {
 			t.Errorf("limit %d: budget used %d after Close", limit, u)
 		}
+	}
+}
+
+// rangeRecorder records the ranges asked of a store.
+type rangeRecorder struct {
+	objectstore.Store
+	mu     sync.Mutex
+	ranges [][2]int64
+}
+
+func (r *rangeRecorder) Get(ctx context.Context, key string, o objectstore.GetOptions) (io.ReadCloser, *objectstore.Info, error) {
+	r.mu.Lock()
+	r.ranges = append(r.ranges, [2]int64{o.Offset, o.Length})
+	r.mu.Unlock()
+	return r.Store.Get(ctx, key, o)
+}
+
+// A prefetch stream starts with a small range, grows them to its chunk, ends
+// every range but the last on a rangeAlign boundary, and covers the object
+// exactly once, in order; read through Next (the lending path) too.
+func TestPrefetchRanges(t *testing.T) {
+	local, err := objectstore.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := seqData(37<<20 + 5)
+	info, err := local.Put(context.Background(), "obj", data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &rangeRecorder{Store: local}
+	p := newPrefetchReader(context.Background(), st, "obj", info.ETag, 0, int64(len(data)), streamChunk, streamParallel, nil)
+	var got []byte
+	for {
+		b, err := p.Next(300 << 10)
+		got = append(got, b...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Close()
+	if !bytes.Equal(got, data) {
+		t.Fatal("wrong bytes")
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	slices.SortFunc(st.ranges, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
+	if first := st.ranges[0]; first != [2]int64{0, 1 << 20} {
+		t.Errorf("first range %v, want [0 1MiB]", first)
+	}
+	next := int64(0)
+	for i, r := range st.ranges {
+		if r[0] != next || r[1] <= 0 || r[1] > streamChunk {
+			t.Fatalf("range %d is %v after %d", i, r, next)
+		}
+		next = r[0] + r[1]
+		if next != int64(len(data)) && next%rangeAlign != 0 {
+			t.Errorf("range %d %v ends off a %d boundary", i, r, rangeAlign)
+		}
+	}
+	if next != int64(len(data)) {
+		t.Fatalf("ranges end at %d of %d", next, len(data))
 	}
 }
