@@ -124,6 +124,9 @@ func (p *prefetchReader) get(f *fetch, off, n int64) {
 var _ cse.Lender = (*prefetchReader)(nil)
 
 func (p *prefetchReader) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
 	cur, err := p.Next(len(b))
 	return copy(b, cur), err
 }
