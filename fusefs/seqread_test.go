@@ -183,18 +183,25 @@ func TestSeqReaderBudget(t *testing.T) {
 	}
 }
 
-// A prefetch stream fetches ranges beyond the first only as the budget
-// allows, still delivers the whole object, and gives the budget back.
-func TestPrefetchBudget(t *testing.T) {
+// localObject stores data as "obj" in a new local store.
+func localObject(t *testing.T, data []byte) (objectstore.Store, *objectstore.Info) {
+	t.Helper()
 	st, err := objectstore.NewLocal(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := seqData(5<<20 + 3)
 	info, err := st.Put(context.Background(), "obj", data, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st, info
+}
+
+// A prefetch stream fetches ranges beyond the first only as the budget
+// allows, still delivers the whole object, and gives the budget back.
+func TestPrefetchBudget(t *testing.T) {
+	data := seqData(5<<20 + 3)
+	st, info := localObject(t, data)
 	for _, limit := range []int64{1, 2 << 20} {
 		b := objectstore.NewBudget(limit)
 		p := newPrefetchReader(context.Background(), st, "obj", info.ETag, 0, int64(len(data)), 1<<20, 4, b)
@@ -244,15 +251,8 @@ func (r *rangeRecorder) Get(ctx context.Context, key string, o objectstore.GetOp
 // every range but the last on a rangeAlign boundary, and covers the object
 // exactly once, in order; read through Next (the lending path) too.
 func TestPrefetchRanges(t *testing.T) {
-	local, err := objectstore.NewLocal(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	data := seqData(37<<20 + 5)
-	info, err := local.Put(context.Background(), "obj", data, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	local, info := localObject(t, data)
 	st := &rangeRecorder{Store: local}
 	p := newPrefetchReader(context.Background(), st, "obj", info.ETag, 0, int64(len(data)), streamChunk, streamParallel, nil)
 	var got []byte
