@@ -149,7 +149,7 @@ func FuzzUnwrapRSA(f *testing.F) {
 	f.Add(make([]byte, 256))
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		for _, fn := range []func() ([]byte, error){
-			func() ([]byte, error) { return UnwrapKeyRSAOAEPSHA1(priv, blob) },
+			func() ([]byte, error) { return UnwrapKeyRSAOAEPSHA1(priv, blob, CEKAlgGCM) },
 			func() ([]byte, error) { return UnwrapKeyRSAOAEPSHA256(priv, blob) },
 			func() ([]byte, error) { return UnwrapKeyV1RSA(priv, blob) },
 		} {
