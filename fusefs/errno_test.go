@@ -38,7 +38,6 @@ func TestToErrno(t *testing.T) {
 		{wrap(cse.ErrUnsupported), syscall.EIO},
 		{wrap(metadata.ErrMalformed), syscall.EIO},
 		{wrap(metadata.ErrKeyConflict), syscall.EIO},
-		{wrap(metadata.ErrV3Unsupported), syscall.EIO},
 		{wrap(metadata.ErrNoInstructionFile), syscall.EIO},
 		{wrap(cse.ErrTooLarge), syscall.EFBIG},
 		{wrap(objectstore.ErrTooLarge), syscall.EFBIG},
