@@ -50,6 +50,7 @@ func toErrno(err error) syscall.Errno {
 		errors.Is(err, cse.ErrNoMasterKey),
 		errors.Is(err, cse.ErrContextMismatch),
 		errors.Is(err, errPlaintextDenied),
+		errors.Is(err, errCommitmentPolicy),
 		errors.Is(err, errNoProvider):
 		return syscall.EACCES
 	case errors.Is(err, objectstore.ErrPreconditionFailed):

@@ -32,6 +32,8 @@ func TestToErrno(t *testing.T) {
 		{wrap(cse.ErrContextMismatch), syscall.EACCES},
 		{wrap(errPlaintextDenied), syscall.EACCES},
 		{wrap(errNoProvider), syscall.EACCES},
+		{wrap(errCommitmentPolicy), syscall.EACCES},
+		{wrap(cse.ErrCommitment), syscall.EIO},
 		{wrap(cse.ErrAuthentication), syscall.EIO},
 		{wrap(cse.ErrTruncated), syscall.EIO},
 		{wrap(cse.ErrMalformed), syscall.EIO},
