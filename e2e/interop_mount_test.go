@@ -46,13 +46,13 @@ func storedEnvelope(t *testing.T, w *world, key string, instruction bool) *metad
 	envl, err := metadata.Detect(meta)
 	if instruction {
 		if !errors.Is(err, metadata.ErrNoEnvelope) {
-			t.Fatalf("%s: object metadata holds an envelope in instruction-file mode: %v %v", key, err, meta)
+			t.Fatalf("%s: object metadata holds a whole envelope in instruction-file mode: %v %v", key, err, meta)
 		}
 		body, imeta := w.getRaw(t, metadata.InstructionKey(key))
 		if _, ok := metadata.Lookup(imeta, metadata.KeyInstrMarker); !ok {
 			t.Errorf("%s: instruction file lacks %s: %v", key, metadata.KeyInstrMarker, imeta)
 		}
-		envl, err = metadata.ParseInstruction(body)
+		envl, err = metadata.ParseInstructionWith(body, meta)
 	}
 	if err != nil {
 		t.Fatalf("%s: stored envelope: %v", key, err)

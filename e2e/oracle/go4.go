@@ -12,6 +12,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
+// GO4Policy is the v4 client's commitment policy.
+type GO4Policy = s3ec4commitment.CommitmentPolicy
+
 // GO4 policies, re-exported so that callers need not import the client.
 const (
 	GO4ForbidEncryptAllowDecrypt    = s3ec4commitment.FORBID_ENCRYPT_ALLOW_DECRYPT
