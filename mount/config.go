@@ -34,7 +34,7 @@ type Config struct {
 	// (default), "require-encrypt-allow-decrypt" or
 	// "require-encrypt-require-decrypt" (cse.ParseCommitmentPolicy).
 	CommitmentPolicy string
-	Keyring     string // keyring file for --cse custom
+	Keyring          string // keyring file for --cse custom
 
 	Plaintext       string // "allow" (default) or "deny"
 	VerifyThreshold int64
