@@ -8,12 +8,21 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha512"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -488,4 +497,185 @@ func TestCommitmentPolicyFlag(t *testing.T) {
 			t.Errorf("mount %v: message does not mention %q:\n%s", tt.args, tt.want, out)
 		}
 	}
+}
+
+// stdlibOpenV3 decrypts a V3 body with the standard library only (HKDF from
+// crypto/hkdf, one-shot GCM), given the unwrapped data key: the reference
+// for raw-keyring objects, which no official Go client reads.
+func stdlibOpenV3(t *testing.T, dk []byte, envl *metadata.Envelope, body []byte) []byte {
+	t.Helper()
+	suite := []byte{0x00, 0x73}
+	commit, err := hkdf.Key(sha512.New, dk, envl.MessageID, string(suite)+"COMMITKEY", 28)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(commit, envl.Commitment) {
+		t.Fatal("stored commitment differs from the one HKDF derives")
+	}
+	ck, err := hkdf.Key(sha512.New, dk, envl.MessageID, string(suite)+"DERIVEKEY", 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := stdGCM(t, ck).Open(nil, bytes.Repeat([]byte{1}, 12), body, suite)
+	if err != nil {
+		t.Fatalf("stdlib GCM open: %v", err)
+	}
+	return plain
+}
+
+func stdGCM(t *testing.T, key []byte) cipher.AEAD {
+	t.Helper()
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aead
+}
+
+// TestV3Keyrings: with a raw AES and a raw RSA master key (keyring) and with
+// an exec provider, a mount under require-encrypt-require-decrypt writes V3
+// envelopes (x-amz-w "02", "22", x-amz-m with the keyname) in both storage
+// modes; stdlib-only code (OAEP or GCM with AAD "115" for the wrap, HKDF, GCM
+// with AAD 00 73 for the content) decrypts them; a fresh mount reads them;
+// and the stdlib-built vectors of cse/testdata/v3 read through a mount.
+func TestV3Keyrings(t *testing.T) {
+	w := newWorld(t)
+	pemPath, err := filepath.Abs("../cse/testdata/rsa2048-test-key.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemData, err := os.ReadFile(pemPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(pemData)
+	if blk == nil {
+		t.Fatal("no PEM block")
+	}
+	priv, err := parseRSA(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aesB64 := aesKeyB64(t)
+	kek, _ := base64.StdEncoding.DecodeString(aesB64)
+	ring := writeConfig(t, "ring.json", `{"version":2,"keys":[{"name":"aes1","aes256":"`+aesB64+`"},{"name":"rsa1","rsa_private_key_pem_file":"`+pemPath+`"}],"rules":[{"prefix":"object-metadata/rsa/","key":"rsa1"},{"prefix":"instruction-file/rsa/","key":"rsa1"}],"encrypt_with":"aes1"}`)
+	args := w.plainArgs("--cse", "custom", "--keyring", ring, "--commitment-policy", policyRequire)
+	plain := randBytes(t, 3<<20+5)
+	for _, storage := range []string{"object-metadata", "instruction-file"} {
+		t.Run(storage, func(t *testing.T) {
+			m := mountWith(t, w.env, "s3://"+w.Bucket+"/"+storage, append(args, "--storage-mode", storage)...)
+			for _, name := range []string{"aes.bin", "rsa/rsa.bin"} {
+				if err := os.MkdirAll(filepath.Dir(m.path(name)), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(m.path(name), plain, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m.Unmount(t)
+			instr := storage == "instruction-file"
+			for _, tc := range []struct{ name, wrap, keyname string }{
+				{"aes.bin", cse.WrapAESGCM, "aes1"},
+				{"rsa/rsa.bin", cse.WrapRSAOAEPSHA1, "rsa1"},
+			} {
+				key := storage + "/" + tc.name
+				envl := storedEnvelope(t, w, key, instr)
+				if envl.Version != 3 || envl.Key.WrapAlg != tc.wrap || envl.Key.MatDesc[cse.KeyNameKey] != tc.keyname {
+					t.Fatalf("%s: v%d wrap %q matdesc %v", key, envl.Version, envl.Key.WrapAlg, envl.Key.MatDesc)
+				}
+				var dk []byte
+				if tc.wrap == cse.WrapAESGCM {
+					b := envl.Key.Blob
+					if dk, err = stdGCM(t, kek).Open(nil, b[:12], b[12:], []byte("115")); err != nil {
+						t.Fatalf("%s: stdlib AES/GCM unwrap with AAD \"115\": %v", key, err)
+					}
+				} else {
+					pseudo, err := rsa.DecryptOAEP(sha1.New(), nil, priv, envl.Key.Blob, nil)
+					if err != nil || len(pseudo) != 1+32+3 || pseudo[0] != 32 || string(pseudo[33:]) != "115" {
+						t.Fatalf("%s: stdlib RSA-OAEP-SHA1 unwrap: %v, pseudo key of %d bytes", key, err, len(pseudo))
+					}
+					dk = pseudo[1:33]
+				}
+				body, _ := w.getRaw(t, key)
+				if got := stdlibOpenV3(t, dk, envl, body); !bytes.Equal(got, plain) {
+					t.Fatalf("%s: stdlib decryption differs", key)
+				}
+			}
+			m = mountWith(t, w.env, "s3://"+w.Bucket+"/"+storage, args...)
+			for _, name := range []string{"aes.bin", "rsa/rsa.bin"} {
+				got, err := os.ReadFile(m.path(name))
+				checkSame(t, "mount", name, got, err, plain)
+			}
+		})
+	}
+
+	t.Run("exec-provider", func(t *testing.T) {
+		prog := filepath.Join(t.TempDir(), "exec-provider-example")
+		build := exec.Command("go", "build", "-o", prog, "./cse/exec-provider-example")
+		build.Dir = ".."
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("building the example provider: %v\n%s", err, out)
+		}
+		env := append(append([]string(nil), w.env...), "CSEFS_EXAMPLE_KEY="+aesB64)
+		eargs := w.plainArgs("--materials-provider", "exec:"+prog, "--commitment-policy", policyRequire)
+		m := mountWith(t, env, "s3://"+w.Bucket+"/exec", eargs...)
+		writeMount(t, m, "x.txt", "exec v3")
+		m.Unmount(t)
+		envl := storedEnvelope(t, w, "exec/x.txt", false)
+		if envl.Version != 3 || envl.Key.WrapAlg != cse.WrapAESGCM {
+			t.Fatalf("exec envelope v%d wrap %q", envl.Version, envl.Key.WrapAlg)
+		}
+		m = mountWith(t, env, "s3://"+w.Bucket+"/exec", eargs...)
+		readMount(t, m, "x.txt", "exec v3")
+	})
+
+	t.Run("stdlib-vectors", func(t *testing.T) {
+		for _, v := range []struct{ file, ring string }{
+			{"stdlib-aes-gcm.json", `{"name":"golden","aes256":"%s"}`},
+			{"stdlib-rsa-oaep-sha1.json", `{"name":"golden","rsa_private_key_pem_file":"` + pemPath + `"}`},
+		} {
+			raw, err := os.ReadFile(filepath.Join("..", "cse", "testdata", "v3", v.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var g struct {
+				Metadata   map[string]string `json:"metadata"`
+				KEK        string            `json:"kek_aes_b64"`
+				Ciphertext []byte            `json:"ciphertext_b64"`
+				Plaintext  []byte            `json:"plaintext_b64"`
+			}
+			if err := json.Unmarshal(raw, &g); err != nil {
+				t.Fatal(err)
+			}
+			key := "vectors/" + strings.TrimSuffix(v.file, ".json")
+			w.putRaw(t, key, g.Ciphertext, g.Metadata)
+			entry := v.ring
+			if g.KEK != "" {
+				entry = fmt.Sprintf(v.ring, g.KEK)
+			}
+			r := writeConfig(t, "v.json", `{"version":2,"keys":[`+entry+`],"encrypt_with":"golden"}`)
+			m := mountWith(t, w.env, "s3://"+w.Bucket+"/vectors", w.plainArgs("--cse", "custom", "--keyring", r, "--commitment-policy", policyRequire)...)
+			readMount(t, m, strings.TrimSuffix(v.file, ".json"), string(g.Plaintext))
+			m.Unmount(t)
+		}
+	})
+}
+
+func parseRSA(der []byte) (*rsa.PrivateKey, error) {
+	if k, err := x509.ParsePKCS1PrivateKey(der); err == nil {
+		return k, nil
+	}
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, err
+	}
+	rk, ok := k.(*rsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("not an RSA key")
+	}
+	return rk, nil
 }
