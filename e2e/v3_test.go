@@ -18,6 +18,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -678,4 +679,55 @@ func parseRSA(der []byte) (*rsa.PrivateKey, error) {
 		return nil, fmt.Errorf("not an RSA key")
 	}
 	return rk, nil
+}
+
+// TestV3StagedWrites: an append and an in-place edit (staged writes) of a
+// file on a require-encrypt-require-decrypt mount upload a V3 object that
+// GO4 decrypts with its defaults, and a V2 file edited there becomes V3.
+func TestV3StagedWrites(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount(t, "")
+	base := randBytes(t, 200_000)
+	if err := os.WriteFile(m.path("old-v2"), base, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.Unmount(t)
+	m = w.mount(t, "", "--commitment-policy", policyRequire)
+	if err := os.WriteFile(m.path("new"), base, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(m.path("new"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("appended")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]byte{"new": append(bytes.Clone(base), "appended"...)}
+	// The V2 file cannot be read under this policy; overwritten in place,
+	// it becomes V3.
+	if _, err := os.ReadFile(m.path("old-v2")); !errors.Is(err, syscall.EACCES) {
+		t.Fatalf("read of a V2 file under %s: %v, want EACCES", policyRequire, err)
+	}
+	if err := os.WriteFile(m.path("old-v2"), []byte("rewritten"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want["old-v2"] = []byte("rewritten")
+	run(t, "dd", "if=/dev/zero", "of="+m.path("new"), "bs=1", "seek=1000", "count=10", "conv=notrunc", "status=none")
+	copy(want["new"][1000:1010], make([]byte, 10))
+	m.Unmount(t)
+	go4, err := oracle.GO4(w.servers(), w.KMS.KeyID, oracle.GO4RequireEncryptRequireDecrypt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range want {
+		if v := storedEnvelope(t, w, name, false).Version; v != 3 {
+			t.Errorf("%s: version %d", name, v)
+		}
+		got, err := oracle.GO4Get(bg, go4, w.Bucket, name)
+		checkSame(t, "GO4", name, got, err, data)
+	}
 }
