@@ -97,6 +97,12 @@ type Options struct {
 	// object uri (URIPrefix + key, e.g. s3://bucket/key), merged over MatDesc
 	// (EMRFS's {"Path": uri} with --materials-description).
 	MatDescFor func(uri string) map[string]string
+	// CommitmentPolicy (--commitment-policy): whether new objects are
+	// written in the S3EC V3 format with key commitment (suite 115) instead
+	// of V2, and whether objects without commitment may be read (refused
+	// with EACCES under cse.RequireEncryptRequireDecrypt). The zero value,
+	// cse.ForbidEncryptAllowDecrypt, writes V2 and reads both.
+	CommitmentPolicy cse.CommitmentPolicy
 	// ZoneOf, if set, names the encryption zone of a bucket key (KeyPrefix +
 	// key): the zone's prefix, "" for the mount's default. A rename whose
 	// source and destination (for a directory: any object under it) lie in

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/csefs/csefs/cse"
 )
 
 // Config is everything the command line can say about one mount.
@@ -28,7 +30,11 @@ type Config struct {
 	KMSKeyID    string
 	KMSWrap     string // "kms+context" (default) or "kms"
 	StorageMode string // "object-metadata" (default) or "instruction-file"
-	Keyring     string // keyring file for --cse custom
+	// CommitmentPolicy is --commitment-policy: "forbid-encrypt-allow-decrypt"
+	// (default), "require-encrypt-allow-decrypt" or
+	// "require-encrypt-require-decrypt" (cse.ParseCommitmentPolicy).
+	CommitmentPolicy string
+	Keyring          string // keyring file for --cse custom
 
 	Plaintext       string // "allow" (default) or "deny"
 	VerifyThreshold int64
@@ -171,6 +177,18 @@ func (c *Config) normalize() (source, error) {
 	}
 	if c.StorageMode != "object-metadata" && c.StorageMode != "instruction-file" {
 		return src, fmt.Errorf("--storage-mode %q: expected object-metadata or instruction-file", c.StorageMode)
+	}
+	if c.CommitmentPolicy == "" {
+		c.CommitmentPolicy = cse.ForbidEncryptAllowDecrypt.String()
+	}
+	policy, err := cse.ParseCommitmentPolicy(c.CommitmentPolicy)
+	if err != nil {
+		return src, fmt.Errorf("--commitment-policy %q: expected forbid-encrypt-allow-decrypt, require-encrypt-allow-decrypt or require-encrypt-require-decrypt", c.CommitmentPolicy)
+	}
+	c.CommitmentPolicy = policy.String()
+	if policy.WriteCEKAlg() == cse.CEKAlgGCMCommit && c.CSE == "kms" && c.KMSWrap == "kms" {
+		// The V3 format can store kms+context but not EMRFS's legacy kms wrap.
+		return src, fmt.Errorf("--commitment-policy %s writes the V3 format, which cannot store the legacy kms wrap: use --kms-wrap kms+context", policy)
 	}
 	if c.Plaintext == "" {
 		c.Plaintext = "allow"
