@@ -319,8 +319,11 @@ func (s *S3Store) Put(ctx context.Context, key string, body []byte, meta map[str
 }
 
 // Copy implements Store: CopyObject up to 5 GiB, multipart UploadPartCopy
-// above. meta nil keeps the source's metadata (MetadataDirective COPY).
-func (s *S3Store) Copy(ctx context.Context, src, dst string, meta map[string]string) (*Info, error) {
+// above. Metadata nil keeps the source's metadata (MetadataDirective COPY).
+// Every request carries x-amz-copy-source-if-match: opt.IfMatch if set,
+// else the ETag of the HEAD that gave the size and metadata.
+func (s *S3Store) Copy(ctx context.Context, src, dst string, opt CopyOptions) (*Info, error) {
+	meta := opt.Metadata
 	fullSrc, err := s.full(src)
 	if err != nil {
 		return nil, err
@@ -332,6 +335,9 @@ func (s *S3Store) Copy(ctx context.Context, src, dst string, meta map[string]str
 	srcInfo, err := s.Head(ctx, src)
 	if err != nil {
 		return nil, err
+	}
+	if opt.IfMatch != "" && !etagEqual(opt.IfMatch, srcInfo.ETag) {
+		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", src, dst, ErrPreconditionFailed)
 	}
 	source := s.bucket + "/" + escapeKey(fullSrc)
 	if srcInfo.Size > s.copyThreshold {
@@ -346,6 +352,15 @@ func (s *S3Store) Copy(ctx context.Context, src, dst string, meta map[string]str
 		// the copy is of that same version.
 		CopySourceIfMatch: aws.String(srcInfo.ETag),
 		MetadataDirective: types.MetadataDirectiveCopy,
+	}
+	if src == dst {
+		// Asking for a checksum makes the server copy the body it checked
+		// the precondition on. Without it MinIO turns a self-copy into a
+		// metadata-only update of whatever version is current by then
+		// (its if-match is checked outside the object lock), which pairs
+		// this copy's metadata with a newer body. AWS S3 copies the body
+		// either way; the checksum is only stored.
+		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
 	}
 	if meta != nil {
 		in.MetadataDirective, in.Metadata = types.MetadataDirectiveReplace, meta

@@ -114,11 +114,11 @@ func TestS3MultipartCopy(t *testing.T) {
 	s.copyThreshold, s.copyPartSize = MinPartSize, MinPartSize
 	body := randBytes(9, 2*MinPartSize+100)
 	mustPut(t, s, "src key+", body, map[string]string{"m": "1"})
-	if _, err := s.Copy(context.Background(), "src key+", "keep", nil); err != nil {
+	if _, err := s.Copy(context.Background(), "src key+", "keep", CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	checkObject(t, s, "keep", body, map[string]string{"m": "1"})
-	if _, err := s.Copy(context.Background(), "src key+", "replace", map[string]string{"n": "2"}); err != nil {
+	if _, err := s.Copy(context.Background(), "src key+", "replace", CopyOptions{Metadata: map[string]string{"n": "2"}}); err != nil {
 		t.Fatal(err)
 	}
 	checkObject(t, s, "replace", body, map[string]string{"n": "2"})
