@@ -163,10 +163,29 @@ func classify(err error) error {
 			}
 		}
 	}
+	if sentinel == nil && unavailable(err) {
+		sentinel = ErrUnavailable
+	}
 	if sentinel == nil {
 		return err
 	}
 	return fmt.Errorf("%w: %w", sentinel, err)
+}
+
+// unavailable reports whether err (after the SDK's retries) is a failure to
+// reach the store rather than an answer from it: no HTTP response at all
+// (refused, reset, lost reply, timeout) or a 5xx / throttling status. A
+// cancelled context is the caller's, not the store's.
+func unavailable(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode() >= 500 || re.HTTPStatusCode() == http.StatusTooManyRequests
+	}
+	var ae smithy.APIError
+	return !errors.As(err, &ae)
 }
 
 // Check implements Store with HeadBucket: a missing bucket is

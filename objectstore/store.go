@@ -23,6 +23,12 @@ var (
 	ErrNoSuchBucket       = errors.New("objectstore: no such bucket")
 	ErrInvalidRange       = errors.New("objectstore: invalid range")
 	ErrAborted            = errors.New("objectstore: upload aborted")
+	// ErrUnavailable: the store could not be reached or did not answer in
+	// time (connection refused or reset, a reply lost, a timeout, 5xx and
+	// throttling after the retries), so the operation's outcome is a
+	// failure of transport, not a statement about the object. The cause
+	// stays in the chain (for the log).
+	ErrUnavailable = errors.New("objectstore: store unreachable")
 )
 
 // Info describes one object.
