@@ -215,9 +215,13 @@ func TestClassify(t *testing.T) {
 		{responseError(412, plain), ErrPreconditionFailed},
 		{responseError(416, fakeAPIError{"InvalidRange"}), ErrInvalidRange},
 		{responseError(404, fakeAPIError{"NoSuchUpload"}), ErrAborted},
-		{responseError(500, fakeAPIError{"InternalError"}), nil},
+		{responseError(500, fakeAPIError{"InternalError"}), ErrUnavailable},
+		{responseError(503, fakeAPIError{"SlowDown"}), ErrUnavailable},
+		{responseError(400, fakeAPIError{"InvalidArgument"}), nil},
+		{responseError(0, plain), ErrUnavailable},   // nothing received
+		{responseError(200, plain), ErrUnavailable}, // the reply was cut
 		{fmt.Errorf("wrapped: %w", responseError(403, plain)), ErrAccessDenied},
-		{plain, nil},
+		{plain, ErrUnavailable},
 		{context.Canceled, nil},
 	} {
 		got := classify(tc.err)
