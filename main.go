@@ -17,6 +17,7 @@ import (
 
 	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/mount"
+	"github.com/csefs/csefs/objectstore"
 )
 
 func main() {
@@ -78,6 +79,9 @@ func mountCommand() *cli.Command {
 			&cli.IntFlag{Name: "upload-concurrency", Value: 4, Usage: "parts of one file uploaded in parallel"},
 			&cli.IntFlag{Name: "key-cache-size", Value: 1024, Usage: "unwrapped data keys kept in memory"},
 			&cli.DurationFlag{Name: "key-cache-ttl", Value: 10 * time.Minute, Usage: "how long an unwrapped data key is kept"},
+			&cli.DurationFlag{Name: "s3-retry-deadline", Value: objectstore.DefaultRetryDeadline, Usage: "how long one S3 request keeps retrying (backoff with jitter) through an outage, throttling or lost replies before the operation fails with EIO"},
+			&cli.DurationFlag{Name: "kms-timeout", Value: 10 * time.Second, Usage: "how long one KMS request may take before it is retried"},
+			&cli.DurationFlag{Name: "kms-deadline", Value: 30 * time.Second, Usage: "how long one KMS call keeps retrying before open/create fails with EIO (\"KMS timeout\" in the log)"},
 			&cli.IntFlag{Name: "kms-key-ahead", Value: 4, Usage: "unused data keys each KMS key generates ahead, so creates do not wait for KMS; each lives at most a minute in memory (0: off)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-file", Usage: "log destination (default: stderr in the foreground, a file beside the pid file in the background)"},
@@ -130,6 +134,9 @@ func runMount(c *cli.Context) error {
 		KeyCacheSize:      c.Int("key-cache-size"),
 		KeyCacheTTL:       c.Duration("key-cache-ttl"),
 		KMSKeyAhead:       c.Int("kms-key-ahead"),
+		S3RetryDeadline:   c.Duration("s3-retry-deadline"),
+		KMSTimeout:        c.Duration("kms-timeout"),
+		KMSDeadline:       c.Duration("kms-deadline"),
 		LogLevel:          c.String("log-level"),
 		FuseDebug:         c.Bool("fuse-debug"),
 		PprofAddr:         c.String("pprof-addr"),

@@ -63,6 +63,10 @@ var (
 	// ErrKeyAccess: the key service refused to unwrap (access denied, wrong
 	// key, invalid ciphertext).
 	ErrKeyAccess = errors.New("cse: key access denied")
+	// ErrKeyService: the key service could not be reached or did not answer
+	// (connection refused or reset, a timeout, throttling after the
+	// retries): nothing is known about the key itself.
+	ErrKeyService = errors.New("cse: key service unavailable")
 	// ErrKeyUnusable: the master key is disabled, missing, asymmetric or not
 	// for ENCRYPT_DECRYPT.
 	ErrKeyUnusable = errors.New("cse: master key unusable")

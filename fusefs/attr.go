@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"syscall"
@@ -10,6 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/csefs/csefs/metadata"
+	"github.com/csefs/csefs/objectstore"
 )
 
 // Persisted attributes.
@@ -143,9 +145,34 @@ func lockNode(n *fileNode) *treeLock {
 	return lk
 }
 
+// attrCopyAttempts bounds persistAttrs' read-and-copy rounds: each round
+// that loses to a concurrent writer (412) reads the object again.
+const attrCopyAttempts = 5
+
 // persistAttrs copies key onto itself with c applied to its metadata.
+//
+// The copy carries the ETag of the HEAD its metadata came from
+// (CopySourceIfMatch), so it can never pair this version's envelope with the
+// body of a newer one written meanwhile (by another mount or process). When
+// the object changed between the HEAD and the copy (412), it is read again
+// and the change applied to the new version, up to attrCopyAttempts times;
+// then it fails with ErrPreconditionFailed, which is ESTALE (the kernel
+// retries a path operation once on ESTALE).
 func (f *FS) persistAttrs(ctx context.Context, key string, c attrChange) error {
 	defer f.putStat(key, nil)
+	var err error
+	for attempt := 0; attempt < attrCopyAttempts; attempt++ {
+		err = f.copyAttrs(ctx, key, c)
+		if !errors.Is(err, objectstore.ErrPreconditionFailed) {
+			return err
+		}
+		f.log.Debug("object changed under a metadata copy; reading it again", "object", f.uri(key), "attempt", attempt+1)
+	}
+	return fmt.Errorf("metadata copy lost to concurrent writers %d times: %w", attrCopyAttempts, err)
+}
+
+// copyAttrs is one round of persistAttrs.
+func (f *FS) copyAttrs(ctx context.Context, key string, c attrChange) error {
 	info, err := f.store.Head(ctx, key)
 	if err != nil {
 		return err
@@ -158,7 +185,7 @@ func (f *FS) persistAttrs(ctx context.Context, key string, c attrChange) error {
 	if err := metadata.CheckSize(meta); err != nil {
 		return fmt.Errorf("attributes do not fit beside the envelope: %w: %w", err, errUnsupported)
 	}
-	_, err = f.store.Copy(ctx, key, key, meta)
+	_, err = f.store.Copy(ctx, key, key, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag})
 	return err
 }
 

@@ -50,6 +50,19 @@ func TestToErrno(t *testing.T) {
 		{wrap(errExists), syscall.EEXIST},
 		{wrap(errClosed), syscall.EBADF},
 		{errors.New("some SDK error"), syscall.EIO},
+		// Network errnos never reach a program: EIO (the log has them).
+		{wrap(syscall.ECONNREFUSED), syscall.EIO},
+		{wrap(syscall.ECONNRESET), syscall.EIO},
+		{wrap(syscall.ECONNABORTED), syscall.EIO},
+		{wrap(syscall.ETIMEDOUT), syscall.EIO},
+		{wrap(syscall.EPIPE), syscall.EIO},
+		{wrap(fmt.Errorf("%w: %w", objectstore.ErrUnavailable, syscall.ECONNRESET)), syscall.EIO},
+		{wrap(fmt.Errorf("%w: %w", cse.ErrKeyService, context.DeadlineExceeded)), syscall.EIO},
+		{wrap(context.DeadlineExceeded), syscall.EIO},
+		{wrap(syscall.EDQUOT), syscall.EDQUOT},
+		{wrap(errStagingFull), syscall.ENOSPC},
+		{wrap(errNotAFile), syscall.ESTALE},
+		{wrap(errCrossZone), syscall.EXDEV},
 	} {
 		if got := toErrno(tc.err); got != tc.want {
 			t.Errorf("toErrno(%v) = %v, want %v", tc.err, got, tc.want)

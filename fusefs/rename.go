@@ -254,11 +254,13 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) 
 			return err
 		}
 	}
-	if _, err := f.store.Copy(ctx, src, dst, nil); err != nil {
+	// Pinned to the version that was looked at: a newer src written
+	// meanwhile is not moved under an old envelope, nor deleted below.
+	if _, err := f.store.Copy(ctx, src, dst, objectstore.CopyOptions{IfMatch: o.info.ETag}); err != nil {
 		return err
 	}
 	if o.instr {
-		if _, err := f.store.Copy(ctx, metadata.InstructionKey(src), metadata.InstructionKey(dst), nil); err != nil {
+		if _, err := f.store.Copy(ctx, metadata.InstructionKey(src), metadata.InstructionKey(dst), objectstore.CopyOptions{}); err != nil {
 			// dst without its envelope is unreadable: take it away; the
 			// source is intact.
 			if derr := f.store.Delete(context.WithoutCancel(ctx), dst); derr != nil {
@@ -284,10 +286,11 @@ const renameParallel = 8
 // moveTree moves every object under srcPrefix to dstPrefix: all copies
 // first (undone if one fails), then the deletes.
 func (f *FS) moveTree(ctx context.Context, srcPrefix, dstPrefix string) error {
-	var keys []string
+	var keys, etags []string // etags[i] pins the copy of keys[i] to the listed version
 	err := f.store.List(ctx, srcPrefix, "", func(p objectstore.ListPage) error {
 		for _, o := range p.Objects {
 			keys = append(keys, o.Key)
+			etags = append(etags, o.ETag)
 		}
 		return nil
 	})
@@ -306,7 +309,7 @@ func (f *FS) moveTree(ctx context.Context, srcPrefix, dstPrefix string) error {
 	}()
 	copied := make([]bool, len(moves))
 	err = forEach(ctx, len(moves), func(ctx context.Context, i int) error {
-		if _, err := f.store.Copy(ctx, moves[i][0], moves[i][1], nil); err != nil {
+		if _, err := f.store.Copy(ctx, moves[i][0], moves[i][1], objectstore.CopyOptions{IfMatch: etags[i]}); err != nil {
 			return err
 		}
 		copied[i] = true

@@ -64,6 +64,15 @@ type Config struct {
 	// KMSKeyAhead is how many unused data keys each KMS key keeps generated
 	// ahead per materials description (cse.KeyAhead); 0: none.
 	KMSKeyAhead int
+	// S3RetryDeadline bounds how long one S3 request keeps retrying through
+	// an outage, throttling or lost replies (objectstore.RetryPolicy); 0:
+	// objectstore.DefaultRetryDeadline.
+	S3RetryDeadline time.Duration
+	// KMSTimeout bounds one KMS attempt, KMSDeadline one KMS call with its
+	// retries: a KMS that does not answer fails the call ("KMS timeout",
+	// EIO) within KMSDeadline (plus one KMSTimeout at most).
+	KMSTimeout  time.Duration
+	KMSDeadline time.Duration
 
 	LogLevel  string
 	FuseDebug bool

@@ -201,7 +201,10 @@ func buildProvider(ctx context.Context, cfg *Config, src source, loadAWS func() 
 			if err != nil {
 				return nil, fmt.Errorf("KMS key %s: %w", keyID, err)
 			}
+			policy := retryPolicy("KMS", cfg.KMSDeadline, cfg.KMSTimeout, log)
 			kc = kms.NewFromConfig(*c, func(o *kms.Options) {
+				o.Retryer = policy.Retryer()
+				o.APIOptions = append(o.APIOptions, policy.Middleware)
 				if cfg.KMSEndpointURL != "" {
 					o.BaseEndpoint = aws.String(cfg.KMSEndpointURL)
 				}

@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -214,7 +215,7 @@ func build(ctx context.Context, cfg Config, src source, budget *objectstore.Budg
 		} else {
 			opt.OnUpload = journal.Record
 		}
-		store = objectstore.NewS3(newS3Client(*c, cfg), src.bucket, src.prefix, opt)
+		store = objectstore.NewS3(newS3Client(*c, cfg, log), src.bucket, src.prefix, opt)
 	case "file":
 		s, err := objectstore.NewLocal(src.dir)
 		if err != nil {
@@ -266,9 +267,13 @@ func loadAWSConfig(ctx context.Context, cfg Config) (*aws.Config, error) {
 	return &c, nil
 }
 
-// newS3Client is the S3 client for cfg's endpoint and addressing.
-func newS3Client(c aws.Config, cfg Config) *s3.Client {
+// newS3Client is the S3 client for cfg's endpoint and addressing, with the
+// retry policy of --s3-retry-deadline.
+func newS3Client(c aws.Config, cfg Config, log *slog.Logger) *s3.Client {
+	policy := retryPolicy("S3", cfg.S3RetryDeadline, 0, log)
 	return s3.NewFromConfig(c, func(o *s3.Options) {
+		o.Retryer = policy.Retryer()
+		o.APIOptions = append(o.APIOptions, policy.Middleware)
 		if cfg.EndpointURL != "" {
 			o.BaseEndpoint = aws.String(cfg.EndpointURL)
 		}
@@ -417,4 +422,21 @@ func setMemoryTarget(s string) error {
 	}
 	debug.SetMemoryLimit(n)
 	return nil
+}
+
+// retryPolicy is the retry policy of one service's client: the deadline and
+// attempt timeout given, every retry logged at debug level and every
+// throttled attempt at warning level, with the running count.
+func retryPolicy(service string, deadline, attemptTimeout time.Duration, log *slog.Logger) objectstore.RetryPolicy {
+	throttles := new(atomic.Int64)
+	return objectstore.RetryPolicy{
+		Deadline: deadline, AttemptTimeout: attemptTimeout, Throttles: throttles,
+		OnRetry: func(op string, attempt int, err error, throttled bool) {
+			if throttled {
+				log.Warn(service+" throttled; backing off", "op", op, "attempt", attempt, "throttled_total", throttles.Load(), "cause", err.Error())
+				return
+			}
+			log.Debug(service+" request failed; retrying", "op", op, "attempt", attempt, "cause", err.Error())
+		},
+	}
 }

@@ -150,10 +150,30 @@ func (s *LocalStore) path(key string) (p string, marker bool, err error) {
 	return filepath.Join(s.root, filepath.FromSlash(k)), marker, nil
 }
 
-func (s *LocalStore) lock(p string) *sync.Mutex {
+func (s *LocalStore) lock(p string) *sync.Mutex { return &s.locks[s.stripe(p)] }
+
+func (s *LocalStore) stripe(p string) int {
 	h := fnv.New32a()
 	h.Write([]byte(p))
-	return &s.locks[h.Sum32()%uint32(len(s.locks))]
+	return int(h.Sum32() % uint32(len(s.locks)))
+}
+
+// lockPaths takes the writers' locks of p and q ("" for none), in stripe
+// order so that two callers never deadlock, and returns their release.
+func (s *LocalStore) lockPaths(p, q string) (unlock func()) {
+	i := s.stripe(p)
+	if q == "" || s.stripe(q) == i {
+		s.locks[i].Lock()
+		return s.locks[i].Unlock
+	}
+	j := s.stripe(q)
+	if j < i {
+		i, j = j, i
+	}
+	a, b := &s.locks[i], &s.locks[j]
+	a.Lock()
+	b.Lock()
+	return func() { b.Unlock(); a.Unlock() }
 }
 
 func inode(fi fs.FileInfo) uint64 {
@@ -355,25 +375,55 @@ func (s *LocalStore) Put(ctx context.Context, key string, body []byte, meta map[
 	return w.Commit(ctx)
 }
 
-// Copy implements Store by reading src and writing dst.
-func (s *LocalStore) Copy(ctx context.Context, src, dst string, meta map[string]string) (*Info, error) {
-	rc, info, err := s.Get(ctx, src, GetOptions{Length: -1})
+// Copy implements Store by reading src and writing dst. The copy is pinned
+// to the version it read (opt.IfMatch if set, else the ETag of the opened
+// src): dst is installed only if, under the writers' locks of src and dst,
+// src still has that ETag, so a copy never lands on top of a newer src.
+func (s *LocalStore) Copy(ctx context.Context, src, dst string, opt CopyOptions) (*Info, error) {
+	rc, info, err := s.Get(ctx, src, GetOptions{Length: -1, IfMatch: opt.IfMatch})
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	if meta == nil {
-		meta = info.Metadata
-	}
-	w, err := s.Create(ctx, dst, meta)
+	srcP, _, err := s.path(src)
 	if err != nil {
 		return nil, err
 	}
+	meta := opt.Metadata
+	if meta == nil {
+		meta = info.Metadata
+	}
+	cw, err := s.Create(ctx, dst, meta)
+	if err != nil {
+		return nil, err
+	}
+	w := cw.(*localWriter)
+	w.srcKey, w.srcP, w.srcETag = src, srcP, info.ETag
 	if _, err := io.Copy(w, rc); err != nil {
 		w.Abort(ctx)
 		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", src, dst, err)
 	}
 	return w.Commit(ctx)
+}
+
+// checkSource verifies, with the writers' lock of w.srcP held, that the
+// copy's source still has the ETag it was read at.
+func (w *localWriter) checkSource() error {
+	fi, err := os.Stat(w.srcP)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("objectstore: copy %q: source gone: %w", w.srcKey, ErrPreconditionFailed)
+		}
+		return fmt.Errorf("objectstore: copy %q: %w", w.srcKey, err)
+	}
+	info, ok, err := infoFor(w.srcKey, w.srcP, fi)
+	if err != nil {
+		return fmt.Errorf("objectstore: copy %q: %w", w.srcKey, err)
+	}
+	if !ok || !etagEqual(info.ETag, w.srcETag) {
+		return fmt.Errorf("objectstore: copy %q: source changed: %w", w.srcKey, ErrPreconditionFailed)
+	}
+	return nil
 }
 
 // Delete implements Store: the body first, then the sidecar, so a reader
@@ -436,6 +486,10 @@ type localWriter struct {
 	size   int64
 	err    error
 	state  writerState
+
+	// srcKey, srcP and srcETag are set for a Copy: install checks that the
+	// source still has srcETag (see checkSource).
+	srcKey, srcP, srcETag string
 }
 
 var _ Writer = (*localWriter)(nil)
@@ -536,9 +590,13 @@ func (w *localWriter) install() error {
 	}
 	entry := sidecarEntry{Ino: inode(fi), Size: w.size, ETag: quote(hex.EncodeToString(w.md5.Sum(nil))), Metadata: w.meta}
 
-	mu := w.s.lock(w.p)
-	mu.Lock()
-	defer mu.Unlock()
+	unlock := w.s.lockPaths(w.p, w.srcP)
+	defer unlock()
+	if w.srcP != "" {
+		if err := w.checkSource(); err != nil {
+			return err
+		}
+	}
 	dir := filepath.Dir(w.p)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return conflict(w.key, err)
