@@ -65,6 +65,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err := checkMountpoint(cfg.Mountpoint); err != nil {
 		return err
 	}
+	if err := protectMemory(cfg.AllowCoreDumps); err != nil {
+		return err
+	}
+	if cfg.StagingDir, err = filepath.Abs(cfg.StagingDir); err != nil {
+		return err
+	}
 	if err := setMemoryTarget(cfg.MemoryTarget); err != nil {
 		return err
 	}
@@ -108,6 +114,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		if err := servePprof(cfg.PprofAddr, log); err != nil {
 			return err
 		}
+	}
+	// Everything named by a relative path (config files, keyring, zones)
+	// has been read by now.
+	if err := leaveCwd(); err != nil {
+		return err
 	}
 	opts := fsys.MountOptions(src.uri(), cfg.AllowOther, cfg.FuseDebug)
 	opts.DirectMount = os.Geteuid() == 0
