@@ -131,6 +131,8 @@ type FS struct {
 
 	attrMu    sync.Mutex
 	pendAttrs map[*fileNode]attrChange // attr.go: changes awaiting a stream's commit
+
+	intents intentState // intent.go: directory renames in progress
 }
 
 type statEntry struct {
@@ -344,9 +346,10 @@ func ino(key string, dir bool) uint64 {
 // childKey joins a directory prefix and a name.
 func childKey(prefix, name string) string { return prefix + name }
 
-// validName rejects names that cannot be object key segments.
+// validName rejects names that cannot be object key segments, and the
+// reserved IntentName (intent.go).
 func validName(name string) bool {
-	return name != "" && name != "." && name != ".." && !strings.Contains(name, "/")
+	return name != "" && name != "." && name != ".." && !strings.Contains(name, "/") && name != IntentName
 }
 
 // splitKey splits a file's key into its directory prefix ("a/b/" or "")
