@@ -216,6 +216,10 @@ func (f *FS) Intents(ctx context.Context) ([]RenameIntent, error) {
 		if errors.Is(err, objectstore.ErrNotFound) {
 			continue // finished meanwhile
 		}
+		if errors.Is(err, errMalformedIntent) {
+			f.log.Warn("ignoring a malformed rename intent; delete it", "intent", f.uri(k))
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -126,14 +126,22 @@ func TestRecoverRenames(t *testing.T) {
 	other.Host, other.Machine, other.Boot = "elsewhere", "m2", "b2"
 	putIntent(t, f, "1", "d/", "n/", deadOwner())
 	putIntent(t, f, "2", "x/", "y/", other)
+	// Planted or damaged: ignored, not a failure of every rename.
+	putIntent(t, f, "3", "", "n/", deadOwner())
+	putIntent(t, f, "4", "n/", "n/sub/", deadOwner())
+	if _, err := f.store.Put(ctx, IntentPrefix+"5", []byte("{"), nil); err != nil {
+		t.Fatal(err)
+	}
 	done, err := f.RecoverRenames(ctx, nil)
 	if err != nil || len(done) != 1 || done[0].ID != "1" {
 		t.Fatalf("recovered %+v, %v", done, err)
 	}
-	if left := intentKeys(t, f); len(left) != 1 || left[0] != IntentPrefix+"2" {
-		t.Errorf("intents left: %v, want only the other machine's", left)
+	if left := intentKeys(t, f); len(left) != 4 || left[0] != IntentPrefix+"2" {
+		t.Errorf("intents left: %v, want the other machine's and the malformed ones", left)
 	}
-	f.store.Delete(ctx, IntentPrefix+"2")
+	for _, id := range []string{"2", "3", "4", "5"} {
+		f.store.Delete(ctx, IntentPrefix+id)
+	}
 	checkMoved(t, f, files)
 }
 
