@@ -113,14 +113,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if !cfg.ReadOnly {
 		// Before serving: finish the directory renames that dead processes
 		// left half done (fusefs/intent.go).
+		// Each one finished is logged ("directory rename finished").
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		done, err := fsys.RecoverRenames(rctx, nil)
+		_, err := fsys.RecoverRenames(rctx, nil)
 		cancel()
 		if err != nil {
 			log.Warn("rename recovery incomplete: a rename touching those directories finishes it, or csefs recover", "cause", err.Error())
-		}
-		for _, in := range done {
-			log.Info("finished an interrupted directory rename", "from", src.uri()+in.Src, "to", src.uri()+in.Dst)
 		}
 	}
 	if cfg.PprofAddr != "" {
