@@ -38,6 +38,7 @@ func newApp() *cli.App {
 			unmountCommand(),
 			keyringCommand(),
 			uploadsCommand(),
+			recoverCommand(),
 		},
 	}
 }
@@ -86,6 +87,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-file", Usage: "log destination (default: stderr in the foreground, a file beside the pid file in the background)"},
 			&cli.StringFlag{Name: "pprof-addr", Usage: "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060"},
+			&cli.BoolFlag{Name: "allow-core-dumps", Usage: "debugging only: keep the core size limit and let the daemon be dumped; by default it sets RLIMIT_CORE 0 and PR_SET_DUMPABLE 0, since its memory holds data keys and plaintext"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request (very verbose; go-fuse prints the first bytes of each read and write, so never use it on real data)"},
 			&cli.StringFlag{Name: "emrfs-site", Usage: "read EMRFS settings (fs.s3.cse.*) from this emrfs-site.xml; flags given explicitly win"},
 			&cli.StringFlag{Name: "security-configuration", Usage: "read S3 encryption settings from this EMR security configuration JSON (CSE-KMS, CSE-Custom; Overrides for the mounted bucket); flags given explicitly win"},
@@ -139,6 +141,7 @@ func runMount(c *cli.Context) error {
 		KMSDeadline:       c.Duration("kms-deadline"),
 		LogLevel:          c.String("log-level"),
 		FuseDebug:         c.Bool("fuse-debug"),
+		AllowCoreDumps:    c.Bool("allow-core-dumps"),
 		PprofAddr:         c.String("pprof-addr"),
 
 		EMRFSSite:                c.String("emrfs-site"),
@@ -364,6 +367,42 @@ func uploadsCommand() *cli.Command {
 				return err
 			},
 		}},
+	}
+}
+
+// recoverCommand finishes directory renames a crash cut short (see
+// fusefs/intent.go).
+func recoverCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "recover",
+		Usage:     "finish directory renames that a crashed or killed mount left half done",
+		ArgsUsage: "s3://BUCKET[/PREFIX]|file:///ABS/DIR",
+		Description: "A directory rename stores its intent under .csefs-renames/ at the mount's root\n" +
+			"before its first copy. Every mount finishes, before serving, the renames of dead\n" +
+			"processes of this machine; this command does the same by hand, and with --older-than\n" +
+			"also those of other machines, which it cannot see running: make sure none is.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
+			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
+			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
+			&cli.DurationFlag{Name: "older-than", Usage: "also finish renames of other machines (or containers) begun at least this long ago"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("recover needs one source")
+			}
+			cfg := mount.Config{Source: c.Args().First(), EndpointURL: c.String("endpoint-url"),
+				Region: c.String("region"), PathStyle: c.Bool("path-style")}
+			log, _ := mount.Logger("info", os.Stderr)
+			done, left, err := mount.RecoverRenames(c.Context, cfg, c.Duration("older-than"), log)
+			for _, in := range done {
+				fmt.Fprintf(c.App.Writer, "finished\t%s\t%s\n", in.Src, in.Dst)
+			}
+			for _, in := range left {
+				fmt.Fprintf(c.App.Writer, "left\t%s\t%s\t%s pid %d since %s\n", in.Src, in.Dst, in.Host, in.PID, in.Time.Format(time.RFC3339))
+			}
+			return err
+		},
 	}
 }
 

@@ -396,7 +396,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	f.listingAdd(d.prefix(), fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(key, false)}, entryFile)
 	n.fillAttr(&out.Attr)
 	ch := d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)})
-	return ch, w, 0, 0
+	return ch, w, openFlags, 0
 }
 
 func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

@@ -137,6 +137,8 @@ type FS struct {
 
 	attrMu    sync.Mutex
 	pendAttrs map[*fileNode]attrChange // attr.go: changes awaiting a stream's commit
+
+	intents intentState // intent.go: directory renames in progress
 }
 
 type statEntry struct {
@@ -208,6 +210,26 @@ func (f *FS) WaitUploads(timeout time.Duration) {
 	}
 }
 
+// openFlags are the FOPEN flags of every file handle, for reading and for
+// writing: FOPEN_DIRECT_IO. The kernel's page cache is one per inode, not
+// one per version, so it cannot give each open(2) its own version:
+//
+//   - a write through a cached handle copies its bytes into the inode's page
+//     cache before the upload commits, where any reader finds them;
+//   - O_TRUNC (SETATTR size 0) and each write set the inode's size, and a
+//     cached read ends there: readers of the old version got empty files
+//     and prefixes;
+//   - the pages one reader fetched of its version are served to a reader of
+//     another version.
+//
+// With direct I/O no file data goes through the page cache: every read(2)
+// is a READ to its own handle, which serves the version it was opened on
+// (pinned to its ETag), whole, whatever the inode's size says; every
+// write(2) goes straight to its handle. The handles read ahead themselves
+// (read.go). mmap still works (CAP_DIRECT_IO_ALLOW_MMAP), through the page
+// cache. docs/semantics.md, "Readers in the writer's mount".
+const openFlags = fuse.FOPEN_DIRECT_IO
+
 // MountOptions returns the go-fuse options csefs mounts with.
 func (f *FS) MountOptions(fsName string, allowOther, debug bool) *fs.Options {
 	ttl := time.Second
@@ -225,6 +247,8 @@ func (f *FS) MountOptions(fsName string, allowOther, debug bool) *fs.Options {
 			MaxBackground: 64,
 			DisableXAttrs: !f.opt.XAttrs,
 			Debug:         debug,
+			// MAP_SHARED of a direct-I/O file (openFlags), kernels >= 6.6.
+			ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 		},
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
@@ -328,9 +352,10 @@ func ino(key string, dir bool) uint64 {
 // childKey joins a directory prefix and a name.
 func childKey(prefix, name string) string { return prefix + name }
 
-// validName rejects names that cannot be object key segments.
+// validName rejects names that cannot be object key segments, and the
+// reserved IntentName (intent.go).
 func validName(name string) bool {
-	return name != "" && name != "." && name != ".." && !strings.Contains(name, "/")
+	return name != "" && name != "." && name != ".." && !strings.Contains(name, "/") && name != IntentName
 }
 
 // splitKey splits a file's key into its directory prefix ("a/b/" or "")

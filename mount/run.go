@@ -66,6 +66,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err := checkMountpoint(cfg.Mountpoint); err != nil {
 		return err
 	}
+	if err := protectMemory(cfg.AllowCoreDumps); err != nil {
+		return err
+	}
+	if cfg.StagingDir, err = filepath.Abs(cfg.StagingDir); err != nil {
+		return err
+	}
 	if err := setMemoryTarget(cfg.MemoryTarget); err != nil {
 		return err
 	}
@@ -107,10 +113,26 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err != nil {
 		return err
 	}
+	if !cfg.ReadOnly {
+		// Before serving: finish the directory renames that dead processes
+		// left half done (fusefs/intent.go).
+		// Each one finished is logged ("directory rename finished").
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		_, err := fsys.RecoverRenames(rctx, nil)
+		cancel()
+		if err != nil {
+			log.Warn("rename recovery incomplete: a rename touching those directories finishes it, or csefs recover", "cause", err.Error())
+		}
+	}
 	if cfg.PprofAddr != "" {
 		if err := servePprof(cfg.PprofAddr, log); err != nil {
 			return err
 		}
+	}
+	// Everything named by a relative path (config files, keyring, zones)
+	// has been read by now.
+	if err := leaveCwd(); err != nil {
+		return err
 	}
 	opts := fsys.MountOptions(src.uri(), cfg.AllowOther, cfg.FuseDebug)
 	opts.DirectMount = os.Geteuid() == 0
@@ -159,6 +181,44 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	}
 	log.Info("unmounted", "mountpoint", cfg.Mountpoint)
 	return nil
+}
+
+// RecoverRenames finishes the directory renames of cfg.Source that crashed
+// processes left half done (fusefs/intent.go): those of dead processes of
+// this machine, and, with olderThan > 0, those of other machines (whose
+// owners this one cannot see) stored at least olderThan ago. Only do the
+// latter when no process still works on them: two at once can lose data.
+func RecoverRenames(ctx context.Context, cfg Config, olderThan time.Duration, log *slog.Logger) ([]fusefs.RenameIntent, []fusefs.RenameIntent, error) {
+	src, err := parseSource(cfg.Source)
+	if err != nil {
+		return nil, nil, err
+	}
+	var store objectstore.Store
+	switch src.scheme {
+	case "s3":
+		c, err := loadAWSConfig(ctx, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		store = objectstore.NewS3(newS3Client(*c, cfg, log), src.bucket, src.prefix, objectstore.S3Options{})
+	case "file":
+		if store, err = objectstore.NewLocal(src.dir); err != nil {
+			return nil, nil, err
+		}
+	}
+	fsys, _, err := fusefs.New(fusefs.Options{Store: store, URIPrefix: src.uri(), KeyPrefix: src.prefix, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	var left []fusefs.RenameIntent
+	done, err := fsys.RecoverRenames(ctx, func(in *fusefs.RenameIntent, st fusefs.OwnerState) bool {
+		ok := st == fusefs.OwnerDead || st == fusefs.OwnerUnknown && olderThan > 0 && time.Since(in.Time) >= olderThan
+		if !ok {
+			left = append(left, *in)
+		}
+		return ok
+	})
+	return done, left, err
 }
 
 // unmountServer unmounts, retrying while the mount is busy (files still open,
