@@ -187,3 +187,20 @@ func (n *fileNode) afterCommit(ctx context.Context) error {
 	}
 	return f.persistAttrs(ctx, n.key(), c)
 }
+
+// stagePendingAttrs moves the attribute changes recorded for n's stream,
+// which was aborted for staging, onto the staged version. The node's
+// staging file is held.
+func (n *fileNode) stagePendingAttrs() {
+	f := n.fsys
+	f.attrMu.Lock()
+	c, ok := f.pendAttrs[n]
+	delete(f.pendAttrs, n)
+	f.attrMu.Unlock()
+	if !ok {
+		return
+	}
+	n.mu.Lock()
+	n.stageAttrs = c.apply(n.stageAttrs, f.opt.UID, f.opt.GID)
+	n.mu.Unlock()
+}

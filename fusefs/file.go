@@ -121,8 +121,8 @@ func (n *fileNode) markDirty() {
 }
 
 // acquireStage returns the node's staging file, creating it on first use
-// with the object's current content unless empty is set.
-func (n *fileNode) acquireStage(ctx context.Context, empty bool) (*stageFile, error) {
+// (fresh) with the object's current content unless empty is set.
+func (n *fileNode) acquireStage(ctx context.Context, empty bool) (sf *stageFile, fresh bool, err error) {
 	n.stageMu.Lock()
 	defer n.stageMu.Unlock()
 	n.mu.Lock()
@@ -130,13 +130,13 @@ func (n *fileNode) acquireStage(ctx context.Context, empty bool) (*stageFile, er
 		n.stageRefs++
 		sf := n.stage
 		n.mu.Unlock()
-		return sf, nil
+		return sf, false, nil
 	}
 	n.mu.Unlock()
 	f := n.fsys
-	sf, err := f.stage.create()
+	sf, err = f.stage.create()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	attrs := fileAttrs(f.opt.FileMode)
 	o, err := f.head(ctx, n.key())
@@ -150,17 +150,17 @@ func (n *fileNode) acquireStage(ctx context.Context, empty bool) (*stageFile, er
 		if !empty && o.plainSize > 0 {
 			if err := n.fsys.fill(ctx, o, sf); err != nil {
 				sf.Close()
-				return nil, err
+				return nil, false, err
 			}
 		}
 	case !isNotFound(err):
 		sf.Close()
-		return nil, err
+		return nil, false, err
 	}
 	n.mu.Lock()
 	n.stage, n.stageRefs, n.stageDirty, n.stageAttrs = sf, 1, false, attrs
 	n.mu.Unlock()
-	return sf, nil
+	return sf, true, nil
 }
 
 // fill copies an object's authenticated plaintext into a staging file.
