@@ -338,11 +338,9 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	return 0
 }
 
-// pendingAttr fills the attributes of a file with changes not yet uploaded.
+// pendingAttr fills the attributes of a file with changes not yet uploaded;
+// mode is its permission bits, 0000 included.
 func (f *FS) pendingAttr(a *fuse.Attr, size int64, mode uint32) {
-	if mode == 0 {
-		mode = f.opt.FileMode
-	}
 	a.Mode = syscall.S_IFREG | mode
 	a.Nlink = 1
 	a.Uid, a.Gid = f.opt.UID, f.opt.GID
@@ -355,7 +353,10 @@ func (f *FS) pendingAttr(a *fuse.Attr, size int64, mode uint32) {
 
 // fillAttr fills the attributes of a node that is being created.
 func (n *fileNode) fillAttr(a *fuse.Attr) {
-	size, mode, _ := n.streaming()
+	size, mode, ok := n.streaming()
+	if !ok {
+		mode = n.fsys.opt.FileMode
+	}
 	n.fsys.pendingAttr(a, size, mode)
 }
 

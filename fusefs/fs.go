@@ -220,6 +220,9 @@ func (f *FS) MountOptions(fsName string, allowOther, debug bool) *fs.Options {
 			DisableXAttrs: !f.opt.XAttrs,
 			Debug:         debug,
 		},
+		// A stored mode of 0000 is shown as it is, for the kernel's
+		// default_permissions to check (go-fuse would show 0644).
+		NullPermissions: true,
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
 		NegativeTimeout: &neg,

