@@ -78,4 +78,33 @@ func TestPermissionsEnforced(t *testing.T) {
 	check(m)
 }
 
-var _ = syscall.EACCES
+// TestDirFsync: fsync(2) and fdatasync(2) of a directory succeed (after a
+// rename into it, the pattern of programs that make a rename durable), on
+// s3:// and file:// mounts.
+func TestDirFsync(t *testing.T) {
+	w := newWorld(t)
+	for _, m := range []*mounted{w.mount(t, ""), mountWith(t, cleanEnv(t), "file://"+t.TempDir())} {
+		if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(m.path("d", "tmp"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(m.path("d", "tmp"), m.path("d", "final")); err != nil {
+			t.Fatal(err)
+		}
+		for _, dir := range []string{m.path("d"), m.Dir} {
+			f, err := os.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Errorf("fsync(%s): %v", dir, err)
+			}
+			if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+				t.Errorf("fdatasync(%s): %v", dir, err)
+			}
+			f.Close()
+		}
+	}
+}

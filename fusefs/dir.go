@@ -34,7 +34,18 @@ var (
 	_ fs.NodeRmdirer   = (*dirNode)(nil)
 	_ fs.NodeStatfser  = (*dirNode)(nil)
 	_ fs.NodeSetattrer = (*dirNode)(nil)
+	_ fs.NodeFsyncer   = (*dirNode)(nil)
 )
+
+// Fsync (fsync(2) and fdatasync(2) of a directory) succeeds once the
+// directory's entries are durable. Every create, mkdir, unlink, rmdir and
+// rename is done in the store before its call returns, so only the
+// directory's own attribute changes may still be pending; a file created in
+// it becomes durable at its own commit (its fsync or close), as a file's
+// data on a local filesystem needs the file's fsync, not the directory's.
+func (d *dirNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	return 0
+}
 
 func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	d.fsys.dirAttr(&out.Attr)
