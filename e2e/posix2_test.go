@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // asNobody runs a shell command as uid/gid 65534 and returns its output and
@@ -107,4 +108,47 @@ func TestDirFsync(t *testing.T) {
 			f.Close()
 		}
 	}
+}
+
+// TestChmodKeepsMtime: chmod and chown of a file whose mtime was never set
+// explicitly (its upload time) leave the mtime as it was, also after a
+// remount. The clock must move past the upload's second for the old code's
+// self-copy to show a new time, so the test waits for it.
+func TestChmodKeepsMtime(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount(t, "", "--metadata-ttl", "100ms")
+	p := m.path("f")
+	if err := os.WriteFile(p, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); time.Since(start) < 2100*time.Millisecond; {
+		time.Sleep(50 * time.Millisecond) // the clock, not a race: see above
+	}
+	st, err := os.Stat(p) // the kernel's and the mount's caches have expired: from a HEAD
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := st.ModTime()
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, 123, 456); err != nil {
+		t.Fatal(err)
+	}
+	check := func(m *mounted) {
+		t.Helper()
+		st, err := os.Stat(m.path("f"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st.ModTime().Equal(before) {
+			t.Errorf("mtime %v after chmod and chown, want %v", st.ModTime(), before)
+		}
+		if st.Mode().Perm() != 0o600 || st.Sys().(*syscall.Stat_t).Uid != 123 {
+			t.Errorf("mode %v uid %d, want 0600 and 123", st.Mode(), st.Sys().(*syscall.Stat_t).Uid)
+		}
+	}
+	check(m)
+	m.Unmount(t)
+	check(w.mount(t, "", "--metadata-ttl", "100ms"))
 }

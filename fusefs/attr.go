@@ -18,7 +18,9 @@ import (
 // (csefs-mode, csefs-uid/csefs-gid, csefs-mtime; see metadata/attrs.go) by a
 // server-side copy of the object onto itself with the metadata replaced: the
 // current metadata from a fresh HEAD, with only those keys changed, so the
-// envelope keys are kept byte for byte. atime is not stored. getattr shows
+// envelope keys are kept byte for byte. An mtime that was implicit (the
+// upload time) is stored explicitly by the first such copy, so chmod and
+// chown do not move it. atime is not stored. getattr shows
 // them (uid/gid when present, else the mount's --uid/--gid; mtime when
 // present, else the object's LastModified). chown is accepted from anyone
 // and only recorded: csefs enforces no ownership.
@@ -154,12 +156,22 @@ func (f *FS) persistAttrs(ctx context.Context, key string, c attrChange) error {
 	if meta == nil {
 		meta = map[string]string{}
 	}
-	c.apply(metadata.ParseAttrs(meta), f.opt.UID, f.opt.GID).Apply(meta)
+	c.apply(keepMtime(metadata.ParseAttrs(meta), info.LastModified), f.opt.UID, f.opt.GID).Apply(meta)
 	if err := metadata.CheckSize(meta); err != nil {
 		return fmt.Errorf("attributes do not fit beside the envelope: %w: %w", err, errUnsupported)
 	}
 	_, err = f.store.Copy(ctx, key, key, meta)
 	return err
+}
+
+// keepMtime stores an implicit mtime (the upload time, which the self-copy
+// of persistAttrs would change) explicitly: chmod and chown change only the
+// ctime.
+func keepMtime(a metadata.Attrs, uploaded time.Time) metadata.Attrs {
+	if !a.HasMtime && !uploaded.IsZero() {
+		a.Mtime, a.HasMtime = uploaded.Truncate(time.Second), true // as fileAttr shows it
+	}
+	return a
 }
 
 // addPendingAttrs records c for the stream of n in progress.

@@ -84,7 +84,10 @@ func (f *FS) fileAttr(o *object, a *fuse.Attr) {
 	a.Size = uint64(o.plainSize)
 	a.Blocks = (a.Size + 511) / 512
 	a.Blksize = 1 << 20
-	mt := o.info.LastModified
+	// An upload time has whole seconds on S3 (an HTTP date); it is shown
+	// so on every store, so that the time a commit reports and the one a
+	// later HEAD or LIST gives agree.
+	mt := o.info.LastModified.Truncate(time.Second)
 	if o.attrs.HasMtime {
 		mt = o.attrs.Mtime
 	}

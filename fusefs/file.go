@@ -347,8 +347,9 @@ func (f *FS) pendingAttr(a *fuse.Attr, size int64, mode uint32) {
 	a.Size = uint64(size)
 	a.Blocks = (a.Size + 511) / 512
 	a.Blksize = 1 << 20
-	now := time.Now()
-	a.SetTimes(nil, &now, &now)
+	// Whole seconds, as the committed object's upload time will be.
+	now := time.Now().Truncate(time.Second)
+	a.SetTimes(&now, &now, &now)
 }
 
 // fillAttr fills the attributes of a node that is being created.
