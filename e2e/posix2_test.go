@@ -152,3 +152,107 @@ func TestChmodKeepsMtime(t *testing.T) {
 	m.Unmount(t)
 	check(w.mount(t, "", "--metadata-ttl", "100ms"))
 }
+
+// statT stats p (without following a symlink).
+func statT(t *testing.T, p string) *syscall.Stat_t {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return &st
+}
+
+func mtimeOf(st *syscall.Stat_t) time.Time { return time.Unix(st.Mtim.Unix()) }
+func atimeOf(st *syscall.Stat_t) time.Time { return time.Unix(st.Atim.Unix()) }
+
+// TestDirAttrs: a directory's mode, owner and mtime persist in its marker:
+// mkdir stores the mode and the time, a create or unlink inside moves the
+// mtime, chmod, chown and utimes are stored, and a remount right after (the
+// changed mtime is stored at unmount) shows them all; on s3:// and file://.
+func TestDirAttrs(t *testing.T) {
+	w := newWorld(t)
+	local := t.TempDir()
+	env := cleanEnv(t)
+	for _, tc := range []struct {
+		name  string
+		mount func() *mounted
+	}{
+		{"s3", func() *mounted { return w.mount(t, "") }},
+		{"file", func() *mounted { return mountWith(t, env, "file://"+local) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := tc.mount()
+			start := time.Now().Add(-2 * time.Second)
+			if err := syscall.Mkdir(m.path("d"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			st := statT(t, m.path("d"))
+			if st.Mode != syscall.S_IFDIR|0o700 || mtimeOf(st).Before(start) {
+				t.Fatalf("new directory: mode %o mtime %v, want 040700 and now", st.Mode, mtimeOf(st))
+			}
+			made := mtimeOf(st)
+			if err := os.WriteFile(m.path("d", "f"), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if got := mtimeOf(statT(t, m.path("d"))); !got.After(made) {
+				t.Errorf("mtime %v after a create in the directory, want after %v", got, made)
+			}
+			if err := os.Chmod(m.path("d"), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(m.path("d"), 12, 34); err != nil {
+				t.Fatal(err)
+			}
+			old := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+			if err := os.Chtimes(m.path("d"), old, old); err != nil {
+				t.Fatal(err)
+			}
+			st = statT(t, m.path("d"))
+			if st.Mode != syscall.S_IFDIR|0o750 || st.Uid != 12 || st.Gid != 34 || !mtimeOf(st).Equal(old) || !atimeOf(st).Equal(old) {
+				t.Fatalf("after chmod, chown, utimes: mode %o owner %d:%d mtime %v atime %v", st.Mode, st.Uid, st.Gid, mtimeOf(st), atimeOf(st))
+			}
+			if err := os.Remove(m.path("d", "f")); err != nil {
+				t.Fatal(err)
+			}
+			unlinked := mtimeOf(statT(t, m.path("d")))
+			if !unlinked.After(old) {
+				t.Errorf("mtime %v after an unlink in the directory, want now", unlinked)
+			}
+			m.Unmount(t)
+			m = tc.mount()
+			st = statT(t, m.path("d"))
+			if st.Mode != syscall.S_IFDIR|0o750 || st.Uid != 12 || st.Gid != 34 || !mtimeOf(st).Equal(unlinked) {
+				t.Errorf("after remount: mode %o owner %d:%d mtime %v, want 040750 12:34 %v", st.Mode, st.Uid, st.Gid, mtimeOf(st), unlinked)
+			}
+		})
+	}
+}
+
+// TestPrefixOnlyDir: a directory that exists only as a key prefix (written
+// by another tool, no marker) shows the mount's --dir-mode and owner and a
+// recent mtime (the mount's start), not 1970; chmod gives it a marker that
+// keeps the mode.
+func TestPrefixOnlyDir(t *testing.T) {
+	w := newWorld(t)
+	w.putRaw(t, "p/q/x", []byte("x"), nil)
+	before := time.Now().Add(-2 * time.Second)
+	m := w.mount(t, "", "--dir-mode", "0751", "--uid", "7", "--gid", "8")
+	for _, d := range []string{"p", "p/q"} {
+		st := statT(t, m.path(d))
+		if st.Mode != syscall.S_IFDIR|0o751 || st.Uid != 7 || st.Gid != 8 || mtimeOf(st).Before(before) {
+			t.Errorf("%s: mode %o owner %d:%d mtime %v, want 040751 7:8 and the mount's start", d, st.Mode, st.Uid, st.Gid, mtimeOf(st))
+		}
+	}
+	if err := os.Chmod(m.path("p"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	m.Unmount(t)
+	m = w.mount(t, "")
+	if st := statT(t, m.path("p")); st.Mode != syscall.S_IFDIR|0o700 {
+		t.Errorf("after chmod and remount: mode %o, want 040700", st.Mode)
+	}
+	if got, _ := os.ReadFile(m.path("p", "q", "x")); string(got) != "x" {
+		t.Errorf("p/q/x reads %q", got)
+	}
+}

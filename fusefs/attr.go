@@ -42,6 +42,8 @@ type attrChange struct {
 	setGID   bool
 	mtime    time.Time
 	setMtime bool
+	atime    time.Time
+	setAtime bool
 }
 
 func changeFrom(in *fuse.SetAttrIn) attrChange {
@@ -50,10 +52,13 @@ func changeFrom(in *fuse.SetAttrIn) attrChange {
 	c.uid, c.setUID = in.GetUID()
 	c.gid, c.setGID = in.GetGID()
 	c.mtime, c.setMtime = in.GetMTime()
+	c.atime, c.setAtime = in.GetATime()
 	return c
 }
 
-func (c attrChange) empty() bool { return !c.setMode && !c.setUID && !c.setGID && !c.setMtime }
+func (c attrChange) empty() bool {
+	return !c.setMode && !c.setUID && !c.setGID && !c.setMtime && !c.setAtime
+}
 
 // then is c followed by a later change d.
 func (c attrChange) then(d attrChange) attrChange {
@@ -68,6 +73,9 @@ func (c attrChange) then(d attrChange) attrChange {
 	}
 	if d.setMtime {
 		c.mtime, c.setMtime = d.mtime, true
+	}
+	if d.setAtime {
+		c.atime, c.setAtime = d.atime, true
 	}
 	return c
 }
@@ -97,6 +105,9 @@ func (c attrChange) apply(a metadata.Attrs, uid, gid uint32) metadata.Attrs {
 	}
 	if c.setMtime {
 		a.Mtime, a.HasMtime = c.mtime, true
+	}
+	if c.setAtime {
+		a.Atime, a.HasAtime = c.atime, true
 	}
 	return a
 }

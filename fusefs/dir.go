@@ -43,28 +43,38 @@ var (
 // directory's own attribute changes may still be pending; a file created in
 // it becomes durable at its own commit (its fsync or close), as a file's
 // data on a local filesystem needs the file's fsync, not the directory's.
+// The pending attribute change is the directory's mtime (dirattr.go).
 func (d *dirNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	ctx = mutating(ctx)
+	if err := d.fsys.flushDir(ctx, d.prefix()); err != nil {
+		return d.fsys.logErr("fsync", d.prefix(), err)
+	}
 	return 0
 }
 
 func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	d.fsys.dirAttr(&out.Attr)
+	ctx, done := d.fsys.untilKilled(ctx, "getattr", d.prefix())
+	defer done()
+	if err := d.fsys.dirAttrOf(ctx, d.prefix(), &out.Attr); err != nil {
+		return d.fsys.logErr("getattr", d.prefix(), err)
+	}
 	return 0
 }
 
-// Setattr accepts chmod/utimes on directories without persisting them:
-// directories are prefixes and have no metadata of their own.
+// Setattr stores chmod, chown and utimes of a directory in its marker
+// (dirattr.go).
 func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	d.fsys.dirAttr(&out.Attr)
-	return 0
-}
-
-func (f *FS) dirAttr(a *fuse.Attr) {
-	a.Mode = syscall.S_IFDIR | f.opt.DirMode
-	a.Nlink = 2
-	a.Uid, a.Gid = f.opt.UID, f.opt.GID
-	a.Size = 4096
-	a.Blksize = 4096
+	ctx = mutating(ctx)
+	f := d.fsys
+	if c := changeFrom(in); !c.empty() {
+		if f.opt.ReadOnly {
+			return syscall.EROFS
+		}
+		if err := f.setDirMeta(ctx, d.prefix(), c); err != nil {
+			return f.logErr("setattr", d.prefix(), err)
+		}
+	}
+	return d.Getattr(ctx, fh, out)
 }
 
 func (f *FS) fileAttr(o *object, a *fuse.Attr) {
@@ -91,7 +101,11 @@ func (f *FS) fileAttr(o *object, a *fuse.Attr) {
 	if o.attrs.HasMtime {
 		mt = o.attrs.Mtime
 	}
-	a.SetTimes(nil, &mt, &mt)
+	at := mt // atime is stored only when set explicitly
+	if o.attrs.HasAtime {
+		at = o.attrs.Atime
+	}
+	a.SetTimes(&at, &mt, &mt)
 }
 
 // entryKind is what a name in a directory is.
@@ -193,7 +207,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	switch k {
 	case entryDir:
-		f.dirAttr(&out.Attr)
+		if err := f.dirAttrOf(ctx, key+"/", &out.Attr); err != nil {
+			return nil, f.logErr("lookup", key+"/", err)
+		}
 		return d.NewInode(ctx, newDirNode(f, key+"/"), fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(key, true)}), 0
 	case entryFile:
 		f.fileAttr(obj, &out.Attr)
@@ -408,6 +424,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	// The lookups of a create loop keep being answered by the listing.
 	f.listingAdd(d.prefix(), fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(key, false)}, entryFile)
+	f.touchDir(d.prefix())
 	n.fillAttr(&out.Attr)
 	ch := d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)})
 	return ch, w, 0, 0
@@ -428,14 +445,23 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	} else if k != entryNone {
 		return nil, syscall.EEXIST
 	}
-	if _, err := f.store.Put(ctx, key+"/", nil, nil); err != nil {
+	now := time.Now()
+	meta := map[string]string{}
+	newDirAttrs(mode, now).Apply(meta)
+	info, err := f.store.Put(ctx, key+"/", nil, meta)
+	if err != nil {
 		f.dirChanged(d.prefix())
 		return nil, f.logErr("mkdir", key+"/", err)
 	}
 	// The probe found nothing under key/: the new directory is empty.
 	f.putEmptyListing(key + "/")
 	f.listingAdd(d.prefix(), fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: ino(key, true)}, entryDir)
-	f.dirAttr(&out.Attr)
+	f.dirs.mu.Lock()
+	*f.dirStateLocked(key + "/") = dirState{attrs: metadata.ParseAttrs(meta), marker: true, upload: info.LastModified, at: now}
+	st := *f.dirStateLocked(key + "/")
+	f.dirs.mu.Unlock()
+	f.touchDir(d.prefix())
+	f.fillDirAttr(&out.Attr, st)
 	return d.NewInode(ctx, newDirNode(f, key+"/"), fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(key, true)}), 0
 }
 
@@ -457,6 +483,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	f.putStat(key, nil)
 	f.listingRemove(d.prefix(), name)
+	f.touchDir(d.prefix())
 	if o.instr || o.kind == kindPlain {
 		// An instruction file may exist beside the object; remove it too,
 		// or a later object of the same name would inherit it.
@@ -486,6 +513,8 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if err := f.store.Delete(ctx, key); err != nil {
 		return f.logErr("rmdir", key, err)
 	}
+	f.forgetDir(key)
+	f.touchDir(d.prefix())
 	return 0
 }
 

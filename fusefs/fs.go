@@ -131,6 +131,9 @@ type FS struct {
 
 	attrMu    sync.Mutex
 	pendAttrs map[*fileNode]attrChange // attr.go: changes awaiting a stream's commit
+
+	dirs    dirStates // dirattr.go: directory attributes
+	started time.Time // the mount's start: the mtime of directories without one
 }
 
 type statEntry struct {
@@ -162,6 +165,7 @@ func New(opt Options) (*FS, fs.InodeEmbedder, error) {
 		stats:    make(map[string]statEntry),
 		verified: make(map[string]bool),
 		pend:     make(map[string]*fileNode),
+		started:  time.Now().Truncate(time.Second),
 	}
 	if opt.StagingDir != "" {
 		st, err := newStager(opt.StagingDir, opt.StagingLimit)
@@ -180,6 +184,7 @@ func New(opt Options) (*FS, fs.InodeEmbedder, error) {
 // detach whose RELEASE never came), their uploads are aborted, nothing
 // partial is committed, and WaitUploads returns.
 func (f *FS) WaitUploads(timeout time.Duration) {
+	defer f.FlushDirs(context.Background())
 	done := make(chan struct{})
 	go func() {
 		f.inflight.Wait()

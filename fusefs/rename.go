@@ -154,10 +154,11 @@ func renameTargets(keys []string, srcPrefix, dstPrefix string) ([][2]string, err
 	return moves, nil
 }
 
-func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
 	ctx = mutating(ctx)
 	d.fsys.allDirsChanged()
 	defer d.fsys.allDirsChanged()
+	defer func() { d.fsys.renamedIn(d, newParent, name, newName, errno) }() // dirattr.go
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return syscall.EROFS

@@ -98,6 +98,7 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 	if err != nil {
 		return nil, f.logErr("symlink", key, err)
 	}
+	f.touchDir(d.prefix())
 	f.fileAttr(o, &out.Attr)
 	return d.NewInode(ctx, newSymlinkNode(f, key), symlinkStable(key)), 0
 }

@@ -14,6 +14,9 @@ const (
 	// and compact). ParseAttrs also accepts RFC 3339 (with or without
 	// fractional seconds) for hand-written objects.
 	AttrMtime = "csefs-mtime"
+	// AttrAtime is the access time, as AttrMtime, when one was set
+	// explicitly (utimes); without it atime reads as mtime.
+	AttrAtime = "csefs-atime"
 	// AttrUID and AttrGID are the owner as decimal ids; both must be valid for
 	// Attrs.HasOwner.
 	AttrUID = "csefs-uid"
@@ -35,6 +38,8 @@ type Attrs struct {
 	HasMode  bool
 	Mtime    time.Time
 	HasMtime bool
+	Atime    time.Time
+	HasAtime bool
 	UID, GID uint32
 	HasOwner bool
 	Symlink  bool
@@ -57,6 +62,13 @@ func ParseAttrs(meta map[string]string) Attrs {
 			a.Mtime, a.HasMtime = time.Unix(0, n), true
 		} else if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 			a.Mtime, a.HasMtime = t, true
+		}
+	}
+	if v, ok := Lookup(meta, AttrAtime); ok {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			a.Atime, a.HasAtime = time.Unix(0, n), true
+		} else if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			a.Atime, a.HasAtime = t, true
 		}
 	}
 	u, uok := Lookup(meta, AttrUID)
@@ -96,6 +108,7 @@ func (a Attrs) Apply(meta map[string]string) {
 	}
 	set(AttrMode, strconv.FormatUint(uint64(a.Mode), 8), a.HasMode)
 	set(AttrMtime, strconv.FormatInt(a.Mtime.UnixNano(), 10), a.HasMtime)
+	set(AttrAtime, strconv.FormatInt(a.Atime.UnixNano(), 10), a.HasAtime)
 	set(AttrUID, strconv.FormatUint(uint64(a.UID), 10), a.HasOwner)
 	set(AttrGID, strconv.FormatUint(uint64(a.GID), 10), a.HasOwner)
 	set(AttrSymlink, "1", a.Symlink)
