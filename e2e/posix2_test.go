@@ -6,6 +6,7 @@ package e2e
 // limits and the mountpoint check.
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -254,5 +255,108 @@ func TestPrefixOnlyDir(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(m.path("p", "q", "x")); string(got) != "x" {
 		t.Errorf("p/q/x reads %q", got)
+	}
+}
+
+// TestFileTooBig: a truncate or a write past the largest object the mount
+// can store (64 GiB of plaintext in one GCM message for an encrypted mount)
+// fails with EFBIG, not ENOSPC from the staging bound; on s3:// and file://.
+func TestFileTooBig(t *testing.T) {
+	w := newWorld(t)
+	for _, m := range []*mounted{w.mount(t, ""), mountWith(t, cleanEnv(t), "file://"+t.TempDir())} {
+		p := m.path("big")
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		const limit = 1<<36 - 32
+		if err := syscall.Truncate(p, limit+1); err != syscall.EFBIG {
+			t.Errorf("truncate to 64 GiB + 1: %v, want EFBIG", err)
+		}
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte("y"), limit); !errors.Is(err, syscall.EFBIG) {
+			t.Errorf("write at 64 GiB: %v, want EFBIG", err)
+		}
+		if err := f.Close(); err != nil {
+			t.Errorf("close after the refused write: %v", err)
+		}
+		if got, _ := os.ReadFile(p); string(got) != "x" {
+			t.Errorf("file reads %q after the refused changes, want x", got)
+		}
+	}
+}
+
+// TestAtime: a new file's atime is its mtime (not 1970); an atime set
+// explicitly (touch -a -d) is stored and survives a remount, leaving the
+// mtime; reading a file makes no write request.
+func TestAtime(t *testing.T) {
+	w := newWorld(t)
+	p0 := newCountingProxy(t, w.S3.Endpoint)
+	m := w.mountVia(t, p0.URL)
+	p := m.path("f")
+	if err := os.WriteFile(p, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := statT(t, p)
+	if !atimeOf(st).Equal(mtimeOf(st)) {
+		t.Errorf("new file: atime %v, mtime %v; want them equal", atimeOf(st), mtimeOf(st))
+	}
+	mt := mtimeOf(st)
+	run(t, "touch", "-a", "-d", "2001-02-03 04:05:06.5 UTC", p)
+	want := time.Date(2001, 2, 3, 4, 5, 6, 5e8, time.UTC)
+	p0.take()
+	for range 3 {
+		if b, err := os.ReadFile(p); err != nil || string(b) != "data" {
+			t.Fatalf("read: %q, %v", b, err)
+		}
+	}
+	for method, n := range p0.take() {
+		if method != "GET" && method != "HEAD" {
+			t.Errorf("reading made %d %s requests", n, method)
+		}
+	}
+	check := func(m *mounted) {
+		t.Helper()
+		st := statT(t, m.path("f"))
+		if !atimeOf(st).Equal(want) || !mtimeOf(st).Equal(mt) {
+			t.Errorf("atime %v mtime %v, want %v and %v", atimeOf(st), mtimeOf(st), want, mt)
+		}
+	}
+	check(m)
+	m.Unmount(t)
+	check(w.mount(t, ""))
+}
+
+// TestUnlinkedOpenNlink: fstat of an open file that was unlinked reports
+// nlink 0; a new file of the same name has nlink 1.
+func TestUnlinkedOpenNlink(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount(t, "")
+	p := m.path("f")
+	if err := os.WriteFile(p, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Nlink != 0 {
+		t.Errorf("fstat of the unlinked open file: nlink %d, want 0", st.Nlink)
+	}
+	if err := os.WriteFile(p, []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if n := statT(t, p).Nlink; n != 1 {
+		t.Errorf("the new file of the same name: nlink %d, want 1", n)
 	}
 }

@@ -216,9 +216,18 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		if obj.attrs.Symlink {
 			return d.NewInode(ctx, newSymlinkNode(f, key), symlinkStable(key)), 0
 		}
-		return d.NewInode(ctx, newFileNode(f, key), fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}), 0
+		return linked(d.NewInode(ctx, newFileNode(f, key), fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)})), 0
 	}
 	return nil, syscall.ENOENT
+}
+
+// linked marks a file inode, which the kernel may still hold from before an
+// unlink (inode numbers come from the key), as having a name again.
+func linked(in *fs.Inode) *fs.Inode {
+	if n, ok := in.Operations().(*fileNode); ok {
+		n.unlinked.Store(false)
+	}
+	return in
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
@@ -426,7 +435,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	f.listingAdd(d.prefix(), fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(key, false)}, entryFile)
 	f.touchDir(d.prefix())
 	n.fillAttr(&out.Attr)
-	ch := d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)})
+	ch := linked(d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}))
 	return ch, w, 0, 0
 }
 
@@ -484,6 +493,11 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	f.putStat(key, nil)
 	f.listingRemove(d.prefix(), name)
 	f.touchDir(d.prefix())
+	if ch := d.GetChild(name); ch != nil {
+		if n, ok := ch.Operations().(*fileNode); ok {
+			n.unlinked.Store(true) // fstat of an open descriptor shows nlink 0
+		}
+	}
 	if o.instr || o.kind == kindPlain {
 		// An instruction file may exist beside the object; remove it too,
 		// or a later object of the same name would inherit it.

@@ -36,6 +36,8 @@ type fileNode struct {
 
 	mu      sync.Mutex
 	writers map[*writeHandle]bool
+
+	unlinked atomic.Bool // removed while the kernel still holds it (open): nlink 0
 }
 
 var (
@@ -309,6 +311,14 @@ func (n *fileNode) basePlainSize(ctx context.Context) int64 {
 }
 
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	errno := n.getattr(ctx, fh, out)
+	if errno == 0 && n.unlinked.Load() {
+		out.Nlink = 0
+	}
+	return errno
+}
+
+func (n *fileNode) getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	f := n.fsys
 	if size, mode, ok := n.streaming(); ok {
 		f.pendingAttr(&out.Attr, size, mode)
@@ -441,6 +451,9 @@ func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 		return syscall.EROFS
 	}
 	if size, ok := in.GetSize(); ok {
+		if int64(size) > f.maxFileSize() || int64(size) < 0 {
+			return f.logErr("truncate", n.key(), fmt.Errorf("truncate to %d: %w", size, errFileTooBig))
+		}
 		if err := n.setSize(ctx, fh, int64(size)); err != nil {
 			return f.logErr("truncate", n.key(), err)
 		}

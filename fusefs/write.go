@@ -14,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/metadata"
 )
 
@@ -194,7 +195,24 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	return uint32(n), 0
 }
 
+// errFileTooBig: a size beyond what one object can hold.
+var errFileTooBig = fmt.Errorf("fusefs: file larger than an object can be: %w", syscall.EFBIG)
+
+// maxFileSize is the largest file the mount can store: S3's object limit
+// (5 TiB), and with encryption the most one GCM message may carry (64 GiB,
+// the S3 Encryption Clients' limit). A write or truncate past it fails with
+// EFBIG before anything is staged or uploaded.
+func (f *FS) maxFileSize() int64 {
+	if f.opt.Provider != nil {
+		return cse.MaxGCMPlaintext
+	}
+	return 5 << 40
+}
+
 func (w *writeHandle) write(ctx context.Context, data []byte, off int64) (int, error) {
+	if off+int64(len(data)) > w.fsys.maxFileSize() {
+		return 0, fmt.Errorf("write of %d bytes at %d: %w", len(data), off, errFileTooBig)
+	}
 	if w.mode == modeUndecided {
 		if off == 0 && w.node.basePlainSize(ctx) == 0 {
 			if err := w.startStream(ctx); err != nil {
