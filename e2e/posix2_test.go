@@ -360,3 +360,58 @@ func TestUnlinkedOpenNlink(t *testing.T) {
 		t.Errorf("the new file of the same name: nlink %d, want 1", n)
 	}
 }
+
+// TestNameLimits: statfs reports the longest name the store can hold (255,
+// less where the key prefix leaves less of S3's 1024 bytes); a name that
+// fits is created, closed and read back after a remount (on file:// too,
+// where its metadata sidecar would pass the host's 255 bytes); a longer one
+// gets ENAMETOOLONG from create, mkdir, symlink and rename.
+func TestNameLimits(t *testing.T) {
+	w := newWorld(t)
+	local := t.TempDir()
+	env := cleanEnv(t)
+	// 899 bytes in segments MinIO takes (at most 255 bytes each).
+	longPrefix := strings.TrimSuffix(strings.Repeat(strings.Repeat("p", 224)+"/", 4), "/")
+	for _, tc := range []struct {
+		name  string
+		max   int
+		mount func() *mounted
+	}{
+		{"s3", 255, func() *mounted { return w.mount(t, "") }},
+		{"file", 255, func() *mounted { return mountWith(t, env, "file://"+local) }},
+		// 1024 − 900 (the prefix and its "/") − 12 (".instruction").
+		{"s3-prefix", 112, func() *mounted { return w.mount(t, longPrefix) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := tc.mount()
+			var sfs syscall.Statfs_t
+			if err := syscall.Statfs(m.Dir, &sfs); err != nil {
+				t.Fatal(err)
+			}
+			if sfs.Namelen != int64(tc.max) {
+				t.Errorf("statfs namelen %d, want %d", sfs.Namelen, tc.max)
+			}
+			fits := strings.Repeat("n", tc.max)
+			if err := os.WriteFile(m.path(fits), []byte("fits"), 0o644); err != nil {
+				t.Fatalf("%d-byte name: %v", tc.max, err)
+			}
+			long := strings.Repeat("l", tc.max+1)
+			want := func(op string, err error) {
+				t.Helper()
+				if !errors.Is(err, syscall.ENAMETOOLONG) {
+					t.Errorf("%s of a %d-byte name: %v, want ENAMETOOLONG", op, len(long), err)
+				}
+			}
+			_, err := os.Create(m.path(long))
+			want("create", err)
+			want("mkdir", os.Mkdir(m.path(long), 0o755))
+			want("symlink", os.Symlink("target", m.path(long)))
+			want("rename", os.Rename(m.path(fits), m.path(long)))
+			m.Unmount(t)
+			m = tc.mount()
+			if got, err := os.ReadFile(m.path(fits)); err != nil || string(got) != "fits" {
+				t.Errorf("%d-byte name after remount: %q, %v", tc.max, got, err)
+			}
+		})
+	}
+}

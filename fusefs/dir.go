@@ -163,6 +163,10 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	ctx, done := d.fsys.untilKilled(ctx, "lookup", childKey(d.prefix(), name))
 	defer done()
 	f := d.fsys
+	if err := f.checkName(d.prefix(), name); err != nil {
+		// Before every create, mkdir, symlink, mknod and rename target.
+		return nil, syscall.ENAMETOOLONG
+	}
 	if !validName(name) || metadata.IsInstructionKey(name) {
 		return nil, syscall.ENOENT
 	}
@@ -424,6 +428,9 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if !validName(name) || metadata.IsInstructionKey(name) {
 		return nil, nil, 0, syscall.EINVAL
 	}
+	if err := f.checkName(d.prefix(), name); err != nil {
+		return nil, nil, 0, f.logErr("create", d.prefix()+name, err)
+	}
 	key := childKey(d.prefix(), name)
 	n := newFileNode(f, key)
 	w, err := f.newWriter(ctx, n, fileAttrs(mode), true, flags&syscall.O_ACCMODE == syscall.O_RDWR)
@@ -447,6 +454,9 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	}
 	if !validName(name) {
 		return nil, syscall.EINVAL
+	}
+	if err := f.checkName(d.prefix(), name); err != nil {
+		return nil, f.logErr("mkdir", d.prefix()+name, err)
 	}
 	key := childKey(d.prefix(), name)
 	if k, _, err := f.probe(ctx, key); err != nil {
@@ -543,6 +553,6 @@ func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 	out.Bavail = blocks
 	out.Files = 1 << 30
 	out.Ffree = 1 << 30
-	out.NameLen = 1024
+	out.NameLen = uint32(d.fsys.nameMax(d.prefix()))
 	return 0
 }

@@ -173,6 +173,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	if !validName(name) || !validName(newName) || metadata.IsInstructionKey(name) || metadata.IsInstructionKey(newName) {
 		return syscall.EINVAL
 	}
+	if err := f.checkName(nd.prefix(), newName); err != nil {
+		return f.logErr("rename", nd.prefix()+newName, err)
+	}
 	src, dst := childKey(d.prefix(), name), childKey(nd.prefix(), newName)
 	if err := f.renameAllowed(ctx, src, dst); err != nil {
 		return f.logErr("rename", src, err)

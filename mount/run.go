@@ -96,6 +96,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		DirMode:         cfg.DirMode,
 		StagingDir:      cfg.StagingDir,
 		StagingLimit:    cfg.StagingLimit,
+		NameMax:         nameMax(src),
+		KeyMax:          keyMax(src),
 		Logger:          log,
 		MatDesc:         keys.MatDesc,
 		MatDescFor:      keys.MatDescFor,
@@ -415,4 +417,27 @@ func setMemoryTarget(s string) error {
 	}
 	debug.SetMemoryLimit(n)
 	return nil
+}
+
+// nameMax is the longest name src can hold: S3 keys take any 255-byte
+// segment; a local directory what its filesystem allows (statfs f_namelen;
+// long names' sidecars are hashed to fit).
+func nameMax(src source) int {
+	if src.scheme != "file" {
+		return 255
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(src.dir, &st); err != nil || st.Namelen <= 0 {
+		return 255
+	}
+	return min(255, int(st.Namelen))
+}
+
+// keyMax is the longest key src can hold: S3's 1024 bytes; in a local
+// directory, a path (with its sidecar's 17 extra bytes) within PATH_MAX.
+func keyMax(src source) int {
+	if src.scheme != "file" {
+		return 1024
+	}
+	return 4095 - len(src.dir) - 1 - len("..csefs-meta.json")
 }
