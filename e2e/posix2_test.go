@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -411,6 +412,125 @@ func TestNameLimits(t *testing.T) {
 			m = tc.mount()
 			if got, err := os.ReadFile(m.path(fits)); err != nil || string(got) != "fits" {
 				t.Errorf("%d-byte name after remount: %q, %v", tc.max, got, err)
+			}
+		})
+	}
+}
+
+// mkdev is a Linux device number, for majors below 4096 and minors below
+// 256.
+func mkdev(major, minor uint64) uint64 { return major<<8 | minor }
+
+// TestSpecialFiles: mkfifo, mknod of character and block devices, and a
+// UNIX socket's bind make objects that stat, list, rename and delete like
+// files and keep their type, mode and rdev across a remount; the fifo works
+// as a pipe; cp -a copies a tree with a fifo onto the mount; on s3:// and
+// file://.
+func TestSpecialFiles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mknod of devices needs root")
+	}
+	w := newWorld(t)
+	local := t.TempDir()
+	env := cleanEnv(t)
+	for _, tc := range []struct {
+		name  string
+		mount func() *mounted
+	}{
+		{"s3", func() *mounted { return w.mount(t, "") }},
+		{"file", func() *mounted { return mountWith(t, env, "file://"+local) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := tc.mount()
+			if err := syscall.Mkfifo(m.path("fifo"), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Mknod(m.path("chr"), syscall.S_IFCHR|0o600, int(mkdev(1, 3))); err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Mknod(m.path("blk"), syscall.S_IFBLK|0o640, int(mkdev(7, 9))); err != nil {
+				t.Fatal(err)
+			}
+			ln, err := net.Listen("unix", m.path("sock"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln.(*net.UnixListener).SetUnlinkOnClose(false)
+			ln.Close()
+			want := map[string]struct {
+				mode uint32
+				rdev uint64
+			}{
+				"fifo": {syscall.S_IFIFO | 0o640, 0},
+				"chr":  {syscall.S_IFCHR | 0o600, mkdev(1, 3)},
+				"blk":  {syscall.S_IFBLK | 0o640, mkdev(7, 9)},
+			}
+			check := func(m *mounted, names map[string]string) {
+				t.Helper()
+				for name, as := range names {
+					st := statT(t, m.path(as))
+					if wt, ok := want[name]; ok && (st.Mode != wt.mode || st.Rdev != wt.rdev) {
+						t.Errorf("%s: mode %o rdev %x, want %o %x", as, st.Mode, st.Rdev, wt.mode, wt.rdev)
+					}
+					if name == "sock" && st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
+						t.Errorf("%s: mode %o, want a socket", as, st.Mode)
+					}
+				}
+				ents, err := os.ReadDir(m.Dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				listed := map[string]bool{}
+				for _, e := range ents {
+					listed[e.Name()] = true
+				}
+				for _, as := range names {
+					if !listed[as] {
+						t.Errorf("%s is not listed (%v)", as, listed)
+					}
+				}
+			}
+			names := map[string]string{"fifo": "fifo", "chr": "chr", "blk": "blk", "sock": "sock"}
+			check(m, names)
+			// The fifo is a pipe (the kernel's).
+			done := make(chan error, 1)
+			go func() {
+				f, err := os.OpenFile(m.path("fifo"), os.O_WRONLY, 0)
+				if err == nil {
+					_, err = f.Write([]byte("through the pipe"))
+					f.Close()
+				}
+				done <- err
+			}()
+			if got, err := os.ReadFile(m.path("fifo")); err != nil || string(got) != "through the pipe" {
+				t.Errorf("read from the fifo: %q, %v", got, err)
+			}
+			if err := <-done; err != nil {
+				t.Errorf("write to the fifo: %v", err)
+			}
+			if err := os.Rename(m.path("fifo"), m.path("fifo2")); err != nil {
+				t.Fatal(err)
+			}
+			names["fifo"] = "fifo2"
+			m.Unmount(t)
+			m = tc.mount()
+			check(m, names)
+			// A tree with a fifo copies onto the mount.
+			src := t.TempDir()
+			if err := syscall.Mkfifo(filepath.Join(src, "p"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			run(t, "cp", "-a", src, m.path("tree"))
+			if st := statT(t, m.path("tree", "p")); st.Mode != syscall.S_IFIFO|0o600 {
+				t.Errorf("copied fifo: mode %o", st.Mode)
+			}
+			for _, as := range []string{"fifo2", "chr", "blk", "sock", "tree/p"} {
+				if err := os.Remove(m.path(as)); err != nil {
+					t.Errorf("remove %s: %v", as, err)
+				}
+			}
+			if _, err := os.Lstat(m.path("chr")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("chr after remove: %v", err)
 			}
 		})
 	}

@@ -83,8 +83,12 @@ func (f *FS) fileAttr(o *object, a *fuse.Attr) {
 		mode = o.attrs.Mode & 0o7777
 	}
 	a.Mode = syscall.S_IFREG | mode
-	if o.attrs.Symlink {
+	switch {
+	case o.attrs.Symlink:
 		a.Mode = syscall.S_IFLNK | 0o777
+	case isSpecial(o.attrs):
+		a.Mode = o.attrs.Mode
+		a.Rdev = uint32(o.attrs.Rdev)
 	}
 	a.Nlink = 1
 	a.Uid, a.Gid = f.opt.UID, f.opt.GID
@@ -220,6 +224,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		if obj.attrs.Symlink {
 			return d.NewInode(ctx, newSymlinkNode(f, key), symlinkStable(key)), 0
 		}
+		if isSpecial(obj.attrs) {
+			return d.NewInode(ctx, newSpecialNode(f, key), specialStable(key, obj.attrs.Mode)), 0
+		}
 		return linked(d.NewInode(ctx, newFileNode(f, key), fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)})), 0
 	}
 	return nil, syscall.ENOENT
@@ -291,6 +298,10 @@ func (f *FS) listDir(ctx context.Context, prefix string, heads bool) (l *listing
 		seen[name] = true
 		if c := f.cachedStat(o.Key); c != nil && c.attrs.Symlink {
 			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFLNK, Ino: symlinkIno(o.Key)})
+			continue
+		} else if c != nil && isSpecial(c.attrs) {
+			st := specialStable(o.Key, c.attrs.Mode)
+			entries = append(entries, fuse.DirEntry{Name: name, Mode: st.Mode, Ino: st.Ino})
 			continue
 		}
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(o.Key, false)})

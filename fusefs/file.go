@@ -438,7 +438,7 @@ func (n *fileNode) headFile(ctx context.Context) (*object, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.attrs.Symlink {
+	if o.attrs.Symlink || isSpecial(o.attrs) {
 		return nil, errNotAFile
 	}
 	return o, nil

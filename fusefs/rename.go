@@ -543,6 +543,10 @@ func (lk *treeLock) retarget(ch *fs.Inode, src, dst string) {
 			if k, ok := renamedKey(n.key(), src, dst); ok {
 				n.setKey(k)
 			}
+		case *specialNode:
+			if k, ok := renamedKey(n.key(), src, dst); ok {
+				n.setKey(k)
+			}
 		case *dirNode:
 			if p, ok := renamedKey(n.prefix(), src, dst); ok {
 				n.setPrefix(p)

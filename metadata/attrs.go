@@ -24,6 +24,10 @@ const (
 	// AttrSymlink "1" marks a symlink object whose (encrypted) body is the
 	// link target.
 	AttrSymlink = "csefs-symlink"
+	// AttrRdev is the device number (st_rdev) of a character or block
+	// device, in decimal; AttrMode holds the file type of every special
+	// file (fifo, socket, device), whose object is empty.
+	AttrRdev = "csefs-rdev"
 	// AttrEnvelope EnvelopeInstructionFile marks a data object whose envelope
 	// lives in its instruction file: a missing instruction file is then an
 	// error (ErrNoInstructionFile), never a sign of plaintext.
@@ -43,6 +47,8 @@ type Attrs struct {
 	UID, GID uint32
 	HasOwner bool
 	Symlink  bool
+	Rdev     uint64
+	HasRdev  bool
 	// InstructionFile is AttrEnvelope == EnvelopeInstructionFile.
 	InstructionFile bool
 }
@@ -80,6 +86,11 @@ func ParseAttrs(meta map[string]string) Attrs {
 			a.UID, a.GID, a.HasOwner = uint32(un), uint32(gn), true
 		}
 	}
+	if v, ok := Lookup(meta, AttrRdev); ok {
+		if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+			a.Rdev, a.HasRdev = n, true
+		}
+	}
 	if v, _ := Lookup(meta, AttrSymlink); v == "1" {
 		a.Symlink = true
 	}
@@ -112,5 +123,6 @@ func (a Attrs) Apply(meta map[string]string) {
 	set(AttrUID, strconv.FormatUint(uint64(a.UID), 10), a.HasOwner)
 	set(AttrGID, strconv.FormatUint(uint64(a.GID), 10), a.HasOwner)
 	set(AttrSymlink, "1", a.Symlink)
+	set(AttrRdev, strconv.FormatUint(a.Rdev, 10), a.HasRdev)
 	set(AttrEnvelope, EnvelopeInstructionFile, a.InstructionFile)
 }
