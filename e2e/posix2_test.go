@@ -535,3 +535,46 @@ func TestSpecialFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestNonEmptyMountpoint: mounting over a directory that has entries is
+// refused (they would be hidden) unless --allow-non-empty is given.
+func TestNonEmptyMountpoint(t *testing.T) {
+	requireFUSE(t)
+	env := cleanEnv(t)
+	bin := csefsBin(t)
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "hidden"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mount := func(extra ...string) (string, error) {
+		args := append([]string{"mount", "--log-file", filepath.Join(dir, "log")}, extra...)
+		cmd := exec.Command(bin, append(args, "file://"+filepath.Join(dir, "bucket"), mnt)...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if err := os.Mkdir(filepath.Join(dir, "bucket"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := mount()
+	if err == nil || !strings.Contains(out, "not empty") {
+		t.Fatalf("mount over a non-empty directory: %v\n%s", err, out)
+	}
+	if out, err := mount("--allow-non-empty"); err != nil {
+		t.Fatalf("mount --allow-non-empty: %v\n%s", err, out)
+	}
+	defer func() {
+		cmd := exec.Command(bin, "unmount", mnt)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("unmount: %v\n%s", err, out)
+		}
+	}()
+	if _, err := os.Stat(filepath.Join(mnt, "hidden")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the mount shows the hidden file: %v", err)
+	}
+}

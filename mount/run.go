@@ -62,7 +62,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err != nil {
 		return err
 	}
-	if err := checkMountpoint(cfg.Mountpoint); err != nil {
+	if err := checkMountpoint(cfg.Mountpoint, cfg.AllowNonEmpty); err != nil {
 		return err
 	}
 	if err := setMemoryTarget(cfg.MemoryTarget); err != nil {
@@ -316,7 +316,7 @@ func CreateKeyring(path string) error {
 
 // checkMountpoint refuses a mountpoint that is missing, not a directory, or
 // already a mount.
-func checkMountpoint(mnt string) error {
+func checkMountpoint(mnt string, allowNonEmpty bool) error {
 	fi, err := os.Stat(mnt)
 	if err != nil {
 		var errno syscall.Errno
@@ -334,6 +334,19 @@ func checkMountpoint(mnt string) error {
 	}
 	if mounted {
 		return fmt.Errorf("mountpoint %s is busy: something is already mounted there", mnt)
+	}
+	if !allowNonEmpty {
+		// Mounting over files hides them, as mount-s3, s3fs and gocryptfs
+		// refuse to do unless asked.
+		d, err := os.Open(mnt)
+		if err != nil {
+			return fmt.Errorf("mountpoint: %w", err)
+		}
+		names, _ := d.Readdirnames(1)
+		d.Close()
+		if len(names) > 0 {
+			return fmt.Errorf("mountpoint %s is not empty (mounting would hide what is in it; --allow-non-empty mounts anyway)", mnt)
+		}
 	}
 	return nil
 }
