@@ -154,10 +154,11 @@ func renameTargets(keys []string, srcPrefix, dstPrefix string) ([][2]string, err
 	return moves, nil
 }
 
-func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
 	ctx = mutating(ctx)
 	d.fsys.allDirsChanged()
 	defer d.fsys.allDirsChanged()
+	defer func() { d.fsys.renamedIn(d, newParent, name, newName, errno) }() // dirattr.go
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return syscall.EROFS
@@ -171,6 +172,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	}
 	if !validName(name) || !validName(newName) || metadata.IsInstructionKey(name) || metadata.IsInstructionKey(newName) {
 		return syscall.EINVAL
+	}
+	if err := f.checkName(nd.prefix(), newName); err != nil {
+		return f.logErr("rename", nd.prefix()+newName, err)
 	}
 	src, dst := childKey(d.prefix(), name), childKey(nd.prefix(), newName)
 	if err := f.renameAllowed(ctx, src, dst); err != nil {
@@ -590,6 +594,10 @@ func (lk *treeLock) retarget(ch *fs.Inode, src, dst string) {
 				n.setKey(k)
 			}
 		case *symlinkNode:
+			if k, ok := renamedKey(n.key(), src, dst); ok {
+				n.setKey(k)
+			}
+		case *specialNode:
 			if k, ok := renamedKey(n.key(), src, dst); ok {
 				n.setKey(k)
 			}

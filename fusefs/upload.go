@@ -158,7 +158,11 @@ func (u *upload) commit(ctx context.Context) (*object, error) {
 		o.kind = kindGCM
 	}
 	if o.info.LastModified.IsZero() {
-		o.info.LastModified = time.Now()
+		// The store did not say (S3's PUT and multipart completion do
+		// not); its HEAD will give a whole second (HTTP dates have no
+		// fraction), so stat shows the same mtime before and after the
+		// cached result expires.
+		o.info.LastModified = time.Now().Truncate(time.Second)
 	}
 	f.putStat(u.key, o)
 	return o, nil

@@ -43,7 +43,9 @@ type Config struct {
 
 	ReadOnly   bool
 	AllowOther bool
-	XAttrs     bool
+	// AllowNonEmpty mounts over a mountpoint that has entries (hiding them).
+	AllowNonEmpty bool
+	XAttrs        bool
 	// AttrsFromList: fusefs.Options.AttrsFromList (--attrs-from-list).
 	AttrsFromList bool
 	UID, GID      uint32

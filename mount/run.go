@@ -63,7 +63,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err != nil {
 		return err
 	}
-	if err := checkMountpoint(cfg.Mountpoint); err != nil {
+	if err := checkMountpoint(cfg.Mountpoint, cfg.AllowNonEmpty); err != nil {
 		return err
 	}
 	if err := protectMemory(cfg.AllowCoreDumps); err != nil {
@@ -104,6 +104,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		DirMode:          cfg.DirMode,
 		StagingDir:       cfg.StagingDir,
 		StagingLimit:     cfg.StagingLimit,
+		NameMax:          nameMax(src),
+		KeyMax:           keyMax(src),
 		Logger:           log,
 		MatDesc:          keys.MatDesc,
 		MatDescFor:       keys.MatDescFor,
@@ -381,7 +383,7 @@ func CreateKeyring(path string) error {
 
 // checkMountpoint refuses a mountpoint that is missing, not a directory, or
 // already a mount.
-func checkMountpoint(mnt string) error {
+func checkMountpoint(mnt string, allowNonEmpty bool) error {
 	fi, err := os.Stat(mnt)
 	if err != nil {
 		var errno syscall.Errno
@@ -399,6 +401,19 @@ func checkMountpoint(mnt string) error {
 	}
 	if mounted {
 		return fmt.Errorf("mountpoint %s is busy: something is already mounted there", mnt)
+	}
+	if !allowNonEmpty {
+		// Mounting over files hides them, as mount-s3, s3fs and gocryptfs
+		// refuse to do unless asked.
+		d, err := os.Open(mnt)
+		if err != nil {
+			return fmt.Errorf("mountpoint: %w", err)
+		}
+		names, _ := d.Readdirnames(1)
+		d.Close()
+		if len(names) > 0 {
+			return fmt.Errorf("mountpoint %s is not empty (mounting would hide what is in it; --allow-non-empty mounts anyway)", mnt)
+		}
 	}
 	return nil
 }
@@ -499,4 +514,27 @@ func retryPolicy(service string, deadline, attemptTimeout time.Duration, log *sl
 			log.Debug(service+" request failed; retrying", "op", op, "attempt", attempt, "cause", err.Error())
 		},
 	}
+}
+
+// nameMax is the longest name src can hold: S3 keys take any 255-byte
+// segment; a local directory what its filesystem allows (statfs f_namelen;
+// long names' sidecars are hashed to fit).
+func nameMax(src source) int {
+	if src.scheme != "file" {
+		return 255
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(src.dir, &st); err != nil || st.Namelen <= 0 {
+		return 255
+	}
+	return min(255, int(st.Namelen))
+}
+
+// keyMax is the longest key src can hold: S3's 1024 bytes; in a local
+// directory, a path (with its sidecar's 17 extra bytes) within PATH_MAX.
+func keyMax(src source) int {
+	if src.scheme != "file" {
+		return 1024
+	}
+	return 4095 - len(src.dir) - 1 - len("..csefs-meta.json")
 }
