@@ -731,3 +731,43 @@ func TestV3StagedWrites(t *testing.T) {
 		checkSame(t, "GO4", name, got, err, data)
 	}
 }
+
+// TestV3ZonePolicy: an encryption zone with "commitment_policy":
+// "require-encrypt-require-decrypt" writes V3 under its prefix while the
+// rest of the mount writes V2, refuses V2 objects under its prefix with
+// EACCES (and reads them elsewhere), and a cross-zone mv into it
+// re-encrypts the file as V3: the destination's policy.
+func TestV3ZonePolicy(t *testing.T) {
+	w := newWorld(t)
+	finID, _ := w.KMS.NewKey(t)
+	plain := randBytes(t, 30_000)
+	m := w.mount(t, "")
+	for _, k := range []string{"fin/old-v2", "top-v2"} {
+		writeMount(t, m, k, string(plain))
+	}
+	m.Unmount(t)
+	zones := writeConfig(t, "zones.json", `{"zones":[{"prefix":"fin/","key":"kms:`+finID+`","commitment_policy":"`+policyRequire+`"}]}`)
+	m = w.mount(t, "", "--zones-file", zones)
+	writeMount(t, m, "fin/new", string(plain))
+	writeMount(t, m, "top-new", string(plain))
+	wantReadErrno(t, m, w, "fin/old-v2", syscall.EACCES, policyRequire)
+	readMount(t, m, "top-v2", string(plain))
+	readMount(t, m, "fin/new", string(plain))
+	run(t, "mv", m.path("top-v2"), m.path("fin", "moved"))
+	readMount(t, m, "fin/moved", string(plain))
+	m.Unmount(t)
+	for key, v := range map[string]int{"fin/new": 3, "fin/moved": 3, "top-new": 2, "fin/old-v2": 2} {
+		if got := storedEnvelope(t, w, key, false).Version; got != v {
+			t.Errorf("%s: version %d, want %d", key, got, v)
+		}
+	}
+	go4, err := oracle.GO4(w.servers(), finID, oracle.GO4RequireEncryptRequireDecrypt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := oracle.GO4Get(bg, go4, w.Bucket, "fin/moved")
+	checkSame(t, "GO4", "fin/moved", got, err, plain)
+	if _, err := w.S3.Client(t).HeadObject(bg, &s3.HeadObjectInput{Bucket: &w.Bucket, Key: aws.String("top-v2")}); err == nil {
+		t.Error("top-v2 still exists after mv")
+	}
+}
