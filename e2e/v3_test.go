@@ -436,8 +436,17 @@ func TestV3RenameAndTouch(t *testing.T) {
 			if err == nil {
 				t.Error("the old name still exists")
 			}
-			m = w.mount(t, storage, "--commitment-policy", policyRequire)
+			m = w.mount(t, storage, "--commitment-policy", policyRequire, "--xattrs")
 			readMount(t, m, "b", string(plain))
+			desc := make([]byte, 200)
+			n, err := syscall.Getxattr(m.path("b"), "user.csefs.encryption", desc)
+			want := "kms+context ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY"
+			if storage == "instruction-file" {
+				want += " instruction-file"
+			}
+			if err != nil || string(desc[:max(n, 0)]) != want {
+				t.Errorf("user.csefs.encryption = %q, %v; want %q", desc[:max(n, 0)], err, want)
+			}
 			st, err := os.Stat(m.path("b"))
 			if err != nil || st.Mode().Perm() != 0o600 {
 				t.Errorf("stat after chmod: %v, %v", st, err)
