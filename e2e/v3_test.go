@@ -295,8 +295,9 @@ func checkV3Envelope(t *testing.T, w *world, key string, envl *metadata.Envelope
 // suite or wrap code, and a V3 instruction file whose object lost x-amz-d,
 // each fail on a real mount with EIO (a garbled KMS blob: EACCES, which is
 // what KMS's refusal maps to), with a log line; a V2 object under
-// require-encrypt-require-decrypt gets EACCES. The mount serves the good
-// objects before, between and after, and does not crash.
+// require-encrypt-require-decrypt gets EACCES (stat still works), and so
+// does a V1 CBC object (stat too: its size needs its key). The mount serves
+// the good objects before, between and after, and does not crash.
 func TestV3BadInputsMount(t *testing.T) {
 	w := newWorld(t)
 	plain := randBytes(t, 70_000)
@@ -317,6 +318,11 @@ func TestV3BadInputsMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	wr.Unmount(t)
+
+	// A V1 CBC object (EMRFS CSE-KMS's default) without a plaintext length.
+	if err := oracle.FindGO1Writer("GO1-V1-kms-CBC").Put(bg, w.servers(), w.KMS.KeyID, w.Bucket, "cbc", plain); err != nil {
+		t.Fatal(err)
+	}
 
 	body, meta := w.getRaw(t, "good")
 	_, otherMeta := w.getRaw(t, "other")
@@ -375,11 +381,25 @@ func TestV3BadInputsMount(t *testing.T) {
 				readMount(t, m, "instr", string(plain))
 			})
 			t.Run("v2-object", func(t *testing.T) {
+				if st, err := os.Stat(m.path("v2")); err != nil || st.Size() != int64(len(plain)) {
+					t.Errorf("stat: %v, %v", st, err)
+				}
 				if policy == policyForbid {
 					readMount(t, m, "v2", string(plain))
 					return
 				}
 				wantReadErrno(t, m, w, "v2", syscall.EACCES, policyRequire)
+			})
+			t.Run("v1-cbc-object", func(t *testing.T) {
+				if policy == policyForbid {
+					readMount(t, m, "cbc", string(plain))
+					return
+				}
+				// Its size needs its key, which the policy refuses.
+				if _, err := os.Stat(m.path("cbc")); !errors.Is(err, syscall.EACCES) {
+					t.Errorf("stat: %v, want EACCES", err)
+				}
+				wantReadErrno(t, m, w, "cbc", syscall.EACCES, policyRequire)
 			})
 			readMount(t, m, "other", string(plain))
 			if log := m.logText(t); strings.Contains(log, meta["x-amz-3"]) {
