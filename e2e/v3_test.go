@@ -295,8 +295,9 @@ func checkV3Envelope(t *testing.T, w *world, key string, envl *metadata.Envelope
 // suite or wrap code, and a V3 instruction file whose object lost x-amz-d,
 // each fail on a real mount with EIO (a garbled KMS blob: EACCES, which is
 // what KMS's refusal maps to), with a log line; a V2 object under
-// require-encrypt-require-decrypt gets EACCES. The mount serves the good
-// objects before, between and after, and does not crash.
+// require-encrypt-require-decrypt gets EACCES (stat still works), and so
+// does a V1 CBC object (stat too: its size needs its key). The mount serves
+// the good objects before, between and after, and does not crash.
 func TestV3BadInputsMount(t *testing.T) {
 	w := newWorld(t)
 	plain := randBytes(t, 70_000)
@@ -317,6 +318,11 @@ func TestV3BadInputsMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	wr.Unmount(t)
+
+	// A V1 CBC object (EMRFS CSE-KMS's default) without a plaintext length.
+	if err := oracle.FindGO1Writer("GO1-V1-kms-CBC").Put(bg, w.servers(), w.KMS.KeyID, w.Bucket, "cbc", plain); err != nil {
+		t.Fatal(err)
+	}
 
 	body, meta := w.getRaw(t, "good")
 	_, otherMeta := w.getRaw(t, "other")
@@ -375,11 +381,25 @@ func TestV3BadInputsMount(t *testing.T) {
 				readMount(t, m, "instr", string(plain))
 			})
 			t.Run("v2-object", func(t *testing.T) {
+				if st, err := os.Stat(m.path("v2")); err != nil || st.Size() != int64(len(plain)) {
+					t.Errorf("stat: %v, %v", st, err)
+				}
 				if policy == policyForbid {
 					readMount(t, m, "v2", string(plain))
 					return
 				}
 				wantReadErrno(t, m, w, "v2", syscall.EACCES, policyRequire)
+			})
+			t.Run("v1-cbc-object", func(t *testing.T) {
+				if policy == policyForbid {
+					readMount(t, m, "cbc", string(plain))
+					return
+				}
+				// Its size needs its key, which the policy refuses.
+				if _, err := os.Stat(m.path("cbc")); !errors.Is(err, syscall.EACCES) {
+					t.Errorf("stat: %v, want EACCES", err)
+				}
+				wantReadErrno(t, m, w, "cbc", syscall.EACCES, policyRequire)
 			})
 			readMount(t, m, "other", string(plain))
 			if log := m.logText(t); strings.Contains(log, meta["x-amz-3"]) {
@@ -436,8 +456,17 @@ func TestV3RenameAndTouch(t *testing.T) {
 			if err == nil {
 				t.Error("the old name still exists")
 			}
-			m = w.mount(t, storage, "--commitment-policy", policyRequire)
+			m = w.mount(t, storage, "--commitment-policy", policyRequire, "--xattrs")
 			readMount(t, m, "b", string(plain))
+			desc := make([]byte, 200)
+			n, err := syscall.Getxattr(m.path("b"), "user.csefs.encryption", desc)
+			want := "kms+context ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY"
+			if storage == "instruction-file" {
+				want += " instruction-file"
+			}
+			if err != nil || string(desc[:max(n, 0)]) != want {
+				t.Errorf("user.csefs.encryption = %q, %v; want %q", desc[:max(n, 0)], err, want)
+			}
 			st, err := os.Stat(m.path("b"))
 			if err != nil || st.Mode().Perm() != 0o600 {
 				t.Errorf("stat after chmod: %v, %v", st, err)
@@ -729,5 +758,45 @@ func TestV3StagedWrites(t *testing.T) {
 		}
 		got, err := oracle.GO4Get(bg, go4, w.Bucket, name)
 		checkSame(t, "GO4", name, got, err, data)
+	}
+}
+
+// TestV3ZonePolicy: an encryption zone with "commitment_policy":
+// "require-encrypt-require-decrypt" writes V3 under its prefix while the
+// rest of the mount writes V2, refuses V2 objects under its prefix with
+// EACCES (and reads them elsewhere), and a cross-zone mv into it
+// re-encrypts the file as V3: the destination's policy.
+func TestV3ZonePolicy(t *testing.T) {
+	w := newWorld(t)
+	finID, _ := w.KMS.NewKey(t)
+	plain := randBytes(t, 30_000)
+	m := w.mount(t, "")
+	for _, k := range []string{"fin/old-v2", "top-v2"} {
+		writeMount(t, m, k, string(plain))
+	}
+	m.Unmount(t)
+	zones := writeConfig(t, "zones.json", `{"zones":[{"prefix":"fin/","key":"kms:`+finID+`","commitment_policy":"`+policyRequire+`"}]}`)
+	m = w.mount(t, "", "--zones-file", zones)
+	writeMount(t, m, "fin/new", string(plain))
+	writeMount(t, m, "top-new", string(plain))
+	wantReadErrno(t, m, w, "fin/old-v2", syscall.EACCES, policyRequire)
+	readMount(t, m, "top-v2", string(plain))
+	readMount(t, m, "fin/new", string(plain))
+	run(t, "mv", m.path("top-v2"), m.path("fin", "moved"))
+	readMount(t, m, "fin/moved", string(plain))
+	m.Unmount(t)
+	for key, v := range map[string]int{"fin/new": 3, "fin/moved": 3, "top-new": 2, "fin/old-v2": 2} {
+		if got := storedEnvelope(t, w, key, false).Version; got != v {
+			t.Errorf("%s: version %d, want %d", key, got, v)
+		}
+	}
+	go4, err := oracle.GO4(w.servers(), finID, oracle.GO4RequireEncryptRequireDecrypt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := oracle.GO4Get(bg, go4, w.Bucket, "fin/moved")
+	checkSame(t, "GO4", "fin/moved", got, err, plain)
+	if _, err := w.S3.Client(t).HeadObject(bg, &s3.HeadObjectInput{Bucket: &w.Bucket, Key: aws.String("top-v2")}); err == nil {
+		t.Error("top-v2 still exists after mv")
 	}
 }

@@ -111,6 +111,9 @@ type Options struct {
 	// with EACCES under cse.RequireEncryptRequireDecrypt). The zero value,
 	// cse.ForbidEncryptAllowDecrypt, writes V2 and reads both.
 	CommitmentPolicy cse.CommitmentPolicy
+	// CommitmentPolicyFor, if set, overrides CommitmentPolicy per bucket key
+	// (KeyPrefix + key): encryption zones with a policy of their own.
+	CommitmentPolicyFor func(bucketKey string) cse.CommitmentPolicy
 	// ZoneOf, if set, names the encryption zone of a bucket key (KeyPrefix +
 	// key): the zone's prefix, "" for the mount's default. A rename whose
 	// source and destination (for a directory: any object under it) lie in

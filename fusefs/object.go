@@ -121,6 +121,15 @@ func (f *FS) instruction(ctx context.Context, info *objectstore.Info) (*metadata
 	return env, nil
 }
 
+// commitmentPolicy is the commitment policy for the object key: its zone's
+// (Options.CommitmentPolicyFor), else the mount's.
+func (f *FS) commitmentPolicy(key string) cse.CommitmentPolicy {
+	if f.opt.CommitmentPolicyFor != nil {
+		return f.opt.CommitmentPolicyFor(f.opt.KeyPrefix + key)
+	}
+	return f.opt.CommitmentPolicy
+}
+
 // errCommitmentPolicy: the object has no key commitment and the mount's
 // commitment policy requires it for reading (EACCES).
 var errCommitmentPolicy = errors.New("fusefs: the commitment policy refuses objects without key commitment")
@@ -135,7 +144,7 @@ func (f *FS) dataKey(ctx context.Context, o *object) ([]byte, error) {
 	if f.opt.Provider == nil {
 		return nil, errNoProvider
 	}
-	if p := f.opt.CommitmentPolicy; !p.AllowsRead(o.env.Key.CEKAlg) {
+	if p := f.commitmentPolicy(o.key); !p.AllowsRead(o.env.Key.CEKAlg) {
 		f.log.Warn("object refused: it has no key commitment", "object", f.uri(o.key), "content", o.env.Key.CEKAlg, "policy", p.String())
 		return nil, fmt.Errorf("object %s (%s) under %s: %w", o.key, o.env.Key.CEKAlg, p, errCommitmentPolicy)
 	}

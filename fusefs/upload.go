@@ -47,7 +47,7 @@ func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) 
 			maps.Copy(md, f.opt.MatDescFor(f.uri(key)))
 		}
 		k, wrapped, err := f.opt.Provider.GenerateKey(ctx, cse.KeyRequest{
-			CEKAlg:  f.opt.CommitmentPolicy.WriteCEKAlg(),
+			CEKAlg:  f.commitmentPolicy(key).WriteCEKAlg(),
 			MatDesc: md,
 			Object:  f.uri(key),
 			Key:     f.opt.KeyPrefix + key,
