@@ -66,6 +66,10 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EINTR
 	case errors.Is(err, objectstore.ErrNotFound):
 		return syscall.ENOENT
+	case errors.Is(err, objectstore.ErrSSECustomerKey):
+		// A wrong (or missing) SSE-C key: the data is there, this mount
+		// may not read it.
+		return syscall.EACCES
 	case errors.Is(err, objectstore.ErrAccessDenied),
 		errors.Is(err, objectstore.ErrNoSuchBucket),
 		errors.Is(err, cse.ErrKeyAccess),

@@ -24,6 +24,7 @@ func TestToErrno(t *testing.T) {
 		{wrap(context.Canceled), syscall.EINTR},
 		{wrap(objectstore.ErrNotFound), syscall.ENOENT},
 		{wrap(objectstore.ErrAccessDenied), syscall.EACCES},
+		{wrap(objectstore.ErrSSECustomerKey), syscall.EACCES},
 		{wrap(objectstore.ErrNoSuchBucket), syscall.EACCES},
 		{wrap(objectstore.ErrPreconditionFailed), syscall.ESTALE},
 		{wrap(cse.ErrKeyAccess), syscall.EACCES},

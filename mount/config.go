@@ -36,6 +36,20 @@ type Config struct {
 	CommitmentPolicy string
 	Keyring          string // keyring file for --cse custom
 
+	// Server-side encryption (sse.go): SSE is --sse "s3", "kms", "c" or ""
+	// (none); SSEKMSKeyID the SSE-KMS key; SSECKeyFile the file holding the
+	// SSE-C key (32 raw bytes or base64).
+	SSE         string
+	SSEKMSKeyID string
+	SSECKeyFile string
+
+	// TLS (tls.go): CABundle is a PEM file of extra trusted roots;
+	// TLSArtifacts a zip, directory or s3:// zip of EMR's PEM artifacts;
+	// AllowHTTP lets a non-loopback http:// endpoint be used.
+	CABundle     string
+	TLSArtifacts string
+	AllowHTTP    bool
+
 	Plaintext       string // "allow" (default) or "deny"
 	VerifyThreshold int64
 	StrictRanged    bool
@@ -203,6 +217,27 @@ func (c *Config) normalize() (source, error) {
 	if policy.WriteCEKAlg() == cse.CEKAlgGCMCommit && c.CSE == "kms" && c.KMSWrap == "kms" {
 		// The V3 format can store kms+context but not EMRFS's legacy kms wrap.
 		return src, fmt.Errorf("--commitment-policy %s writes the V3 format, which cannot store the legacy kms wrap: use --kms-wrap kms+context", policy)
+	}
+	if c.SSECKeyFile != "" && c.SSE == "" {
+		c.SSE = "c"
+	}
+	switch c.SSE {
+	case "", "s3", "kms":
+		if c.SSECKeyFile != "" {
+			return src, fmt.Errorf("--sse-c-key-file needs --sse c, not --sse %s", c.SSE)
+		}
+	case "c":
+		if c.SSECKeyFile == "" {
+			return src, errors.New("--sse c needs --sse-c-key-file")
+		}
+	default:
+		return src, fmt.Errorf("--sse %q: expected s3, kms or c", c.SSE)
+	}
+	if c.SSEKMSKeyID != "" && c.SSE != "kms" {
+		return src, errors.New("--sse-kms-key-id needs --sse kms")
+	}
+	if c.SSE != "" && src.scheme != "s3" {
+		return src, fmt.Errorf("--sse %s needs an s3:// source", c.SSE)
 	}
 	if c.Plaintext == "" {
 		c.Plaintext = "allow"

@@ -159,7 +159,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		_ = os.WriteFile(pidfile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600)
 		defer os.Remove(pidfile)
 	}
-	log.Info("mounted", "source", src.uri(), "mountpoint", cfg.Mountpoint, "cse", cfg.CSE)
+	log.Info("mounted", "source", src.uri(), "mountpoint", cfg.Mountpoint, "cse", cfg.CSE, "sse", sseName(cfg.SSE))
 	readied = true
 	if ready != nil {
 		ready(nil)
@@ -272,6 +272,10 @@ func build(ctx context.Context, cfg Config, src source, budget *objectstore.Budg
 			Concurrency:     cfg.UploadConcurrency,
 			UnsignedPayload: true,
 		}
+		if opt.SSE, err = sseOptions(cfg); err != nil {
+			return nil, nil, err
+		}
+		defer cse.Zero(opt.SSE.CustomerKey) // NewS3 keeps a copy
 		// The upload journal: see journal.go.
 		if journal, err = OpenJournal(JournalPath(src.bucket, src.prefix), log); err != nil {
 			log.Warn("no upload journal: uploads a crash leaves open will not be aborted", "cause", err.Error())

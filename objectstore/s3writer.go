@@ -194,9 +194,9 @@ func (w *s3Writer) releaseBudget() {
 // upload first if needed. It blocks while Concurrency parts are in flight.
 func (w *s3Writer) startPart() error {
 	if w.uploadID == "" {
-		out, err := w.s.client.CreateMultipartUpload(w.bg, &s3.CreateMultipartUploadInput{
-			Bucket: &w.s.bucket, Key: &w.full, Metadata: w.meta,
-		})
+		in := &s3.CreateMultipartUploadInput{Bucket: &w.s.bucket, Key: &w.full, Metadata: w.meta}
+		w.s.sseCreate(in)
+		out, err := w.s.client.CreateMultipartUpload(w.bg, in)
 		if err != nil {
 			return w.fail(fmt.Errorf("objectstore: create %q: %w", w.key, classify(err)))
 		}
@@ -221,10 +221,12 @@ func (w *s3Writer) startPart() error {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		out, err := w.s.client.UploadPart(w.bg, &s3.UploadPartInput{
+		in := &s3.UploadPartInput{
 			Bucket: &w.s.bucket, Key: &w.full, UploadId: &w.uploadID, PartNumber: aws.Int32(partNo),
 			Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))),
-		}, w.s.bodyOpts()...)
+		}
+		w.s.sseUploadPart(in)
+		out, err := w.s.client.UploadPart(w.bg, in, w.s.bodyOpts()...)
 		w.free <- body
 		<-w.sem
 		if err != nil {
@@ -254,10 +256,12 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 	defer stop()
 	if w.uploadID == "" {
 		body := w.buf
-		out, err := w.s.client.PutObject(ctx, &s3.PutObjectInput{
+		in := &s3.PutObjectInput{
 			Bucket: &w.s.bucket, Key: &w.full, Body: bytes.NewReader(body),
 			ContentLength: aws.Int64(int64(len(body))), Metadata: w.meta,
-		}, w.s.bodyOpts()...)
+		}
+		w.s.ssePut(in)
+		out, err := w.s.client.PutObject(ctx, in, w.s.bodyOpts()...)
 		if err != nil {
 			err = classify(err)
 			if info := w.s.landed(ctx, err, w.key, w.size, quote(md5hex(body)), w.meta); info != nil {
