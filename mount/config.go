@@ -239,6 +239,17 @@ func (c *Config) normalize() (source, error) {
 	if c.SSE != "" && src.scheme != "s3" {
 		return src, fmt.Errorf("--sse %s needs an s3:// source", c.SSE)
 	}
+	if c.TLSArtifacts != "" && !strings.HasPrefix(c.TLSArtifacts, "s3://") {
+		// Read before the daemon leaves its working directory.
+		if c.TLSArtifacts, err = filepath.Abs(c.TLSArtifacts); err != nil {
+			return src, err
+		}
+	}
+	if c.CABundle != "" {
+		if c.CABundle, err = filepath.Abs(c.CABundle); err != nil {
+			return src, err
+		}
+	}
 	if c.Plaintext == "" {
 		c.Plaintext = "allow"
 	}

@@ -3,6 +3,7 @@ package mount
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -266,6 +267,13 @@ func build(ctx context.Context, cfg Config, src source, budget *objectstore.Budg
 		if err != nil {
 			return nil, nil, err
 		}
+		services := []string{"S3"}
+		if cfg.CSE == "kms" {
+			services = append(services, "KMS")
+		}
+		if err := probeEndpoints(ctx, c.HTTPClient, cfg, services...); err != nil {
+			return nil, nil, err
+		}
 		opt := objectstore.S3Options{
 			PartSize:        cfg.PartSize,
 			Budget:          budget,
@@ -318,20 +326,38 @@ func build(ctx context.Context, cfg Config, src source, budget *objectstore.Budg
 	return store, keys, nil
 }
 
-// loadAWSConfig loads the SDK configuration for cfg's region.
+// loadAWSConfig loads the SDK configuration for cfg's region, with the
+// HTTP client of cfg's TLS settings (tls.go) for S3 and KMS alike. Plain
+// http endpoints off loopback are refused here unless --allow-http.
 func loadAWSConfig(ctx context.Context, cfg Config) (*aws.Config, error) {
-	var opts []func(*config.LoadOptions) error
-	if cfg.Region != "" {
-		opts = append(opts, config.WithRegion(cfg.Region))
+	if err := checkEndpoints(cfg); err != nil {
+		return nil, err
 	}
-	c, err := config.LoadDefaultConfig(ctx, opts...)
+	load := func(tc *tls.Config) (*aws.Config, error) {
+		opts := []func(*config.LoadOptions) error{config.WithHTTPClient(httpClient(tc))}
+		if cfg.Region != "" {
+			opts = append(opts, config.WithRegion(cfg.Region))
+		}
+		c, err := config.LoadDefaultConfig(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("AWS configuration: %w", err)
+		}
+		if c.Region == "" {
+			c.Region = "us-east-1"
+		}
+		return &c, nil
+	}
+	tc, err := tlsConfig(ctx, cfg, func(ctx context.Context, tc *tls.Config, bucket, key string) ([]byte, error) {
+		base, err := load(tc)
+		if err != nil {
+			return nil, err
+		}
+		return fetchObject(ctx, *base, cfg, tc, bucket, key)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("AWS configuration: %w", err)
+		return nil, err
 	}
-	if c.Region == "" {
-		c.Region = "us-east-1"
-	}
-	return &c, nil
+	return load(tc)
 }
 
 // newS3Client is the S3 client for cfg's endpoint and addressing, with the
