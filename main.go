@@ -81,6 +81,8 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "dir-mode", Value: "0755", Usage: "permission bits of directories (octal)"},
 			&cli.StringFlag{Name: "staging-dir", Usage: "directory for the encrypted staging files of random writes, appends and edits (default: " + mount.DefaultStagingDir() + ")"},
 			&cli.StringFlag{Name: "staging-limit", Value: "10GiB", Usage: "bound on the staging files' total size; writes past it fail with ENOSPC (0: none)"},
+			&cli.StringFlag{Name: "cache-dir", Usage: "keep an encrypted, persistent read cache here (off by default): blocks of objects as stored, sealed under a cache key from the mount's key provider; one directory per mount"},
+			&cli.StringFlag{Name: "cache-size", Value: "10GiB", Usage: "bound on the --cache-dir's size; least recently used blocks are evicted"},
 			&cli.StringFlag{Name: "part-size", Value: "16MiB", Usage: "multipart upload part size"},
 			&cli.StringFlag{Name: "memory-budget", Value: "128MiB", Usage: "read-ahead and upload buffers of all open files together, beyond a minimum per file (one ranged GET and 2 MiB of read-ahead per reader, one part per writer); past it reads fetch less ahead and writes upload fewer parts at once (0: no shared bound)"},
 			&cli.StringFlag{Name: "memory-target", Value: "160MiB", Usage: "soft limit for the daemon's Go heap (GOMEMLIMIT): garbage is collected harder near it; buffers are bounded by --memory-budget regardless (0: Go's default)"},
@@ -147,6 +149,7 @@ func runMount(c *cli.Context) error {
 		UploadConcurrency: c.Int("upload-concurrency"),
 		MemoryTarget:      c.String("memory-target"),
 		StagingDir:        c.String("staging-dir"),
+		CacheDir:          c.String("cache-dir"),
 		KeyCacheSize:      c.Int("key-cache-size"),
 		KeyCacheTTL:       c.Duration("key-cache-ttl"),
 		KMSKeyAhead:       c.Int("kms-key-ahead"),
@@ -173,6 +176,9 @@ func runMount(c *cli.Context) error {
 	var err error
 	if cfg.VerifyThreshold, err = mount.ParseSize(c.String("verify-threshold")); err != nil {
 		return fmt.Errorf("--verify-threshold: %w", err)
+	}
+	if cfg.CacheSize, err = mount.ParseSize(c.String("cache-size")); err != nil {
+		return fmt.Errorf("--cache-size: %w", err)
 	}
 	if cfg.PartSize, err = mount.ParseSize(c.String("part-size")); err != nil {
 		return fmt.Errorf("--part-size: %w", err)

@@ -67,6 +67,10 @@ type Config struct {
 	DirMode       uint32
 
 	StagingDir string // encrypted staging files of non-sequential writes
+	// CacheDir, if set, is the encrypted persistent read cache (package
+	// cache), bounded by CacheSize.
+	CacheDir  string
+	CacheSize int64
 	// AllowCoreDumps leaves the core size limit and the dumpable flag as
 	// inherited (harden.go); for debugging only.
 	AllowCoreDumps bool
@@ -242,6 +246,17 @@ func (c *Config) normalize() (source, error) {
 	if c.TLSArtifacts != "" && !strings.HasPrefix(c.TLSArtifacts, "s3://") {
 		// Read before the daemon leaves its working directory.
 		if c.TLSArtifacts, err = filepath.Abs(c.TLSArtifacts); err != nil {
+			return src, err
+		}
+	}
+	if c.CacheDir != "" {
+		if c.CSE == "off" {
+			return src, errors.New("--cache-dir needs a key provider to seal the cache (--cse kms or custom)")
+		}
+		if c.CacheSize <= 0 {
+			return src, fmt.Errorf("--cache-size %d: expected a positive size", c.CacheSize)
+		}
+		if c.CacheDir, err = filepath.Abs(c.CacheDir); err != nil {
 			return src, err
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hanwen/go-fuse/v2/fs"
 
+	"github.com/csefs/csefs/cache"
 	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/fusefs"
 	"github.com/csefs/csefs/keycache"
@@ -84,6 +85,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	}
 	defer keys.Close() // on the error paths; idempotent
 	provider := keys.Provider
+	if cfg.CacheDir != "" {
+		rc, err := cache.Open(ctx, cache.Options{Dir: cfg.CacheDir, Size: cfg.CacheSize, Provider: provider, Logger: log})
+		if err != nil {
+			return fmt.Errorf("--cache-dir: %w", err)
+		}
+		defer rc.Close() // after the last read: writes the index
+		store = cache.Wrap(store, rc)
+	}
 	policy, _ := cse.ParseCommitmentPolicy(cfg.CommitmentPolicy) // normalize has checked it
 	fsys, root, err := fusefs.New(fusefs.Options{
 		Store:               store,
