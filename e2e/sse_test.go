@@ -197,6 +197,38 @@ func TestSSEWithCSE(t *testing.T) {
 	}
 }
 
+// TestSSECWithCSE: --sse-c-key-file with --cse kms: the official S3
+// Encryption Client, given the SSE-C key, reads what the mount wrote,
+// including a renamed copy (whose CopyObject needed the source's key).
+func TestSSECWithCSE(t *testing.T) {
+	w := newSecureWorld(t)
+	k := newSSEKey(t)
+	m := w.mount(t, "", "--sse-c-key-file", k.file)
+	plain := bytes.Repeat([]byte("CSE-KMS over SSE-C "), 1000)
+	if err := os.WriteFile(m.path("a.txt"), plain, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(m.path("a.txt"), m.path("b.txt")); err != nil {
+		t.Fatal(err)
+	}
+	w.checkSSE(t, "b.txt", "c", k)
+	go3, err := oracle.GO3(w.servers(), w.KMS.KeyID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &s3.GetObjectInput{Bucket: aws.String(w.Bucket), Key: aws.String("b.txt")}
+	in.SSECustomerAlgorithm, in.SSECustomerKey, in.SSECustomerKeyMD5 = k.headers()
+	out, err := go3.GetObject(context.Background(), in)
+	if err != nil {
+		t.Fatalf("GO3 GetObject with the SSE-C key: %v", err)
+	}
+	got, err := io.ReadAll(out.Body)
+	out.Body.Close()
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("GO3 read: %v (equal %v)", err, bytes.Equal(got, plain))
+	}
+}
+
 // TestSSECWrongKey: an SSE-C object read with another key (or none) fails
 // with EACCES and a log line that says so; the key itself is never logged.
 func TestSSECWrongKey(t *testing.T) {
