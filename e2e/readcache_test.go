@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -184,4 +185,69 @@ func TestReadCacheBadKey(t *testing.T) {
 	if log := m.logText(t); !strings.Contains(log, "its key cannot be unwrapped; discarding the cache") {
 		t.Errorf("no log line for the discarded cache:\n%s", log)
 	}
+}
+
+// TestReadCacheKeyringAndFullDisk: under --cse custom the cache key comes
+// from the keyring: after a restart the cache serves a re-read with no miss
+// (the unmount log's counters). With the cache directory on a full disk
+// (a 1 MiB tmpfs) every read still succeeds, uncached, and the log says so.
+func TestReadCacheKeyringAndFullDisk(t *testing.T) {
+	requireFUSE(t)
+	env := cleanEnv(t)
+	bucket := t.TempDir()
+	w := mountWith(t, env, "file://"+bucket)
+	src := randomFile(t, t.TempDir(), "src", 20<<20)
+	run(t, "cp", src, w.path("f.bin"))
+	want := fileSum(t, src)
+	w.Unmount(t)
+
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	m := mountWith(t, env, "file://"+bucket, "--cache-dir", cacheDir)
+	if fileSum(t, m.path("f.bin")) != want {
+		t.Fatal("first read differs")
+	}
+	m.Unmount(t)
+	m = mountWith(t, env, "file://"+bucket, "--cache-dir", cacheDir)
+	if fileSum(t, m.path("f.bin")) != want {
+		t.Fatal("read after restart differs")
+	}
+	m.Unmount(t)
+	log := m.logText(t)
+	if !strings.Contains(log, "objects=1") || !strings.Contains(log, "misses=0") || strings.Contains(log, "hits=0") {
+		t.Errorf("the restarted mount did not serve the re-read from the cache:\n%s", log)
+	}
+	scanCacheDirFor(t, cacheDir, [][]byte{[]byte("f.bin")})
+
+	full := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", full).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", full).Run() })
+	m = mountWith(t, env, "file://"+bucket, "--cache-dir", filepath.Join(full, "cache"), "--cache-size", "1GiB")
+	for i := 0; i < 2; i++ {
+		if fileSum(t, m.path("f.bin")) != want {
+			t.Fatalf("read %d with a full cache disk differs", i)
+		}
+	}
+	m.Unmount(t)
+	if log := m.logText(t); !strings.Contains(log, "cannot store a block (disk full?); reads continue uncached") {
+		t.Errorf("no log line for the full cache disk:\n%s", log)
+	}
+}
+
+// scanCacheDirFor fails if a file name or content under dir holds a needle.
+func scanCacheDirFor(t *testing.T, dir string, needles [][]byte) {
+	t.Helper()
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(p)
+		for _, n := range needles {
+			if bytes.Contains(b, n) || strings.Contains(p, string(n)) {
+				t.Errorf("%s holds %q", p, n)
+			}
+		}
+		return nil
+	})
 }

@@ -90,7 +90,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		if err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
-		defer rc.Close() // after the last read: writes the index
+		defer func() { // after the last read: writes the index
+			st := rc.Stats()
+			log.Info("read cache closed", "hits", st.Hits, "misses", st.Misses, "blocks_stored", st.Stored,
+				"blocks_evicted", st.Evicted, "store_errors", st.StoreErrors)
+			rc.Close()
+		}()
 		store = cache.Wrap(store, rc)
 	}
 	policy, _ := cse.ParseCommitmentPolicy(cfg.CommitmentPolicy) // normalize has checked it
