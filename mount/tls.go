@@ -308,7 +308,22 @@ func isLoopback(host string) bool {
 // certificate, or a client certificate the server refuses, stops the mount
 // at once with the endpoint named (instead of retries until
 // --s3-retry-deadline). Any HTTP answer passes.
-func probeEndpoints(ctx context.Context, hc aws.HTTPClient, cfg Config, services ...string) error {
+func probeEndpoints(ctx context.Context, sdk aws.HTTPClient, cfg Config, services ...string) error {
+	bc, ok := sdk.(*awshttp.BuildableClient)
+	if !ok {
+		return nil
+	}
+	// HTTP/1.1 only: over HTTP/2 a refused handshake is reported as
+	// "http2: client conn could not be established", without its reason.
+	tr := bc.GetTransport()
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	if tr.TLSClientConfig != nil {
+		tr.TLSClientConfig = tr.TLSClientConfig.Clone()
+		tr.TLSClientConfig.NextProtos = nil
+	}
+	hc := &http.Client{Transport: tr}
+	defer tr.CloseIdleConnections()
 	eps := endpoints(cfg)
 	for _, service := range services {
 		ep, ok := eps[service]

@@ -9,6 +9,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -219,14 +221,14 @@ func NewTLSProxy(t testing.TB, target string, o TLSProxyOptions) *TLSProxy {
 			r.Out.Host = r.In.Host // the client signed its own Host
 		},
 		Transport: tr,
-		ErrorLog:  nil,
+		ErrorLog:  quiet,
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &TLSProxy{URL: "https://" + ln.Addr().String(), ln: ln,
-		srv: &http.Server{Handler: rp, TLSConfig: cfg, ErrorLog: nil}}
+		srv: &http.Server{Handler: rp, TLSConfig: cfg, ErrorLog: quiet}}
 	go p.srv.ServeTLS(ln, "", "")
 	t.Cleanup(func() { p.srv.Close() })
 	return p
@@ -240,5 +242,8 @@ func (s *S3Server) ViaTLS(p *TLSProxy, ca *CA) *S3Server {
 	c.CA = ca
 	return &c
 }
+
+// quiet drops the proxies' own logs (refused handshakes are the point).
+var quiet = log.New(io.Discard, "", 0)
 
 func (ca *CA) String() string { return fmt.Sprintf("CA %s", ca.Cert.Subject.CommonName) }
