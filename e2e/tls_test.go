@@ -184,6 +184,7 @@ func TestTLSBadInput(t *testing.T) {
 		{"missing CA bundle", []string{"--ca-bundle", missing}, []string{missing}},
 		{"untrusted server", nil, []string{w.S3.Endpoint, "unknown authority"}},
 		{"expired server certificate", []string{"--ca-bundle", ca.File, "--endpoint-url", expired.URL}, []string{expired.URL, "expired"}},
+		{"SSE-C over http", []string{"--endpoint-url", "http://127.0.0.1:9", "--sse-c-key-file", newSSEKey(t).file}, []string{"http://127.0.0.1:9", "SSE-C sends its key"}},
 		{"plain http off loopback", []string{"--endpoint-url", "http://192.0.2.1:9000"}, []string{"http://192.0.2.1:9000", "--allow-http"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -280,12 +280,21 @@ func endpoints(cfg Config) map[string]string {
 // checkEndpoints refuses a plain http:// endpoint on a host that is not
 // loopback unless --allow-http: request signatures, session tokens, data
 // keys from KMS and (with --cse off) the data itself would cross the
-// network in the clear.
+// network in the clear. SSE-C over http is refused everywhere (S3 refuses
+// it too, but only at the first write).
 func checkEndpoints(cfg Config) error {
-	for service, ep := range endpoints(cfg) {
+	eps := endpoints(cfg)
+	for _, service := range []string{"S3", "KMS"} { // a stable order for the message
+		ep, ok := eps[service]
+		if !ok {
+			continue
+		}
 		u, err := url.Parse(ep)
 		if err != nil {
 			return fmt.Errorf("%s endpoint %q: %w", service, ep, err)
+		}
+		if u.Scheme == "http" && service == "S3" && (cfg.SSE == "c" || cfg.SSECKeyFile != "") {
+			return fmt.Errorf("S3 endpoint %s is plain http: SSE-C sends its key with every request, and S3 accepts it only over https", ep)
 		}
 		if u.Scheme != "http" || cfg.AllowHTTP || isLoopback(u.Hostname()) {
 			continue
