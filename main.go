@@ -327,6 +327,9 @@ func uploadsCommand() *cli.Command {
 			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
 			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
 			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
+			&cli.StringFlag{Name: "ca-bundle", Usage: "the mount's --ca-bundle"},
+			&cli.StringFlag{Name: "tls-artifacts", Usage: "the mount's --tls-artifacts"},
+			&cli.BoolFlag{Name: "allow-http", Usage: "the mount's --allow-http"},
 		}, extra...)
 	}
 	config := func(c *cli.Context) (mount.Config, error) {
@@ -336,6 +339,7 @@ func uploadsCommand() *cli.Command {
 		return mount.Config{
 			Source: c.Args().First(), EndpointURL: c.String("endpoint-url"),
 			Region: c.String("region"), PathStyle: c.Bool("path-style"),
+			CABundle: c.String("ca-bundle"), TLSArtifacts: c.String("tls-artifacts"), AllowHTTP: c.Bool("allow-http"),
 		}, nil
 	}
 	logger := func() *slog.Logger { l, _ := mount.Logger("info", os.Stderr); return l }
@@ -406,13 +410,21 @@ func recoverCommand() *cli.Command {
 			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
 			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
 			&cli.DurationFlag{Name: "older-than", Usage: "also finish renames of other machines (or containers) begun at least this long ago"},
+			&cli.StringFlag{Name: "sse", Usage: "the mount's --sse (the copies carry it)"},
+			&cli.StringFlag{Name: "sse-kms-key-id", Usage: "the mount's --sse-kms-key-id"},
+			&cli.StringFlag{Name: "sse-c-key-file", Usage: "the mount's --sse-c-key-file (SSE-C objects cannot be copied without it)"},
+			&cli.StringFlag{Name: "ca-bundle", Usage: "the mount's --ca-bundle"},
+			&cli.StringFlag{Name: "tls-artifacts", Usage: "the mount's --tls-artifacts"},
+			&cli.BoolFlag{Name: "allow-http", Usage: "the mount's --allow-http"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return fmt.Errorf("recover needs one source")
 			}
 			cfg := mount.Config{Source: c.Args().First(), EndpointURL: c.String("endpoint-url"),
-				Region: c.String("region"), PathStyle: c.Bool("path-style")}
+				Region: c.String("region"), PathStyle: c.Bool("path-style"),
+				SSE: c.String("sse"), SSEKMSKeyID: c.String("sse-kms-key-id"), SSECKeyFile: c.String("sse-c-key-file"),
+				CABundle: c.String("ca-bundle"), TLSArtifacts: c.String("tls-artifacts"), AllowHTTP: c.Bool("allow-http")}
 			log, _ := mount.Logger("info", os.Stderr)
 			done, left, err := mount.RecoverRenames(c.Context, cfg, c.Duration("older-than"), log)
 			for _, in := range done {

@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -198,5 +199,24 @@ func TestTLSBadInput(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMaintenanceCommandsTLS: csefs recover and csefs uploads list reach an
+// https MinIO of a test CA with --ca-bundle (recover also with the mount's
+// SSE-C key, which its copies would need).
+func TestMaintenanceCommandsTLS(t *testing.T) {
+	w := newTLSWorld(t)
+	k := newSSEKey(t)
+	base := []string{"--endpoint-url", w.S3.Endpoint, "--path-style", "--region", w.S3.Region, "--ca-bundle", w.S3.CA.File}
+	for _, args := range [][]string{
+		append(append([]string{"recover"}, base...), "--sse-c-key-file", k.file, "s3://"+w.Bucket),
+		append(append([]string{"uploads", "list"}, base...), "s3://"+w.Bucket),
+	} {
+		cmd := exec.Command(csefsBin(t), args...)
+		cmd.Env = w.env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("csefs %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 }

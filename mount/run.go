@@ -218,7 +218,15 @@ func RecoverRenames(ctx context.Context, cfg Config, olderThan time.Duration, lo
 		if err != nil {
 			return nil, nil, err
 		}
-		store = objectstore.NewS3(newS3Client(*c, cfg, log), src.bucket, src.prefix, objectstore.S3Options{})
+		if cfg.SSECKeyFile != "" && cfg.SSE == "" {
+			cfg.SSE = objectstore.SSEC
+		}
+		sse, err := sseOptions(cfg) // the renames' copies need the SSE-C key
+		if err != nil {
+			return nil, nil, err
+		}
+		defer cse.Zero(sse.CustomerKey)
+		store = objectstore.NewS3(newS3Client(*c, cfg, log), src.bucket, src.prefix, objectstore.S3Options{SSE: sse})
 	case "file":
 		if store, err = objectstore.NewLocal(src.dir); err != nil {
 			return nil, nil, err
