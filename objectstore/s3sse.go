@@ -26,7 +26,7 @@ const (
 // store sends (a key that does not match the object's, or none for an
 // object stored under SSE-C, or one for an object that is not). It wraps
 // ErrAccessDenied too, so callers that only know that still refuse.
-var ErrSSECustomerKey = errors.New("objectstore: SSE-C key does not match the object's (or the object is not SSE-C)")
+var ErrSSECustomerKey = errors.New("objectstore: SSE-C key does not match the object's (or the object is not SSE-C, or access is denied)")
 
 // SSE is the server-side encryption an S3Store asks for. It is applied to
 // every PutObject, CreateMultipartUpload and CopyObject (the destination);
