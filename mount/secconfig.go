@@ -21,10 +21,17 @@ type S3Encryption struct {
 }
 
 // SecurityConfiguration is the part of an EMR security configuration csefs
-// reads; everything else (Kerberos, in-transit and local-disk encryption) is
-// ignored.
+// reads; everything else (Kerberos, local-disk encryption, a Custom
+// certificate provider) is ignored.
 type SecurityConfiguration struct {
 	EncryptionConfiguration struct {
+		EnableInTransitEncryption        *bool
+		InTransitEncryptionConfiguration struct {
+			TLSCertificateConfiguration struct {
+				CertificateProviderType string // "PEM" or "Custom"
+				S3Object                string // PEM: the zip of PEM artifacts
+			}
+		}
 		EnableAtRestEncryption        *bool
 		AtRestEncryptionConfiguration struct {
 			S3EncryptionConfiguration *S3Encryption
@@ -80,7 +87,15 @@ func (sc *SecurityConfiguration) For(bucket string) S3Encryption {
 //
 // (An explicit --cse with an SSE mode keeps both: defence in depth.)
 // At-rest encryption switched off (EnableAtRestEncryption false) → --cse off.
+// In-transit encryption with CertificateProviderType PEM and an S3Object
+// → --tls-artifacts S3Object (a Custom provider is a Java class: give
+// --tls-artifacts).
 func applySecurityConfiguration(cfg *Config, sc *SecurityConfiguration, bucket string, set flagSet) error {
+	ec := &sc.EncryptionConfiguration
+	if tc := ec.InTransitEncryptionConfiguration.TLSCertificateConfiguration; ec.EnableInTransitEncryption != nil && *ec.EnableInTransitEncryption &&
+		strings.EqualFold(tc.CertificateProviderType, "PEM") && tc.S3Object != "" && !set.has("tls-artifacts") {
+		cfg.TLSArtifacts = tc.S3Object
+	}
 	if e := sc.EncryptionConfiguration.EnableAtRestEncryption; e != nil && !*e {
 		if !set.has("cse") {
 			cfg.CSE = "off"

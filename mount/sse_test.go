@@ -83,3 +83,34 @@ func TestEMRFSSiteSSE(t *testing.T) {
 		t.Error("a non-boolean enableServerSideEncryption was accepted")
 	}
 }
+
+func TestSecurityConfigurationInTransit(t *testing.T) {
+	doc := func(enabled, typ string) string {
+		return `{"EncryptionConfiguration": {"EnableInTransitEncryption": ` + enabled + `,
+		  "InTransitEncryptionConfiguration": {"TLSCertificateConfiguration": {"CertificateProviderType": "` + typ + `", "S3Object": "s3://cfg/certs.zip"}},
+		  "EnableAtRestEncryption": true,
+		  "AtRestEncryptionConfiguration": {"S3EncryptionConfiguration": {"EncryptionMode": "SSE-S3"}}}}`
+	}
+	for _, tc := range []struct {
+		enabled, typ string
+		set          flagSet
+		want         string
+	}{
+		{"true", "PEM", nil, "s3://cfg/certs.zip"},
+		{"false", "PEM", nil, ""},
+		{"true", "Custom", nil, ""},
+		{"true", "PEM", setOf("tls-artifacts"), "flag"},
+	} {
+		sc, err := ParseSecurityConfiguration([]byte(doc(tc.enabled, tc.typ)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := Config{}
+		if tc.set != nil {
+			cfg.TLSArtifacts = "flag"
+		}
+		if err := applySecurityConfiguration(&cfg, sc, "b", tc.set); err != nil || cfg.TLSArtifacts != tc.want || cfg.SSE != "s3" {
+			t.Errorf("%s %s: artifacts %q sse %q err %v", tc.enabled, tc.typ, cfg.TLSArtifacts, cfg.SSE, err)
+		}
+	}
+}
