@@ -321,3 +321,46 @@ func TestCacheConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestCacheTamper: a block file swapped for another (valid, sealed) block
+// does not authenticate under its name: the read is correct, from the
+// store. A damaged index makes the reopened cache start empty.
+func TestCacheTamper(t *testing.T) {
+	f := newFixture(t)
+	c, st := f.open(t, keyring(t, 1), 1<<30)
+	data := make([]byte, 2*BlockSize)
+	rand.Read(data)
+	info := put(t, f.local, "o", data)
+	read(t, st, "o", info.ETag, 0, -1)
+	id := objID{"o", info.ETag}
+	b0, b1 := c.blockPath(c.blockName(id, 0)), c.blockPath(c.blockName(id, 1))
+	sealed1, err := os.ReadFile(b1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b0, sealed1, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := f.inner.gets.Load()
+	if got := read(t, st, "o", info.ETag, 0, -1); !bytes.Equal(got, data) {
+		t.Fatal("a swapped block was served")
+	}
+	if f.inner.gets.Load() == before {
+		t.Error("the swapped block was not refetched")
+	}
+	c.Close()
+	ix := filepath.Join(f.dir, indexFile)
+	b, err := os.ReadFile(ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	os.WriteFile(ix, b, 0o600)
+	c2, _ := f.open(t, keyring(t, 1), 1<<30)
+	if len(c2.objects) != 0 || c2.used != 0 {
+		t.Errorf("a damaged index was trusted: %d objects", len(c2.objects))
+	}
+	if files, _ := filepath.Glob(filepath.Join(f.dir, blockDir, "*", "*")); len(files) != 0 {
+		t.Errorf("%d block files left after the index was discarded", len(files))
+	}
+}
