@@ -163,6 +163,7 @@ func TestTLSBadInput(t *testing.T) {
 	os.WriteFile(garbage, []byte("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n"), 0o600)
 	expired := testenv.NewTLSProxy(t, w.S3.Endpoint, testenv.TLSProxyOptions{CA: ca, TargetCA: w.S3.CA,
 		Cert: testenv.CertOptions{NotAfter: time.Now().Add(-time.Hour)}})
+	untrustedKMS := testenv.NewTLSProxy(t, w.KMS.Endpoint, testenv.TLSProxyOptions{CA: ca})
 	missing := filepath.Join(t.TempDir(), "absent.zip")
 	noKey := artifactsZip(t, map[string][]byte{"certificateChain.pem": chain})
 	badPEM := artifactsZip(t, map[string][]byte{"certificateChain.pem": []byte("garbage"), "privateKey.pem": key})
@@ -185,6 +186,7 @@ func TestTLSBadInput(t *testing.T) {
 		{"missing CA bundle", []string{"--ca-bundle", missing}, []string{missing}},
 		{"untrusted server", nil, []string{w.S3.Endpoint, "unknown authority"}},
 		{"expired server certificate", []string{"--ca-bundle", ca.File, "--endpoint-url", expired.URL}, []string{expired.URL, "expired"}},
+		{"untrusted KMS endpoint", append(bundle, "--kms-endpoint-url", untrustedKMS.URL), []string{"KMS endpoint " + untrustedKMS.URL, "unknown authority"}},
 		{"SSE-C over http", []string{"--endpoint-url", "http://127.0.0.1:9", "--sse-c-key-file", newSSEKey(t).file}, []string{"http://127.0.0.1:9", "SSE-C sends its key"}},
 		{"plain http off loopback", []string{"--endpoint-url", "http://192.0.2.1:9000"}, []string{"http://192.0.2.1:9000", "--allow-http"}},
 	} {
