@@ -428,4 +428,3 @@ func TestFaultNetworkErrno(t *testing.T) {
 		}
 	}
 }
-
