@@ -3,7 +3,8 @@ module github.com/csefs/csefs
 go 1.26
 
 require (
-	github.com/aws/amazon-s3-encryption-client-go/v3 v3.1.0
+	github.com/aws/amazon-s3-encryption-client-go/v3 v3.2.0
+	github.com/aws/amazon-s3-encryption-client-go/v4 v4.0.0
 	github.com/aws/aws-sdk-go v1.55.8
 	github.com/aws/aws-sdk-go-v2 v1.47.7
 	github.com/aws/aws-sdk-go-v2/config v1.33.15
@@ -14,6 +15,7 @@ require (
 	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/urfave/cli/v2 v2.27.7
+	golang.org/x/sys v0.28.0
 )
 
 require (
@@ -34,5 +36,4 @@ require (
 	github.com/jmespath/go-jmespath v0.4.0 // indirect
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect
 	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
-	golang.org/x/sys v0.28.0 // indirect
 )

@@ -38,6 +38,7 @@ func newApp() *cli.App {
 			unmountCommand(),
 			keyringCommand(),
 			uploadsCommand(),
+			recoverCommand(),
 		},
 	}
 }
@@ -56,6 +57,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "kms-key-id", Usage: "KMS key for new objects: key id, key ARN, alias/NAME or alias ARN"},
 			&cli.StringFlag{Name: "kms-wrap", Value: "kms+context", Usage: "KMS wrapping for new objects: kms+context, or kms for the legacy EMRFS context {\"kms_cmk_id\": KEY}"},
 			&cli.StringFlag{Name: "storage-mode", Value: "object-metadata", Usage: "where new objects keep their envelope: object-metadata or instruction-file"},
+			&cli.StringFlag{Name: "commitment-policy", Value: "forbid-encrypt-allow-decrypt", Usage: "key commitment, as the S3 Encryption Clients name it: forbid-encrypt-allow-decrypt writes V2 (EMRFS and every client read it) and reads V2 and V3; require-encrypt-allow-decrypt writes V3 (key-committing, suite 115; Go v4, v3.2.0+, Java v4 read it) and reads both; require-encrypt-require-decrypt writes V3 and refuses objects without commitment (EACCES)"},
 			&cli.StringFlag{Name: "keyring", Usage: "keyring file for --cse custom (default for file:// sources: " + mount.DefaultKeyring() + ", created if missing)"},
 			&cli.StringFlag{Name: "plaintext", Value: "allow", Usage: "objects without an envelope: allow (read them as they are) or deny (EACCES)"},
 			&cli.StringFlag{Name: "verify-threshold", Value: "8MiB", Usage: "GCM objects up to this size are authenticated whole before any byte is returned"},
@@ -64,6 +66,7 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground instead of daemonizing"},
 			&cli.BoolFlag{Name: "read-only", Usage: "mount read-only"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)"},
+			&cli.BoolFlag{Name: "allow-non-empty", Usage: "mount over a mountpoint that is not empty, hiding its entries (refused by default)"},
 			&cli.BoolFlag{Name: "attrs-from-list", Usage: "answer stat of listed files from the LIST alone, with no HEAD per file (fast ls -l of big directories): size = stored − 16, the mount's mode and owner, mtime = upload time; exact once a file is opened"},
 			&cli.BoolFlag{Name: "xattrs", Usage: "serve the read-only user.csefs.encryption attribute (getfattr); off, xattr calls fail with ENOTSUP and ls -l needs no extra round trips"},
 			&cli.IntFlag{Name: "uid", Value: os.Getuid(), Usage: "owner of every file and directory"},
@@ -85,6 +88,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-file", Usage: "log destination (default: stderr in the foreground, a file beside the pid file in the background)"},
 			&cli.StringFlag{Name: "pprof-addr", Usage: "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060"},
+			&cli.BoolFlag{Name: "allow-core-dumps", Usage: "debugging only: keep the core size limit and let the daemon be dumped; by default it sets RLIMIT_CORE 0 and PR_SET_DUMPABLE 0, since its memory holds data keys and plaintext"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request (very verbose; go-fuse prints the first bytes of each read and write, so never use it on real data)"},
 			&cli.StringFlag{Name: "emrfs-site", Usage: "read EMRFS settings (fs.s3.cse.*) from this emrfs-site.xml; flags given explicitly win"},
 			&cli.StringFlag{Name: "security-configuration", Usage: "read S3 encryption settings from this EMR security configuration JSON (CSE-KMS, CSE-Custom; Overrides for the mounted bucket); flags given explicitly win"},
@@ -116,12 +120,14 @@ func runMount(c *cli.Context) error {
 		KMSKeyID:          c.String("kms-key-id"),
 		KMSWrap:           c.String("kms-wrap"),
 		StorageMode:       c.String("storage-mode"),
+		CommitmentPolicy:  c.String("commitment-policy"),
 		Keyring:           c.String("keyring"),
 		Plaintext:         c.String("plaintext"),
 		StrictRanged:      c.Bool("strict-ranged-reads"),
 		MetadataTTL:       c.Duration("metadata-ttl"),
 		ReadOnly:          c.Bool("read-only"),
 		AllowOther:        c.Bool("allow-other"),
+		AllowNonEmpty:     c.Bool("allow-non-empty"),
 		XAttrs:            c.Bool("xattrs"),
 		AttrsFromList:     c.Bool("attrs-from-list"),
 		UID:               uint32(c.Int("uid")),
@@ -137,6 +143,7 @@ func runMount(c *cli.Context) error {
 		KMSDeadline:       c.Duration("kms-deadline"),
 		LogLevel:          c.String("log-level"),
 		FuseDebug:         c.Bool("fuse-debug"),
+		AllowCoreDumps:    c.Bool("allow-core-dumps"),
 		PprofAddr:         c.String("pprof-addr"),
 
 		EMRFSSite:                c.String("emrfs-site"),
@@ -362,6 +369,42 @@ func uploadsCommand() *cli.Command {
 				return err
 			},
 		}},
+	}
+}
+
+// recoverCommand finishes directory renames a crash cut short (see
+// fusefs/intent.go).
+func recoverCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "recover",
+		Usage:     "finish directory renames that a crashed or killed mount left half done",
+		ArgsUsage: "s3://BUCKET[/PREFIX]|file:///ABS/DIR",
+		Description: "A directory rename stores its intent under .csefs-renames/ at the mount's root\n" +
+			"before its first copy. Every mount finishes, before serving, the renames of dead\n" +
+			"processes of this machine; this command does the same by hand, and with --older-than\n" +
+			"also those of other machines, which it cannot see running: make sure none is.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
+			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
+			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
+			&cli.DurationFlag{Name: "older-than", Usage: "also finish renames of other machines (or containers) begun at least this long ago"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("recover needs one source")
+			}
+			cfg := mount.Config{Source: c.Args().First(), EndpointURL: c.String("endpoint-url"),
+				Region: c.String("region"), PathStyle: c.Bool("path-style")}
+			log, _ := mount.Logger("info", os.Stderr)
+			done, left, err := mount.RecoverRenames(c.Context, cfg, c.Duration("older-than"), log)
+			for _, in := range done {
+				fmt.Fprintf(c.App.Writer, "finished\t%s\t%s\n", in.Src, in.Dst)
+			}
+			for _, in := range left {
+				fmt.Fprintf(c.App.Writer, "left\t%s\t%s\t%s pid %d since %s\n", in.Src, in.Dst, in.Host, in.PID, in.Time.Format(time.RFC3339))
+			}
+			return err
+		},
 	}
 }
 

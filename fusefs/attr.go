@@ -20,7 +20,9 @@ import (
 // (csefs-mode, csefs-uid/csefs-gid, csefs-mtime; see metadata/attrs.go) by a
 // server-side copy of the object onto itself with the metadata replaced: the
 // current metadata from a fresh HEAD, with only those keys changed, so the
-// envelope keys are kept byte for byte. atime is not stored. getattr shows
+// envelope keys are kept byte for byte. An mtime that was implicit (the
+// upload time) is stored explicitly by the first such copy, so chmod and
+// chown do not move it. atime is not stored. getattr shows
 // them (uid/gid when present, else the mount's --uid/--gid; mtime when
 // present, else the object's LastModified). chown is accepted from anyone
 // and only recorded: csefs enforces no ownership.
@@ -42,6 +44,8 @@ type attrChange struct {
 	setGID   bool
 	mtime    time.Time
 	setMtime bool
+	atime    time.Time
+	setAtime bool
 }
 
 func changeFrom(in *fuse.SetAttrIn) attrChange {
@@ -50,10 +54,13 @@ func changeFrom(in *fuse.SetAttrIn) attrChange {
 	c.uid, c.setUID = in.GetUID()
 	c.gid, c.setGID = in.GetGID()
 	c.mtime, c.setMtime = in.GetMTime()
+	c.atime, c.setAtime = in.GetATime()
 	return c
 }
 
-func (c attrChange) empty() bool { return !c.setMode && !c.setUID && !c.setGID && !c.setMtime }
+func (c attrChange) empty() bool {
+	return !c.setMode && !c.setUID && !c.setGID && !c.setMtime && !c.setAtime
+}
 
 // then is c followed by a later change d.
 func (c attrChange) then(d attrChange) attrChange {
@@ -68,6 +75,9 @@ func (c attrChange) then(d attrChange) attrChange {
 	}
 	if d.setMtime {
 		c.mtime, c.setMtime = d.mtime, true
+	}
+	if d.setAtime {
+		c.atime, c.setAtime = d.atime, true
 	}
 	return c
 }
@@ -97,6 +107,9 @@ func (c attrChange) apply(a metadata.Attrs, uid, gid uint32) metadata.Attrs {
 	}
 	if c.setMtime {
 		a.Mtime, a.HasMtime = c.mtime, true
+	}
+	if c.setAtime {
+		a.Atime, a.HasAtime = c.atime, true
 	}
 	return a
 }
@@ -181,12 +194,22 @@ func (f *FS) copyAttrs(ctx context.Context, key string, c attrChange) error {
 	if meta == nil {
 		meta = map[string]string{}
 	}
-	c.apply(metadata.ParseAttrs(meta), f.opt.UID, f.opt.GID).Apply(meta)
+	c.apply(keepMtime(metadata.ParseAttrs(meta), info.LastModified), f.opt.UID, f.opt.GID).Apply(meta)
 	if err := metadata.CheckSize(meta); err != nil {
 		return fmt.Errorf("attributes do not fit beside the envelope: %w: %w", err, errUnsupported)
 	}
 	_, err = f.store.Copy(ctx, key, key, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag})
 	return err
+}
+
+// keepMtime stores an implicit mtime (the upload time, which the self-copy
+// of persistAttrs would change) explicitly: chmod and chown change only the
+// ctime.
+func keepMtime(a metadata.Attrs, uploaded time.Time) metadata.Attrs {
+	if !a.HasMtime && !uploaded.IsZero() {
+		a.Mtime, a.HasMtime = uploaded.Truncate(time.Second), true // as fileAttr shows it
+	}
+	return a
 }
 
 // addPendingAttrs records c for the stream of n in progress.
@@ -213,4 +236,21 @@ func (n *fileNode) afterCommit(ctx context.Context) error {
 		return nil
 	}
 	return f.persistAttrs(ctx, n.key(), c)
+}
+
+// stagePendingAttrs moves the attribute changes recorded for n's stream,
+// which was aborted for staging, onto the staged version. The node's
+// staging file is held.
+func (n *fileNode) stagePendingAttrs() {
+	f := n.fsys
+	f.attrMu.Lock()
+	c, ok := f.pendAttrs[n]
+	delete(f.pendAttrs, n)
+	f.attrMu.Unlock()
+	if !ok {
+		return
+	}
+	n.mu.Lock()
+	n.stageAttrs = c.apply(n.stageAttrs, f.opt.UID, f.opt.GID)
+	n.mu.Unlock()
 }

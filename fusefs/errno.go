@@ -7,7 +7,6 @@ import (
 	"syscall"
 
 	"github.com/csefs/csefs/cse"
-	"github.com/csefs/csefs/metadata"
 	"github.com/csefs/csefs/objectstore"
 )
 
@@ -74,6 +73,7 @@ func toErrno(err error) syscall.Errno {
 		errors.Is(err, cse.ErrNoMasterKey),
 		errors.Is(err, cse.ErrContextMismatch),
 		errors.Is(err, errPlaintextDenied),
+		errors.Is(err, errCommitmentPolicy),
 		errors.Is(err, errNoProvider):
 		return syscall.EACCES
 	case errors.Is(err, objectstore.ErrPreconditionFailed):
@@ -84,10 +84,9 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EROFS
 	case errors.Is(err, errNotEmpty):
 		return syscall.ENOTEMPTY
-	case errors.Is(err, errUnsupported), errors.Is(err, cse.ErrUnsupported),
-		errors.Is(err, metadata.ErrV3Unsupported):
-		// V3 objects and unknown algorithms cannot be read: an I/O error,
-		// not "operation not supported" on the syscall.
+	case errors.Is(err, errUnsupported), errors.Is(err, cse.ErrUnsupported):
+		// Unknown algorithms cannot be read: an I/O error, not "operation
+		// not supported" on the syscall.
 		if errors.Is(err, errUnsupported) {
 			return syscall.ENOTSUP
 		}

@@ -154,10 +154,11 @@ func renameTargets(keys []string, srcPrefix, dstPrefix string) ([][2]string, err
 	return moves, nil
 }
 
-func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
 	ctx = mutating(ctx)
 	d.fsys.allDirsChanged()
 	defer d.fsys.allDirsChanged()
+	defer func() { d.fsys.renamedIn(d, newParent, name, newName, errno) }() // dirattr.go
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return syscall.EROFS
@@ -172,12 +173,23 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	if !validName(name) || !validName(newName) || metadata.IsInstructionKey(name) || metadata.IsInstructionKey(newName) {
 		return syscall.EINVAL
 	}
+	if err := f.checkName(nd.prefix(), newName); err != nil {
+		return f.logErr("rename", nd.prefix()+newName, err)
+	}
 	src, dst := childKey(d.prefix(), name), childKey(nd.prefix(), newName)
 	if err := f.renameAllowed(ctx, src, dst); err != nil {
 		return f.logErr("rename", src, err)
 	}
 	if src == dst {
 		return 0
+	}
+	// A directory rename a crash cut short, involving either name, is
+	// finished first, so that `mv src dst` run again does not nest src
+	// under the half-made dst (intent.go).
+	if busy, err := f.settleRenames(ctx, src, dst); err != nil {
+		return f.logErr("rename", src, err)
+	} else if busy {
+		return syscall.EBUSY
 	}
 	child := d.GetChild(name)
 	lk := lockTree(child)
@@ -284,10 +296,39 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) 
 const renameParallel = 8
 
 // moveTree moves every object under srcPrefix to dstPrefix: all copies
-// first (undone if one fails), then the deletes.
+// first (undone if one fails), then the deletes. Its intent (intent.go) is
+// stored before the first copy and deleted after the last delete, or once
+// the copies are undone; a failure among the deletes leaves it, for the
+// next rename of either tree or the next mount to finish.
 func (f *FS) moveTree(ctx context.Context, srcPrefix, dstPrefix string) error {
-	var keys, etags []string // etags[i] pins the copy of keys[i] to the listed version
-	err := f.store.List(ctx, srcPrefix, "", func(p objectstore.ListPage) error {
+	in, err := f.beginRename(ctx, srcPrefix, dstPrefix)
+	if err != nil {
+		return err
+	}
+	keys, moves, err := f.copyTree(ctx, srcPrefix, dstPrefix, true)
+	if err != nil {
+		f.endRename(in, true) // undone: nothing to finish
+		return err
+	}
+	renameHook(len(moves))
+	if err := f.deleteTree(ctx, keys, moves, srcPrefix); err != nil {
+		f.endRename(in, false)
+		return err
+	}
+	f.endRename(in, true)
+	return nil
+}
+
+// renameHook runs between a directory rename's copies and its deletes
+// (tests).
+var renameHook = func(objects int) {}
+
+// copyTree copies every object under srcPrefix to its place under
+// dstPrefix, renameParallel at a time, and returns the keys and the moves.
+// With undo, a failure deletes the copies made.
+func (f *FS) copyTree(ctx context.Context, srcPrefix, dstPrefix string, undo bool) (keys []string, moves [][2]string, err error) {
+	var etags []string // etags[i] pins the copy of keys[i] to the listed version
+	err = f.store.List(ctx, srcPrefix, "", func(p objectstore.ListPage) error {
 		for _, o := range p.Objects {
 			keys = append(keys, o.Key)
 			etags = append(etags, o.ETag)
@@ -295,14 +336,15 @@ func (f *FS) moveTree(ctx context.Context, srcPrefix, dstPrefix string) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	moves, err := renameTargets(keys, srcPrefix, dstPrefix)
+	moves, err = renameTargets(keys, srcPrefix, dstPrefix)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
+	all := moves
 	defer func() {
-		for _, m := range moves {
+		for _, m := range all {
 			f.putStat(m[0], nil)
 			f.putStat(m[1], nil)
 		}
@@ -315,17 +357,30 @@ func (f *FS) moveTree(ctx context.Context, srcPrefix, dstPrefix string) error {
 		copied[i] = true
 		return nil
 	})
-	if err != nil {
-		undo := context.WithoutCancel(ctx)
+	if err != nil && undo {
+		uctx := context.WithoutCancel(ctx)
 		for i, m := range moves {
 			if copied[i] {
-				if derr := f.store.Delete(undo, m[1]); derr != nil {
+				if derr := f.store.Delete(uctx, m[1]); derr != nil {
 					f.log.Warn("could not remove partial copy", "object", f.uri(m[1]), "cause", derr.Error())
 				}
 			}
 		}
-		return err
 	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return keys, moves, nil
+}
+
+// deleteTree deletes the sources of moves, then the directories of keys
+// under srcPrefix (srcPrefix's marker included).
+func (f *FS) deleteTree(ctx context.Context, keys []string, moves [][2]string, srcPrefix string) error {
+	defer func() {
+		for _, m := range moves {
+			f.putStat(m[0], nil)
+		}
+	}()
 	// Objects first, then every directory of the tree, deepest first: a
 	// store that keeps directories (LocalStore, where an empty directory is
 	// a marker) removes one only once it is empty.
@@ -336,7 +391,7 @@ func (f *FS) moveTree(ctx context.Context, srcPrefix, dstPrefix string) error {
 		}
 	}
 	markers := treeDirs(keys, srcPrefix)
-	err = forEach(ctx, len(objs), func(ctx context.Context, i int) error {
+	err := forEach(ctx, len(objs), func(ctx context.Context, i int) error {
 		return f.store.Delete(ctx, objs[i])
 	})
 	if err != nil {
@@ -539,6 +594,10 @@ func (lk *treeLock) retarget(ch *fs.Inode, src, dst string) {
 				n.setKey(k)
 			}
 		case *symlinkNode:
+			if k, ok := renamedKey(n.key(), src, dst); ok {
+				n.setKey(k)
+			}
+		case *specialNode:
 			if k, ok := renamedKey(n.key(), src, dst); ok {
 				n.setKey(k)
 			}

@@ -85,6 +85,9 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 	if !validName(name) || metadata.IsInstructionKey(name) {
 		return nil, syscall.EINVAL
 	}
+	if err := f.checkName(d.prefix(), name); err != nil {
+		return nil, f.logErr("symlink", d.prefix()+name, err)
+	}
 	key := childKey(d.prefix(), name)
 	if f.pendingNode(key) != nil {
 		return nil, syscall.EEXIST
@@ -98,6 +101,7 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 	if err != nil {
 		return nil, f.logErr("symlink", key, err)
 	}
+	f.touchDir(d.prefix())
 	f.fileAttr(o, &out.Attr)
 	return d.NewInode(ctx, newSymlinkNode(f, key), symlinkStable(key)), 0
 }

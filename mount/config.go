@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/csefs/csefs/cse"
 )
 
 // Config is everything the command line can say about one mount.
@@ -28,7 +30,11 @@ type Config struct {
 	KMSKeyID    string
 	KMSWrap     string // "kms+context" (default) or "kms"
 	StorageMode string // "object-metadata" (default) or "instruction-file"
-	Keyring     string // keyring file for --cse custom
+	// CommitmentPolicy is --commitment-policy: "forbid-encrypt-allow-decrypt"
+	// (default), "require-encrypt-allow-decrypt" or
+	// "require-encrypt-require-decrypt" (cse.ParseCommitmentPolicy).
+	CommitmentPolicy string
+	Keyring          string // keyring file for --cse custom
 
 	Plaintext       string // "allow" (default) or "deny"
 	VerifyThreshold int64
@@ -37,15 +43,20 @@ type Config struct {
 
 	ReadOnly   bool
 	AllowOther bool
-	XAttrs     bool
+	// AllowNonEmpty mounts over a mountpoint that has entries (hiding them).
+	AllowNonEmpty bool
+	XAttrs        bool
 	// AttrsFromList: fusefs.Options.AttrsFromList (--attrs-from-list).
 	AttrsFromList bool
 	UID, GID      uint32
 	FileMode      uint32
 	DirMode       uint32
 
-	StagingDir   string // encrypted staging files of non-sequential writes
-	StagingLimit int64  // bound on their total size (ENOSPC past it)
+	StagingDir string // encrypted staging files of non-sequential writes
+	// AllowCoreDumps leaves the core size limit and the dumpable flag as
+	// inherited (harden.go); for debugging only.
+	AllowCoreDumps bool
+	StagingLimit   int64 // bound on their total size (ENOSPC past it)
 
 	MemoryTarget string // soft Go heap limit, e.g. "160MiB" ("0": none)
 	// MemoryBudget bounds the read-ahead and upload part buffers of all open
@@ -180,6 +191,18 @@ func (c *Config) normalize() (source, error) {
 	}
 	if c.StorageMode != "object-metadata" && c.StorageMode != "instruction-file" {
 		return src, fmt.Errorf("--storage-mode %q: expected object-metadata or instruction-file", c.StorageMode)
+	}
+	if c.CommitmentPolicy == "" {
+		c.CommitmentPolicy = cse.ForbidEncryptAllowDecrypt.String()
+	}
+	policy, err := cse.ParseCommitmentPolicy(c.CommitmentPolicy)
+	if err != nil {
+		return src, fmt.Errorf("--commitment-policy %q: expected forbid-encrypt-allow-decrypt, require-encrypt-allow-decrypt or require-encrypt-require-decrypt", c.CommitmentPolicy)
+	}
+	c.CommitmentPolicy = policy.String()
+	if policy.WriteCEKAlg() == cse.CEKAlgGCMCommit && c.CSE == "kms" && c.KMSWrap == "kms" {
+		// The V3 format can store kms+context but not EMRFS's legacy kms wrap.
+		return src, fmt.Errorf("--commitment-policy %s writes the V3 format, which cannot store the legacy kms wrap: use --kms-wrap kms+context", policy)
 	}
 	if c.Plaintext == "" {
 		c.Plaintext = "allow"

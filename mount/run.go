@@ -63,7 +63,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err != nil {
 		return err
 	}
-	if err := checkMountpoint(cfg.Mountpoint); err != nil {
+	if err := checkMountpoint(cfg.Mountpoint, cfg.AllowNonEmpty); err != nil {
+		return err
+	}
+	if err := protectMemory(cfg.AllowCoreDumps); err != nil {
+		return err
+	}
+	if cfg.StagingDir, err = filepath.Abs(cfg.StagingDir); err != nil {
 		return err
 	}
 	if err := setMemoryTarget(cfg.MemoryTarget); err != nil {
@@ -77,38 +83,59 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	}
 	defer keys.Close() // on the error paths; idempotent
 	provider := keys.Provider
+	policy, _ := cse.ParseCommitmentPolicy(cfg.CommitmentPolicy) // normalize has checked it
 	fsys, root, err := fusefs.New(fusefs.Options{
-		Store:           store,
-		Provider:        provider,
-		StorageMode:     map[string]fusefs.StorageMode{"object-metadata": fusefs.ObjectMetadata, "instruction-file": fusefs.InstructionFile}[cfg.StorageMode],
-		URIPrefix:       src.uri(),
-		KeyPrefix:       src.prefix,
-		DenyPlaintext:   cfg.Plaintext == "deny",
-		VerifyThreshold: cfg.VerifyThreshold,
-		StrictRanged:    cfg.StrictRanged,
-		MetadataTTL:     cfg.MetadataTTL,
-		ReadOnly:        cfg.ReadOnly,
-		XAttrs:          cfg.XAttrs,
-		AttrsFromList:   cfg.AttrsFromList,
-		Budget:          budget,
-		UID:             cfg.UID,
-		GID:             cfg.GID,
-		FileMode:        cfg.FileMode,
-		DirMode:         cfg.DirMode,
-		StagingDir:      cfg.StagingDir,
-		StagingLimit:    cfg.StagingLimit,
-		Logger:          log,
-		MatDesc:         keys.MatDesc,
-		MatDescFor:      keys.MatDescFor,
-		ZoneOf:          keys.ZoneOf,
+		Store:               store,
+		Provider:            provider,
+		StorageMode:         map[string]fusefs.StorageMode{"object-metadata": fusefs.ObjectMetadata, "instruction-file": fusefs.InstructionFile}[cfg.StorageMode],
+		URIPrefix:           src.uri(),
+		KeyPrefix:           src.prefix,
+		DenyPlaintext:       cfg.Plaintext == "deny",
+		VerifyThreshold:     cfg.VerifyThreshold,
+		StrictRanged:        cfg.StrictRanged,
+		MetadataTTL:         cfg.MetadataTTL,
+		ReadOnly:            cfg.ReadOnly,
+		XAttrs:              cfg.XAttrs,
+		AttrsFromList:       cfg.AttrsFromList,
+		Budget:              budget,
+		UID:                 cfg.UID,
+		GID:                 cfg.GID,
+		FileMode:            cfg.FileMode,
+		DirMode:             cfg.DirMode,
+		StagingDir:          cfg.StagingDir,
+		StagingLimit:        cfg.StagingLimit,
+		NameMax:             nameMax(src),
+		KeyMax:              keyMax(src),
+		Logger:              log,
+		MatDesc:             keys.MatDesc,
+		MatDescFor:          keys.MatDescFor,
+		ZoneOf:              keys.ZoneOf,
+		CommitmentPolicy:    policy,
+		CommitmentPolicyFor: keys.PolicyFor,
 	})
 	if err != nil {
 		return err
+	}
+	if !cfg.ReadOnly {
+		// Before serving: finish the directory renames that dead processes
+		// left half done (fusefs/intent.go).
+		// Each one finished is logged ("directory rename finished").
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		_, err := fsys.RecoverRenames(rctx, nil)
+		cancel()
+		if err != nil {
+			log.Warn("rename recovery incomplete: a rename touching those directories finishes it, or csefs recover", "cause", err.Error())
+		}
 	}
 	if cfg.PprofAddr != "" {
 		if err := servePprof(cfg.PprofAddr, log); err != nil {
 			return err
 		}
+	}
+	// Everything named by a relative path (config files, keyring, zones)
+	// has been read by now.
+	if err := leaveCwd(); err != nil {
+		return err
 	}
 	opts := fsys.MountOptions(src.uri(), cfg.AllowOther, cfg.FuseDebug)
 	opts.DirectMount = os.Geteuid() == 0
@@ -157,6 +184,44 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	}
 	log.Info("unmounted", "mountpoint", cfg.Mountpoint)
 	return nil
+}
+
+// RecoverRenames finishes the directory renames of cfg.Source that crashed
+// processes left half done (fusefs/intent.go): those of dead processes of
+// this machine, and, with olderThan > 0, those of other machines (whose
+// owners this one cannot see) stored at least olderThan ago. Only do the
+// latter when no process still works on them: two at once can lose data.
+func RecoverRenames(ctx context.Context, cfg Config, olderThan time.Duration, log *slog.Logger) ([]fusefs.RenameIntent, []fusefs.RenameIntent, error) {
+	src, err := parseSource(cfg.Source)
+	if err != nil {
+		return nil, nil, err
+	}
+	var store objectstore.Store
+	switch src.scheme {
+	case "s3":
+		c, err := loadAWSConfig(ctx, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		store = objectstore.NewS3(newS3Client(*c, cfg, log), src.bucket, src.prefix, objectstore.S3Options{})
+	case "file":
+		if store, err = objectstore.NewLocal(src.dir); err != nil {
+			return nil, nil, err
+		}
+	}
+	fsys, _, err := fusefs.New(fusefs.Options{Store: store, URIPrefix: src.uri(), KeyPrefix: src.prefix, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	var left []fusefs.RenameIntent
+	done, err := fsys.RecoverRenames(ctx, func(in *fusefs.RenameIntent, st fusefs.OwnerState) bool {
+		ok := st == fusefs.OwnerDead || st == fusefs.OwnerUnknown && olderThan > 0 && time.Since(in.Time) >= olderThan
+		if !ok {
+			left = append(left, *in)
+		}
+		return ok
+	})
+	return done, left, err
 }
 
 // unmountServer unmounts, retrying while the mount is busy (files still open,
@@ -319,7 +384,7 @@ func CreateKeyring(path string) error {
 
 // checkMountpoint refuses a mountpoint that is missing, not a directory, or
 // already a mount.
-func checkMountpoint(mnt string) error {
+func checkMountpoint(mnt string, allowNonEmpty bool) error {
 	fi, err := os.Stat(mnt)
 	if err != nil {
 		var errno syscall.Errno
@@ -337,6 +402,19 @@ func checkMountpoint(mnt string) error {
 	}
 	if mounted {
 		return fmt.Errorf("mountpoint %s is busy: something is already mounted there", mnt)
+	}
+	if !allowNonEmpty {
+		// Mounting over files hides them, as mount-s3, s3fs and gocryptfs
+		// refuse to do unless asked.
+		d, err := os.Open(mnt)
+		if err != nil {
+			return fmt.Errorf("mountpoint: %w", err)
+		}
+		names, _ := d.Readdirnames(1)
+		d.Close()
+		if len(names) > 0 {
+			return fmt.Errorf("mountpoint %s is not empty (mounting would hide what is in it; --allow-non-empty mounts anyway)", mnt)
+		}
 	}
 	return nil
 }
@@ -437,4 +515,27 @@ func retryPolicy(service string, deadline, attemptTimeout time.Duration, log *sl
 			log.Debug(service+" request failed; retrying", "op", op, "attempt", attempt, "cause", err.Error())
 		},
 	}
+}
+
+// nameMax is the longest name src can hold: S3 keys take any 255-byte
+// segment; a local directory what its filesystem allows (statfs f_namelen;
+// long names' sidecars are hashed to fit).
+func nameMax(src source) int {
+	if src.scheme != "file" {
+		return 255
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(src.dir, &st); err != nil || st.Namelen <= 0 {
+		return 255
+	}
+	return min(255, int(st.Namelen))
+}
+
+// keyMax is the longest key src can hold: S3's 1024 bytes; in a local
+// directory, a path (with its sidecar's 17 extra bytes) within PATH_MAX.
+func keyMax(src source) int {
+	if src.scheme != "file" {
+		return 1024
+	}
+	return 4095 - len(src.dir) - 1 - len("..csefs-meta.json")
 }

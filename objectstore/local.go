@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -37,7 +38,8 @@ const (
 //     size, user metadata, and the inode of the data file it describes).
 //     Sidecars are never listed; keys whose segments look like one
 //     (".*.csefs-meta.json"), and the top-level ".csefs-tmp", are
-//     ErrInvalidKey.
+//     ErrInvalidKey. The sidecar of a name over 238 bytes, which would pass
+//     NAME_MAX, is ".HASH.long.csefs-meta.json" (hex SHA-256 of the name).
 //   - A "dir/" marker key is the directory ROOT/dir (its body must be empty),
 //     with its metadata in the sidecar beside it. A directory counts as a
 //     marker object when it has a sidecar or is empty, so an empty directory
@@ -47,8 +49,7 @@ const (
 //   - A file and a directory cannot share a path: writing "a/b" while "a" is
 //     an object, or "a" while "a/" has children, fails with ErrKeyConflict.
 //   - Keys must be valid paths: no empty, "." or ".." segments, no NUL;
-//     anything else is ErrInvalidKey. Segments longer than 237 bytes fail on
-//     the sidecar name (NAME_MAX).
+//     anything else is ErrInvalidKey.
 //   - A file under ROOT without a sidecar (copied in by hand) is an object
 //     with no metadata and a synthetic ETag derived from inode, size and mtime.
 //
@@ -129,8 +130,16 @@ func isSidecarName(name string) bool {
 	return strings.HasPrefix(name, ".") && strings.HasSuffix(name, sidecarSuffix)
 }
 
+// sidecarPath is the sidecar of the data file p: ".NAME.csefs-meta.json",
+// or, where that would pass NAME_MAX (a NAME over 238 bytes),
+// ".HASH.long.csefs-meta.json" with HASH the hex SHA-256 of NAME, so that
+// every name the host can hold can be an object.
 func sidecarPath(p string) string {
 	dir, name := filepath.Split(p)
+	if len(name)+1+len(sidecarSuffix) > 255 {
+		sum := sha256.Sum256([]byte(name))
+		return filepath.Join(dir, "."+hex.EncodeToString(sum[:])+".long"+sidecarSuffix)
+	}
 	return filepath.Join(dir, "."+name+sidecarSuffix)
 }
 
