@@ -428,3 +428,30 @@ func TestFaultNetworkErrno(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultKMSThrottled (failure 4): KMS ThrottlingException and S3 503
+// SlowDown are backed off, the calls succeed, and the log counts them.
+func TestFaultKMSThrottled(t *testing.T) {
+	w := newWorld(t)
+	p := testenv.NewFaultProxy(t, w.S3.Endpoint, testenv.S3Op)
+	kp := testenv.NewFaultProxy(t, w.KMS.Endpoint, testenv.KMSOp)
+	m := mountWith(t, w.env, "s3://"+w.Bucket, w.faultArgs(p, kp, "--kms-key-ahead", "0")...)
+	kp.Add(testenv.Rule{Op: "GenerateDataKey", Fault: testenv.Throttle, Times: 3})
+	p.Add(testenv.Rule{Op: "PutObject", Fault: testenv.SlowDown, Times: 3})
+	data := randN(t, 10000)
+	if werr, cerr := writeFile(m.path("f"), data, 4096); werr != nil || cerr != nil {
+		t.Fatalf("write while throttled: write %v, close %v", werr, cerr)
+	}
+	if got, err := oracleGet(t, w, "f"); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("object written while throttled: %v", err)
+	}
+	if kp.Faults("GenerateDataKey") != 3 || p.Faults("PutObject") != 3 {
+		t.Fatalf("throttled %d GenerateDataKey and %d PutObject, want 3 and 3", kp.Faults("GenerateDataKey"), p.Faults("PutObject"))
+	}
+	log := m.logText(t)
+	for _, want := range []string{"KMS throttled; backing off", "S3 throttled; backing off", "throttled_total=3"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log does not say %q:\n%s", want, log)
+		}
+	}
+}
