@@ -382,7 +382,6 @@ func TestFaultNetworkErrno(t *testing.T) {
 	p.Clear()
 
 	// A lookup may start the object's GET already: fault GETs from here.
-	// (f3: not f, which a lookup failed on: see the report of issue 10.)
 	p.Add(testenv.Rule{Op: "GetObject", Fault: testenv.Reset})
 	p.Add(testenv.Rule{Op: "GetObject(range)", Fault: testenv.Reset})
 	if f, err := os.Open(m.path("f3")); err != nil {
