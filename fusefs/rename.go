@@ -266,8 +266,9 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) 
 			return err
 		}
 	}
-	// Pinned to the version that was looked at: a newer src written
-	// meanwhile is not moved under an old envelope, nor deleted below.
+	// Pinned to the version that was looked at (a newer src written
+	// meanwhile fails the copy with ESTALE). The instruction file's copy and
+	// the deletes below are not conditional.
 	if _, err := f.store.Copy(ctx, src, dst, objectstore.CopyOptions{IfMatch: o.info.ETag}); err != nil {
 		return err
 	}
