@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -443,4 +444,11 @@ func (k *KMSServer) Via(p *FaultProxy) *KMSServer {
 	c := *k
 	c.Endpoint = p.URL
 	return &c
+}
+
+// Counts returns the requests seen and the faults injected, by operation.
+func (p *FaultProxy) Counts() (requests, faults map[string]int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.requests), maps.Clone(p.faults)
 }
