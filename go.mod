@@ -3,7 +3,8 @@ module github.com/csefs/csefs
 go 1.26
 
 require (
-	github.com/aws/amazon-s3-encryption-client-go/v3 v3.1.0
+	github.com/aws/amazon-s3-encryption-client-go/v3 v3.2.0
+	github.com/aws/amazon-s3-encryption-client-go/v4 v4.0.0
 	github.com/aws/aws-sdk-go v1.55.8
 	github.com/aws/aws-sdk-go-v2 v1.47.7
 	github.com/aws/aws-sdk-go-v2/config v1.33.15

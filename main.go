@@ -17,6 +17,7 @@ import (
 
 	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/mount"
+	"github.com/csefs/csefs/objectstore"
 )
 
 func main() {
@@ -56,6 +57,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "kms-key-id", Usage: "KMS key for new objects: key id, key ARN, alias/NAME or alias ARN"},
 			&cli.StringFlag{Name: "kms-wrap", Value: "kms+context", Usage: "KMS wrapping for new objects: kms+context, or kms for the legacy EMRFS context {\"kms_cmk_id\": KEY}"},
 			&cli.StringFlag{Name: "storage-mode", Value: "object-metadata", Usage: "where new objects keep their envelope: object-metadata or instruction-file"},
+			&cli.StringFlag{Name: "commitment-policy", Value: "forbid-encrypt-allow-decrypt", Usage: "key commitment, as the S3 Encryption Clients name it: forbid-encrypt-allow-decrypt writes V2 (EMRFS and every client read it) and reads V2 and V3; require-encrypt-allow-decrypt writes V3 (key-committing, suite 115; Go v4, v3.2.0+, Java v4 read it) and reads both; require-encrypt-require-decrypt writes V3 and refuses objects without commitment (EACCES)"},
 			&cli.StringFlag{Name: "keyring", Usage: "keyring file for --cse custom (default for file:// sources: " + mount.DefaultKeyring() + ", created if missing)"},
 			&cli.StringFlag{Name: "plaintext", Value: "allow", Usage: "objects without an envelope: allow (read them as they are) or deny (EACCES)"},
 			&cli.StringFlag{Name: "verify-threshold", Value: "8MiB", Usage: "GCM objects up to this size are authenticated whole before any byte is returned"},
@@ -64,6 +66,7 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground instead of daemonizing"},
 			&cli.BoolFlag{Name: "read-only", Usage: "mount read-only"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)"},
+			&cli.BoolFlag{Name: "allow-non-empty", Usage: "mount over a mountpoint that is not empty, hiding its entries (refused by default)"},
 			&cli.BoolFlag{Name: "attrs-from-list", Usage: "answer stat of listed files from the LIST alone, with no HEAD per file (fast ls -l of big directories): size = stored − 16, the mount's mode and owner, mtime = upload time; exact once a file is opened"},
 			&cli.BoolFlag{Name: "xattrs", Usage: "serve the read-only user.csefs.encryption attribute (getfattr); off, xattr calls fail with ENOTSUP and ls -l needs no extra round trips"},
 			&cli.IntFlag{Name: "uid", Value: os.Getuid(), Usage: "owner of every file and directory"},
@@ -78,6 +81,9 @@ func mountCommand() *cli.Command {
 			&cli.IntFlag{Name: "upload-concurrency", Value: 4, Usage: "parts of one file uploaded in parallel"},
 			&cli.IntFlag{Name: "key-cache-size", Value: 1024, Usage: "unwrapped data keys kept in memory"},
 			&cli.DurationFlag{Name: "key-cache-ttl", Value: 10 * time.Minute, Usage: "how long an unwrapped data key is kept"},
+			&cli.DurationFlag{Name: "s3-retry-deadline", Value: objectstore.DefaultRetryDeadline, Usage: "how long one S3 request keeps retrying (backoff with jitter) through an outage, throttling or lost replies before the operation fails with EIO"},
+			&cli.DurationFlag{Name: "kms-timeout", Value: 10 * time.Second, Usage: "how long one KMS request may take before it is retried"},
+			&cli.DurationFlag{Name: "kms-deadline", Value: 30 * time.Second, Usage: "how long one KMS call keeps retrying before open/create fails with EIO (\"KMS timeout\" in the log)"},
 			&cli.IntFlag{Name: "kms-key-ahead", Value: 4, Usage: "unused data keys each KMS key generates ahead, so creates do not wait for KMS; each lives at most a minute in memory (0: off)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-file", Usage: "log destination (default: stderr in the foreground, a file beside the pid file in the background)"},
@@ -114,12 +120,14 @@ func runMount(c *cli.Context) error {
 		KMSKeyID:          c.String("kms-key-id"),
 		KMSWrap:           c.String("kms-wrap"),
 		StorageMode:       c.String("storage-mode"),
+		CommitmentPolicy:  c.String("commitment-policy"),
 		Keyring:           c.String("keyring"),
 		Plaintext:         c.String("plaintext"),
 		StrictRanged:      c.Bool("strict-ranged-reads"),
 		MetadataTTL:       c.Duration("metadata-ttl"),
 		ReadOnly:          c.Bool("read-only"),
 		AllowOther:        c.Bool("allow-other"),
+		AllowNonEmpty:     c.Bool("allow-non-empty"),
 		XAttrs:            c.Bool("xattrs"),
 		AttrsFromList:     c.Bool("attrs-from-list"),
 		UID:               uint32(c.Int("uid")),
@@ -130,6 +138,9 @@ func runMount(c *cli.Context) error {
 		KeyCacheSize:      c.Int("key-cache-size"),
 		KeyCacheTTL:       c.Duration("key-cache-ttl"),
 		KMSKeyAhead:       c.Int("kms-key-ahead"),
+		S3RetryDeadline:   c.Duration("s3-retry-deadline"),
+		KMSTimeout:        c.Duration("kms-timeout"),
+		KMSDeadline:       c.Duration("kms-deadline"),
 		LogLevel:          c.String("log-level"),
 		FuseDebug:         c.Bool("fuse-debug"),
 		AllowCoreDumps:    c.Bool("allow-core-dumps"),

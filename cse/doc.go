@@ -33,6 +33,13 @@
 //     (it holds back only the final piece); the body is authentic only once
 //     Read has returned io.EOF. On ErrAuthentication or ErrTruncated the caller
 //     must discard, not merely stop using, what it has read so far.
+//   - The V3 suite "115" (commit.go): the same GCM body, under a content key
+//     HKDF-SHA512 derives from the data key and the object's message ID,
+//     with IV 01×12 and the suite id 00 73 as additional data. Before that
+//     key exists, OpenCommitment checks the stored key commitment in
+//     constant time, so a substituted data key, message ID or commitment is
+//     refused (ErrCommitment) before anything is decrypted. CommitmentPolicy
+//     says whether V3 is written and whether objects without it are read.
 //   - AES/GCM ranges (DecryptGCMRange): plain AES-CTR, NOT authenticated. An
 //     attacker who can write the object can flip chosen plaintext bits. Use it
 //     only under an explicit policy that accepts this (as the Java clients'
@@ -40,8 +47,8 @@
 //   - AES/CBC/PKCS5Padding (legacy, read-only): never authenticated. The
 //     padding check catches most wrong keys and cuts at block boundaries, and
 //     is reported as ErrAuthentication, but tampering goes undetected.
-//   - Key wraps: AES/GCM (the AAD binds the content algorithm), RSA-OAEP-SHA1
-//     (the pseudo key binds the content algorithm), AESWrap (RFC 3394
+//   - Key wraps: AES/GCM (the AAD binds the content algorithm, "115" for
+//     V3), RSA-OAEP-SHA1 (the pseudo key binds the content algorithm), AESWrap (RFC 3394
 //     integrity value) and RSA-OAEP-SHA256 are integrity-checked; kms and
 //     kms+context are checked by KMS, with the encryption context as AAD.
 //     V1 AES/ECB has only a padding check and V1 RSA PKCS#1 v1.5 only its

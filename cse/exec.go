@@ -70,6 +70,12 @@ type ExecOptions struct {
 // The program must check every binding its wrap has (for AES/GCM, the
 // cek_alg as additional data).
 //
+// cek_alg is "AES/GCM/NoPadding" for V2 objects and "115" for V3 ones (the
+// key-committing suite, --commitment-policy require-*); the program binds it
+// as it binds any other value. A V3 object can only name the wraps
+// "AES/GCM", "kms+context" and "RSA-OAEP-SHA1": a write under a V3 policy
+// whose program answers another wrap_alg fails.
+//
 // Errors: the program exits non-zero, or prints {"error":"message"} (with any
 // exit status). csefs reports ErrKeyAccess (EACCES through the mount) with
 // the message, or with the first 512 bytes of stderr, cleaned of control

@@ -61,16 +61,19 @@ func FuzzGCMDecrypt(f *testing.F) {
 }
 
 // FuzzGCMDecryptDifferential compares the streaming reader with stdlib Open
-// on arbitrary bodies: same verdict, same plaintext.
+// on arbitrary bodies and additional data (V3 uses CommitAAD): same verdict,
+// same plaintext.
 func FuzzGCMDecryptDifferential(f *testing.F) {
 	key, iv := testKeyIV(f)
-	f.Add([]byte{})
-	f.Add(make([]byte, 16))
-	f.Add(stdSeal(f, key, iv, []byte("hello")))
-	f.Add(stdSeal(f, key, iv, testBytes(1, 300)))
-	f.Fuzz(func(t *testing.T, body []byte) {
-		want, werr := OpenGCM(key, iv, body)
-		r, _ := NewGCMDecryptReader(bytes.NewReader(body), key, iv)
+	f.Add([]byte{}, []byte{})
+	f.Add(make([]byte, 16), []byte{})
+	f.Add(stdSeal(f, key, iv, []byte("hello")), []byte{})
+	f.Add(stdSeal(f, key, iv, testBytes(1, 300)), []byte{})
+	f.Add(stdGCM(f, key).Seal(nil, iv, testBytes(2, 300), CommitAAD()), CommitAAD())
+	f.Add(stdGCM(f, key).Seal(nil, iv, testBytes(3, 70000), testBytes(4, 33)), testBytes(4, 33))
+	f.Fuzz(func(t *testing.T, body, aad []byte) {
+		want, werr := OpenGCMAAD(key, iv, body, aad)
+		r, _ := NewGCMDecryptReaderAAD(bytes.NewReader(body), key, iv, aad)
 		got, err := io.ReadAll(r)
 		if (err == nil) != (werr == nil) {
 			t.Fatalf("stream %v, stdlib %v", err, werr)
@@ -149,7 +152,7 @@ func FuzzUnwrapRSA(f *testing.F) {
 	f.Add(make([]byte, 256))
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		for _, fn := range []func() ([]byte, error){
-			func() ([]byte, error) { return UnwrapKeyRSAOAEPSHA1(priv, blob) },
+			func() ([]byte, error) { return UnwrapKeyRSAOAEPSHA1(priv, blob, CEKAlgGCM) },
 			func() ([]byte, error) { return UnwrapKeyRSAOAEPSHA256(priv, blob) },
 			func() ([]byte, error) { return UnwrapKeyV1RSA(priv, blob) },
 		} {
@@ -175,13 +178,14 @@ func FuzzParseKeyring(f *testing.F) {
 }
 
 // FuzzGCMSealParts seals a message in arbitrary 16-multiple parts (in place
-// or not, two-pass or fused path) and compares with one-shot Seal.
+// or not, two-pass or fused path, with additional data of 0..255 bytes) and
+// compares with one-shot Seal.
 func FuzzGCMSealParts(f *testing.F) {
-	f.Add(uint32(1000), uint64(7), false, true)
-	f.Add(uint32(300000), uint64(12345), true, false)
-	f.Add(uint32(65536+17), uint64(1), true, true)
+	f.Add(uint32(1000), uint64(7), false, true, uint8(0))
+	f.Add(uint32(300000), uint64(12345), true, false, uint8(2))
+	f.Add(uint32(65536+17), uint64(1), true, true, uint8(40))
 	key, iv := testKeyIV(f)
-	f.Fuzz(func(t *testing.T, size uint32, seed uint64, fusedEarly, inPlace bool) {
+	f.Fuzz(func(t *testing.T, size uint32, seed uint64, fusedEarly, inPlace bool, aadLen uint8) {
 		size %= 400000
 		if fusedEarly {
 			old := fusedAfter
@@ -189,8 +193,9 @@ func FuzzGCMSealParts(f *testing.F) {
 			defer func() { fusedAfter = old }()
 		}
 		plain := testBytes(uint64(size), int(size))
-		want := stdSeal(t, key, iv, plain)
-		s, _ := NewGCMSealer(key, iv)
+		aad := testBytes(uint64(aadLen)+9, int(aadLen))
+		want := stdGCM(t, key).Seal(nil, iv, plain, aad)
+		s, _ := NewGCMSealerAAD(key, iv, aad)
 		out := make([]byte, size)
 		if inPlace {
 			copy(out, plain)

@@ -96,11 +96,16 @@ type gcmCore struct {
 	z        gfElem
 	n        int64 // ciphertext bytes hashed
 	tagBuf   [16]byte
+	// aadS is the GHASH state after the additional data A (its blocks,
+	// zero-padded, without a length block): Σ A_j·H^(a-j+1) over its a
+	// blocks; aadBits is its length in bits. Both are zero without A.
+	aadS    gfElem
+	aadBits uint64
 }
 
 var fixedNonce [GCMIVSize]byte
 
-func newGCMCore(key, iv []byte) (*gcmCore, error) {
+func newGCMCore(key, iv, aad []byte) (*gcmCore, error) {
 	if len(key) != 16 && len(key) != 24 && len(key) != 32 {
 		return nil, fmt.Errorf("cse: AES key of %d bytes: %w", len(key), ErrMalformed)
 	}
@@ -136,6 +141,12 @@ func newGCMCore(key, iv []byte) (*gcmCore, error) {
 	binary.BigEndian.PutUint32(j[12:], 2)
 	c.ctr = cipher.NewCTR(block, j[:])
 	clear(j[:])
+	c.aadBits = uint64(len(aad)) * 8
+	for len(aad) > 0 {
+		var blk [16]byte
+		aad = aad[copy(blk[:], aad):]
+		c.aadS = gfMul(c.aadS.xor(gfLoad(blk[:])), c.h)
+	}
 	return c, nil
 }
 
@@ -160,8 +171,17 @@ func (c *gcmCore) hash(ct []byte) {
 }
 
 // tag computes the final tag into dst[:16].
+//
+// The additional data A, if any, precedes the m ciphertext blocks in GHASH,
+// so its term is aadS·H^(m+1); the ciphertext terms in z do not depend on A
+// (each C_i is weighted H^(m+2-i) either way), and the length block gains
+// bitlen(A) in its upper half.
 func (c *gcmCore) tag(dst []byte) {
-	g := c.z.xor(gfMul(gfElem{lo: uint64(c.n) * 8}, c.h))
+	g := c.z.xor(gfMul(gfElem{hi: c.aadBits, lo: uint64(c.n) * 8}, c.h))
+	if c.aadBits > 0 {
+		m := uint64(c.n+BlockSize-1) / BlockSize
+		g = g.xor(gfMul(c.aadS, gfPow(c.h, m+1)))
+	}
 	g.store(dst)
 	subtle.XORBytes(dst[:16], dst[:16], c.ekJ0[:])
 }
@@ -278,9 +298,10 @@ func (c *gcmCore) sealChunk(d, src []byte, borrow bool, scratch []byte) {
 	c.n += int64(k)
 }
 
-// GCMSealer encrypts one AES-GCM message (no additional data) in pieces. The
-// concatenation of every Seal output followed by Tag() is byte-identical to
-// cipher.NewGCM(aes).Seal(nil, iv, plaintext, nil).
+// GCMSealer encrypts one AES-GCM message in pieces. The concatenation of
+// every Seal output followed by Tag() is byte-identical to
+// cipher.NewGCM(aes).Seal(nil, iv, plaintext, aad), where aad is the
+// additional data given to NewGCMSealerAAD (none for NewGCMSealer).
 //
 // Not safe for concurrent use. Memory use is constant.
 type GCMSealer struct {
@@ -293,7 +314,14 @@ type GCMSealer struct {
 // NewGCMSealer starts a message under key (16, 24 or 32 bytes) and a 12-byte IV.
 // It returns an error wrapping ErrMalformed for bad sizes.
 func NewGCMSealer(key, iv []byte) (*GCMSealer, error) {
-	core, err := newGCMCore(key, iv)
+	return NewGCMSealerAAD(key, iv, nil)
+}
+
+// NewGCMSealerAAD is NewGCMSealer with additional authenticated data aad
+// (the S3EC V3 content cipher authenticates its suite id, CommitAAD). aad is
+// consumed here and not retained.
+func NewGCMSealerAAD(key, iv, aad []byte) (*GCMSealer, error) {
+	core, err := newGCMCore(key, iv, aad)
 	if err != nil {
 		return nil, err
 	}
@@ -385,7 +413,13 @@ var _ io.WriteCloser = (*EncryptWriter)(nil)
 // NewEncryptWriter returns a writer that encrypts onto dst under key and a
 // 12-byte IV.
 func NewEncryptWriter(dst io.Writer, key, iv []byte) (*EncryptWriter, error) {
-	s, err := NewGCMSealer(key, iv)
+	return NewEncryptWriterAAD(dst, key, iv, nil)
+}
+
+// NewEncryptWriterAAD is NewEncryptWriter with additional authenticated data
+// aad: the output equals a one-shot Seal(nil, iv, plaintext, aad).
+func NewEncryptWriterAAD(dst io.Writer, key, iv, aad []byte) (*EncryptWriter, error) {
+	s, err := NewGCMSealerAAD(key, iv, aad)
 	if err != nil {
 		return nil, err
 	}
@@ -517,7 +551,13 @@ type Lender interface {
 // than 16 bytes in all), and the caller must discard everything it read.
 // Read errors from src are returned wrapped. Errors are sticky.
 func NewGCMDecryptReader(src io.Reader, key, iv []byte) (io.Reader, error) {
-	core, err := newGCMCore(key, iv)
+	return NewGCMDecryptReaderAAD(src, key, iv, nil)
+}
+
+// NewGCMDecryptReaderAAD is NewGCMDecryptReader for a body sealed with
+// additional authenticated data aad.
+func NewGCMDecryptReaderAAD(src io.Reader, key, iv, aad []byte) (io.Reader, error) {
+	core, err := newGCMCore(key, iv, aad)
 	if err != nil {
 		return nil, err
 	}
@@ -680,7 +720,10 @@ func (r *gcmDecryptReader) finish(t []byte) int {
 // OpenGCM decrypts and authenticates a whole GCM body held in memory with the
 // standard library. It returns ErrTruncated for fewer than 16 bytes and
 // ErrAuthentication when the tag does not verify.
-func OpenGCM(key, iv, body []byte) ([]byte, error) {
+func OpenGCM(key, iv, body []byte) ([]byte, error) { return OpenGCMAAD(key, iv, body, nil) }
+
+// OpenGCMAAD is OpenGCM for a body sealed with additional data aad.
+func OpenGCMAAD(key, iv, body, aad []byte) ([]byte, error) {
 	if len(iv) != GCMIVSize {
 		return nil, fmt.Errorf("cse: GCM IV of %d bytes: %w", len(iv), ErrMalformed)
 	}
@@ -695,7 +738,7 @@ func OpenGCM(key, iv, body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cse: %w: %v", ErrMalformed, err)
 	}
-	plain, err := aead.Open(nil, iv, body, nil)
+	plain, err := aead.Open(nil, iv, body, aad)
 	if err != nil {
 		return nil, fmt.Errorf("cse: GCM tag mismatch: %w", ErrAuthentication)
 	}

@@ -98,8 +98,8 @@ func (p *KeyringProvider) GenerateKey(_ context.Context, req KeyRequest) ([]byte
 	if req.CEKAlg == "" {
 		req.CEKAlg = CEKAlgGCM
 	}
-	if req.CEKAlg != CEKAlgGCM {
-		return nil, WrappedKey{}, fmt.Errorf("cse: keyring writes only %s, not %q: %w", CEKAlgGCM, req.CEKAlg, ErrUnsupported)
+	if req.CEKAlg != CEKAlgGCM && req.CEKAlg != CEKAlgGCMCommit {
+		return nil, WrappedKey{}, fmt.Errorf("cse: keyring writes only %s or %s, not %q: %w", CEKAlgGCM, CEKAlgGCMCommit, req.CEKAlg, ErrUnsupported)
 	}
 	mk := p.keys[p.encryptWith]
 	key := make([]byte, KeySize)
@@ -135,7 +135,7 @@ func (p *KeyringProvider) DecryptKey(_ context.Context, w WrappedKey) ([]byte, e
 		unwrap = func(mk MasterKey) ([]byte, error) { return UnwrapKeyAESWrap(mk.AES, w.Blob) }
 	case WrapRSAOAEPSHA1:
 		wantRSA = true
-		unwrap = func(mk MasterKey) ([]byte, error) { return UnwrapKeyRSAOAEPSHA1(mk.RSA, w.Blob) }
+		unwrap = func(mk MasterKey) ([]byte, error) { return UnwrapKeyRSAOAEPSHA1(mk.RSA, w.Blob, w.CEKAlg) }
 	case WrapRSAOAEPSHA256:
 		wantRSA = true
 		unwrap = func(mk MasterKey) ([]byte, error) { return UnwrapKeyRSAOAEPSHA256(mk.RSA, w.Blob) }

@@ -58,8 +58,9 @@ type KMSOptions struct {
 // decided by KMS (the key policy and IAM) for whichever key the blob names.
 //
 // KMS errors map to sentinels, with the KMS error wrapped as well:
-// IncorrectKeyException, AccessDeniedException and unclassified errors
-// (throttling, network) → ErrKeyAccess; InvalidCiphertextException →
+// IncorrectKeyException, AccessDeniedException and unclassified KMS errors →
+// ErrKeyAccess; no answer (network, timeout: "KMS timeout"), throttling and
+// KMS-internal failures → ErrKeyService; InvalidCiphertextException →
 // ErrContextMismatch (with a context, a mismatched context is by far the
 // likely cause; a damaged blob reports the same); DisabledException,
 // KMSInvalidStateException, NotFoundException, KeyUnavailableException →
@@ -238,6 +239,17 @@ func mapKMSError(err error) error {
 		sentinel = ErrKeyAccess
 	case "DisabledException", "KMSInvalidStateException", "NotFoundException", "KeyUnavailableException":
 		sentinel = ErrKeyUnusable
+	case "ThrottlingException", "KMSInternalException", "DependencyTimeoutException":
+		return fmt.Errorf("%w: KMS throttled or failing: %w", ErrKeyService, err)
+	case "":
+		// No answer from KMS at all: say what happened, not "denied".
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("%w: KMS timeout: %w", ErrKeyService, err)
+		}
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+		return fmt.Errorf("%w: KMS unreachable: %w", ErrKeyService, err)
 	default:
 		sentinel = ErrKeyAccess
 	}

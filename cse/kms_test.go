@@ -242,7 +242,10 @@ func TestKMSErrorMapping(t *testing.T) {
 		{&types.KMSInvalidStateException{}, ErrKeyUnusable},
 		{&types.NotFoundException{}, ErrKeyUnusable},
 		{&types.KeyUnavailableException{}, ErrKeyUnusable},
-		{errors.New("connection reset"), ErrKeyAccess},
+		{errors.New("connection reset"), ErrKeyService},
+		{fmt.Errorf("dial: %w", context.DeadlineExceeded), ErrKeyService},
+		{apiErr{"ThrottlingException"}, ErrKeyService},
+		{apiErr{"SomethingNew"}, ErrKeyAccess},
 	} {
 		t.Run(fmt.Sprintf("%T", c.err), func(t *testing.T) {
 			f := newFakeKMS()
@@ -253,6 +256,9 @@ func TestKMSErrorMapping(t *testing.T) {
 			mustFail(t, err, c.want)
 			if !errors.Is(err, c.err) {
 				t.Fatal("original KMS error not wrapped")
+			}
+			if errors.Is(c.err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "KMS timeout") {
+				t.Errorf("error %q does not say KMS timeout", err)
 			}
 			_, _, err = p.GenerateKey(t.Context(), KeyRequest{CEKAlg: CEKAlgGCM})
 			mustFail(t, err, c.want)

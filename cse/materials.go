@@ -5,7 +5,8 @@ import (
 	"errors"
 )
 
-// Content-encryption algorithms, as stored in x-amz-cek-alg.
+// Content-encryption algorithms, as stored in x-amz-cek-alg (V1, V2); the
+// V3 suite CEKAlgGCMCommit ("115", x-amz-c) is in commit.go.
 const (
 	CEKAlgGCM = "AES/GCM/NoPadding"
 	CEKAlgCBC = "AES/CBC/PKCS5Padding"
@@ -62,11 +63,19 @@ var (
 	// ErrKeyAccess: the key service refused to unwrap (access denied, wrong
 	// key, invalid ciphertext).
 	ErrKeyAccess = errors.New("cse: key access denied")
+	// ErrKeyService: the key service could not be reached or did not answer
+	// (connection refused or reset, a timeout, throttling after the
+	// retries): nothing is known about the key itself.
+	ErrKeyService = errors.New("cse: key service unavailable")
 	// ErrKeyUnusable: the master key is disabled, missing, asymmetric or not
 	// for ENCRYPT_DECRYPT.
 	ErrKeyUnusable = errors.New("cse: master key unusable")
 	// ErrNoMasterKey: no configured master key matches the stored description.
 	ErrNoMasterKey = errors.New("cse: no master key for materials description")
+	// ErrCommitment: the key commitment stored with a V3 object does not
+	// match the one derived from its data key and message ID (a substituted
+	// or tampered data key, message ID or commitment).
+	ErrCommitment = errors.New("cse: key commitment mismatch")
 	// ErrTooLarge: the plaintext exceeds MaxGCMPlaintext.
 	ErrTooLarge = errors.New("cse: plaintext too large for one GCM message")
 )
@@ -75,15 +84,15 @@ var (
 // unwrapping is bound to.
 type WrappedKey struct {
 	WrapAlg string            // x-amz-wrap-alg; WrapV1 for x-amz-key objects
-	CEKAlg  string            // x-amz-cek-alg; CEKAlgCBC for V1
-	Blob    []byte            // the decoded x-amz-key-v2 / x-amz-key
-	MatDesc map[string]string // the parsed x-amz-matdesc; never nil after parsing
+	CEKAlg  string            // x-amz-cek-alg (x-amz-c for V3); CEKAlgCBC for V1
+	Blob    []byte            // the decoded x-amz-key-v2 / x-amz-key / x-amz-3
+	MatDesc map[string]string // the parsed x-amz-matdesc (V3: x-amz-t or x-amz-m); never nil after parsing
 }
 
 // KeyRequest asks a Provider for a new data key.
 type KeyRequest struct {
-	// CEKAlg is the content algorithm the key will be used with. csefs writes
-	// CEKAlgGCM only.
+	// CEKAlg is the content algorithm the key will be used with: csefs
+	// writes CEKAlgGCM or CEKAlgGCMCommit. Providers bind it into the wrap.
 	CEKAlg string
 	// MatDesc is the caller's materials description (for example EMRFS's Path
 	// and JobflowId). It may be nil. Providers merge it into what they store.

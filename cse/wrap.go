@@ -86,10 +86,15 @@ func WrapKeyRSAOAEPSHA1(pub *rsa.PublicKey, cek []byte, cekAlg string, rand io.R
 }
 
 // UnwrapKeyRSAOAEPSHA1 reverses WrapKeyRSAOAEPSHA1. It checks that the length byte
-// is 16, 24 or 32 and that the trailing algorithm name equals CEKAlgGCM: the
-// name is fixed even for CTR (ranged) decryption, see J3 #288. A decryption
+// is 16, 24 or 32 and that the trailing algorithm name is the one cekAlg
+// implies: CEKAlgGCMCommit ("115") for a V3 object, CEKAlgGCM otherwise (the
+// name is fixed even for CTR (ranged) decryption, see J3 #288). A decryption
 // failure or a bad pseudo key gives ErrAuthentication.
-func UnwrapKeyRSAOAEPSHA1(priv *rsa.PrivateKey, blob []byte) ([]byte, error) {
+func UnwrapKeyRSAOAEPSHA1(priv *rsa.PrivateKey, blob []byte, cekAlg string) ([]byte, error) {
+	want := CEKAlgGCM
+	if cekAlg == CEKAlgGCMCommit {
+		want = CEKAlgGCMCommit
+	}
 	pseudo, err := rsa.DecryptOAEP(sha1.New(), nil, priv, blob, nil)
 	if err != nil {
 		return nil, fmt.Errorf("cse: RSA-OAEP-SHA1 unwrap: %w", ErrAuthentication)
@@ -99,8 +104,8 @@ func UnwrapKeyRSAOAEPSHA1(priv *rsa.PrivateKey, blob []byte) ([]byte, error) {
 		return nil, fmt.Errorf("cse: RSA-OAEP-SHA1 pseudo key empty: %w", ErrAuthentication)
 	}
 	n := int(pseudo[0])
-	if !validCEKLen(n) || len(pseudo) != 1+n+len(CEKAlgGCM) || string(pseudo[1+n:]) != CEKAlgGCM {
-		return nil, fmt.Errorf("cse: RSA-OAEP-SHA1 pseudo key does not name %s: %w", CEKAlgGCM, ErrAuthentication)
+	if !validCEKLen(n) || len(pseudo) != 1+n+len(want) || string(pseudo[1+n:]) != want {
+		return nil, fmt.Errorf("cse: RSA-OAEP-SHA1 pseudo key does not name %s: %w", want, ErrAuthentication)
 	}
 	return append([]byte(nil), pseudo[1:1+n]...), nil
 }

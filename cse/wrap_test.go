@@ -145,7 +145,7 @@ func TestWrapRSAOAEPSHA1Independent(t *testing.T) {
 		t.Fatalf("stdlib sees pseudo key %x, %v", got, err)
 	}
 	blob2, _ := rsa.EncryptOAEP(sha1.New(), rand.Reader, &priv.PublicKey, pseudo, nil)
-	back, err := UnwrapKeyRSAOAEPSHA1(priv, blob2)
+	back, err := UnwrapKeyRSAOAEPSHA1(priv, blob2, CEKAlgGCM)
 	if err != nil || !bytes.Equal(back, cek) {
 		t.Fatalf("unwrap: %v", err)
 	}
@@ -157,14 +157,14 @@ func TestWrapRSAOAEPSHA1Independent(t *testing.T) {
 		"no name":    append([]byte{32}, cek...),
 	} {
 		blob, _ := rsa.EncryptOAEP(sha1.New(), rand.Reader, &priv.PublicKey, p, nil)
-		_, err := UnwrapKeyRSAOAEPSHA1(priv, blob)
+		_, err := UnwrapKeyRSAOAEPSHA1(priv, blob, CEKAlgGCM)
 		if err == nil {
 			t.Fatalf("%s: accepted", name)
 		}
 		mustFail(t, err, ErrAuthentication)
 	}
 	blob[10] ^= 1
-	_, err = UnwrapKeyRSAOAEPSHA1(priv, blob)
+	_, err = UnwrapKeyRSAOAEPSHA1(priv, blob, CEKAlgGCM)
 	mustFail(t, err, ErrAuthentication)
 }
 
@@ -379,7 +379,7 @@ func TestGolden(t *testing.T) {
 			case v.WrapAlg == WrapAESGCM:
 				cek, err = UnwrapKeyAESGCM(mk.AES, blob, v.CEKAlg)
 			case v.WrapAlg == WrapRSAOAEPSHA1:
-				cek, err = UnwrapKeyRSAOAEPSHA1(mk.RSA, blob)
+				cek, err = UnwrapKeyRSAOAEPSHA1(mk.RSA, blob, CEKAlgGCM)
 			case v.WrapAlg == WrapAESWrap:
 				cek, err = UnwrapKeyAESWrap(mk.AES, blob)
 			case v.WrapAlg == WrapRSAOAEPSHA256:

@@ -1,7 +1,7 @@
 package e2e
 
 // Interop through a real mount, both directions: what csefs writes decrypts
-// with the official clients (GO3 = amazon-s3-encryption-client-go v3.1.0,
+// with the official clients (GO3 = amazon-s3-encryption-client-go v3.2.0,
 // GO1 = aws-sdk-go v1 s3crypto), and what they write reads through csefs.
 
 import (
@@ -46,13 +46,13 @@ func storedEnvelope(t *testing.T, w *world, key string, instruction bool) *metad
 	envl, err := metadata.Detect(meta)
 	if instruction {
 		if !errors.Is(err, metadata.ErrNoEnvelope) {
-			t.Fatalf("%s: object metadata holds an envelope in instruction-file mode: %v %v", key, err, meta)
+			t.Fatalf("%s: object metadata holds a whole envelope in instruction-file mode: %v %v", key, err, meta)
 		}
 		body, imeta := w.getRaw(t, metadata.InstructionKey(key))
 		if _, ok := metadata.Lookup(imeta, metadata.KeyInstrMarker); !ok {
 			t.Errorf("%s: instruction file lacks %s: %v", key, metadata.KeyInstrMarker, imeta)
 		}
-		envl, err = metadata.ParseInstruction(body)
+		envl, err = metadata.ParseInstructionWith(body, meta)
 	}
 	if err != nil {
 		t.Fatalf("%s: stored envelope: %v", key, err)

@@ -35,8 +35,6 @@ var posixKnownFailures = map[string]posixKnownFailure{
 	"FallocateKeepSize": {reason: "fallocate(2) is not implemented (EOPNOTSUPP)"},
 	"FcntlFlockLocksFile": {reason: "csefs implements no lock operations: POSIX locks are kept by the local kernel, per process " +
 		"and never across mounts or machines, so two descriptors of one process do not conflict as the case expects"},
-	"FstatDeleted": {reason: "fstat of an open, unlinked file still reports nlink 1 (unlinked-but-open files are not tracked), " +
-		"and the mtime loses its sub-second part once the object is committed"},
 	"Link":             {reason: "hard links cannot be represented by objects: link(2) fails with ENOTSUP"},
 	"LinkUnlinkRename": {reason: "hard links: link(2) fails with ENOTSUP"},
 	"NlinkZero":        {reason: "an open file replaced by rename still reports nlink 1 (replaced-but-open files are not tracked)"},

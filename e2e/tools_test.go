@@ -61,14 +61,6 @@ func needTool(t *testing.T, name string) {
 	}
 }
 
-// renameImplemented reports whether fusefs has a Rename yet (being written
-// in fusefs/rename.go); until then the rsync -a test skips.
-func renameImplemented() bool {
-	cmd := exec.Command("git", "grep", "--untracked", "-q", `func (d \*dirNode) Rename`, "--", "fusefs/")
-	cmd.Dir = ".."
-	return cmd.Run() == nil
-}
-
 // pollUntil polls cond until it holds; the deadline only turns a hang into a
 // failure (no timing is asserted). cond returns what it saw, for the message.
 func pollUntil(t *testing.T, what string, deadline time.Duration, cond func() (bool, string)) {
@@ -120,9 +112,6 @@ func TestToolsCopyTree(t *testing.T) {
 			run(t, "tar", "-C", dst, "-xf", archive)
 		}},
 		{"rsync-a", "rsync", func(t *testing.T, dst string) {
-			if !renameImplemented() {
-				t.Skip("waiting for rename (fusefs/rename.go): rsync -a writes a temporary file and renames it")
-			}
 			run(t, "rsync", "-a", src+"/", dst+"/")
 		}},
 		{"rsync-inplace", "rsync", func(t *testing.T, dst string) {

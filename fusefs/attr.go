@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"syscall"
@@ -10,6 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/csefs/csefs/metadata"
+	"github.com/csefs/csefs/objectstore"
 )
 
 // Persisted attributes.
@@ -18,7 +20,9 @@ import (
 // (csefs-mode, csefs-uid/csefs-gid, csefs-mtime; see metadata/attrs.go) by a
 // server-side copy of the object onto itself with the metadata replaced: the
 // current metadata from a fresh HEAD, with only those keys changed, so the
-// envelope keys are kept byte for byte. atime is not stored. getattr shows
+// envelope keys are kept byte for byte. An mtime that was implicit (the
+// upload time) is stored explicitly by the first such copy, so chmod and
+// chown do not move it. atime is not stored. getattr shows
 // them (uid/gid when present, else the mount's --uid/--gid; mtime when
 // present, else the object's LastModified). chown is accepted from anyone
 // and only recorded: csefs enforces no ownership.
@@ -40,6 +44,8 @@ type attrChange struct {
 	setGID   bool
 	mtime    time.Time
 	setMtime bool
+	atime    time.Time
+	setAtime bool
 }
 
 func changeFrom(in *fuse.SetAttrIn) attrChange {
@@ -48,10 +54,13 @@ func changeFrom(in *fuse.SetAttrIn) attrChange {
 	c.uid, c.setUID = in.GetUID()
 	c.gid, c.setGID = in.GetGID()
 	c.mtime, c.setMtime = in.GetMTime()
+	c.atime, c.setAtime = in.GetATime()
 	return c
 }
 
-func (c attrChange) empty() bool { return !c.setMode && !c.setUID && !c.setGID && !c.setMtime }
+func (c attrChange) empty() bool {
+	return !c.setMode && !c.setUID && !c.setGID && !c.setMtime && !c.setAtime
+}
 
 // then is c followed by a later change d.
 func (c attrChange) then(d attrChange) attrChange {
@@ -66,6 +75,9 @@ func (c attrChange) then(d attrChange) attrChange {
 	}
 	if d.setMtime {
 		c.mtime, c.setMtime = d.mtime, true
+	}
+	if d.setAtime {
+		c.atime, c.setAtime = d.atime, true
 	}
 	return c
 }
@@ -95,6 +107,9 @@ func (c attrChange) apply(a metadata.Attrs, uid, gid uint32) metadata.Attrs {
 	}
 	if c.setMtime {
 		a.Mtime, a.HasMtime = c.mtime, true
+	}
+	if c.setAtime {
+		a.Atime, a.HasAtime = c.atime, true
 	}
 	return a
 }
@@ -143,9 +158,34 @@ func lockNode(n *fileNode) *treeLock {
 	return lk
 }
 
+// attrCopyAttempts bounds persistAttrs' read-and-copy rounds: each round
+// that loses to a concurrent writer (412) reads the object again.
+const attrCopyAttempts = 5
+
 // persistAttrs copies key onto itself with c applied to its metadata.
+//
+// The copy carries the ETag of the HEAD its metadata came from
+// (CopySourceIfMatch), so it can never pair this version's envelope with the
+// body of a newer one written meanwhile (by another mount or process). When
+// the object changed between the HEAD and the copy (412), it is read again
+// and the change applied to the new version, up to attrCopyAttempts times;
+// then it fails with ErrPreconditionFailed, which is ESTALE (the kernel
+// retries a path operation once on ESTALE).
 func (f *FS) persistAttrs(ctx context.Context, key string, c attrChange) error {
 	defer f.putStat(key, nil)
+	var err error
+	for attempt := 0; attempt < attrCopyAttempts; attempt++ {
+		err = f.copyAttrs(ctx, key, c)
+		if !errors.Is(err, objectstore.ErrPreconditionFailed) {
+			return err
+		}
+		f.log.Debug("object changed under a metadata copy; reading it again", "object", f.uri(key), "attempt", attempt+1)
+	}
+	return fmt.Errorf("metadata copy lost to concurrent writers %d times: %w", attrCopyAttempts, err)
+}
+
+// copyAttrs is one round of persistAttrs.
+func (f *FS) copyAttrs(ctx context.Context, key string, c attrChange) error {
 	info, err := f.store.Head(ctx, key)
 	if err != nil {
 		return err
@@ -154,12 +194,22 @@ func (f *FS) persistAttrs(ctx context.Context, key string, c attrChange) error {
 	if meta == nil {
 		meta = map[string]string{}
 	}
-	c.apply(metadata.ParseAttrs(meta), f.opt.UID, f.opt.GID).Apply(meta)
+	c.apply(keepMtime(metadata.ParseAttrs(meta), info.LastModified), f.opt.UID, f.opt.GID).Apply(meta)
 	if err := metadata.CheckSize(meta); err != nil {
 		return fmt.Errorf("attributes do not fit beside the envelope: %w: %w", err, errUnsupported)
 	}
-	_, err = f.store.Copy(ctx, key, key, meta)
+	_, err = f.store.Copy(ctx, key, key, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag})
 	return err
+}
+
+// keepMtime stores an implicit mtime (the upload time, which the self-copy
+// of persistAttrs would change) explicitly: chmod and chown change only the
+// ctime.
+func keepMtime(a metadata.Attrs, uploaded time.Time) metadata.Attrs {
+	if !a.HasMtime && !uploaded.IsZero() {
+		a.Mtime, a.HasMtime = uploaded.Truncate(time.Second), true // as fileAttr shows it
+	}
+	return a
 }
 
 // addPendingAttrs records c for the stream of n in progress.
@@ -186,4 +236,34 @@ func (n *fileNode) afterCommit(ctx context.Context) error {
 		return nil
 	}
 	return f.persistAttrs(ctx, n.key(), c)
+}
+
+// stagePendingAttrs moves the attribute changes recorded for n's stream,
+// which was aborted for staging, onto the staged version. The node's
+// staging file is held.
+func (n *fileNode) stagePendingAttrs() {
+	f := n.fsys
+	f.attrMu.Lock()
+	c, ok := f.pendAttrs[n]
+	delete(f.pendAttrs, n)
+	f.attrMu.Unlock()
+	if !ok {
+		return
+	}
+	n.mu.Lock()
+	n.stageAttrs = c.apply(n.stageAttrs, f.opt.UID, f.opt.GID)
+	n.mu.Unlock()
+}
+
+// withCreator records the calling process as the owner of a new file,
+// directory or special file, as POSIX has it (the creator's uid and gid),
+// when that differs from the mount's --uid and --gid; otherwise nothing is
+// stored and the defaults show.
+func (f *FS) withCreator(ctx context.Context, a metadata.Attrs) metadata.Attrs {
+	c, ok := fuse.FromContext(ctx)
+	if !ok || (c.Uid == f.opt.UID && c.Gid == f.opt.GID) {
+		return a
+	}
+	a.UID, a.GID, a.HasOwner = c.Uid, c.Gid, true
+	return a
 }

@@ -34,26 +34,47 @@ var (
 	_ fs.NodeRmdirer   = (*dirNode)(nil)
 	_ fs.NodeStatfser  = (*dirNode)(nil)
 	_ fs.NodeSetattrer = (*dirNode)(nil)
+	_ fs.NodeFsyncer   = (*dirNode)(nil)
 )
 
+// Fsync (fsync(2) and fdatasync(2) of a directory) succeeds once the
+// directory's entries are durable. Every create, mkdir, unlink, rmdir and
+// rename is done in the store before its call returns, so only the
+// directory's own attribute changes may still be pending; a file created in
+// it becomes durable at its own commit (its fsync or close), as a file's
+// data on a local filesystem needs the file's fsync, not the directory's.
+// The pending attribute change is the directory's mtime (dirattr.go).
+func (d *dirNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	ctx = mutating(ctx)
+	if err := d.fsys.flushDir(ctx, d.prefix()); err != nil {
+		return d.fsys.logErr("fsync", d.prefix(), err)
+	}
+	return 0
+}
+
 func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	d.fsys.dirAttr(&out.Attr)
+	ctx, done := d.fsys.untilKilled(ctx, "getattr", d.prefix())
+	defer done()
+	if err := d.fsys.dirAttrOf(ctx, d.prefix(), &out.Attr); err != nil {
+		return d.fsys.logErr("getattr", d.prefix(), err)
+	}
 	return 0
 }
 
-// Setattr accepts chmod/utimes on directories without persisting them:
-// directories are prefixes and have no metadata of their own.
+// Setattr stores chmod, chown and utimes of a directory in its marker
+// (dirattr.go).
 func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	d.fsys.dirAttr(&out.Attr)
-	return 0
-}
-
-func (f *FS) dirAttr(a *fuse.Attr) {
-	a.Mode = syscall.S_IFDIR | f.opt.DirMode
-	a.Nlink = 2
-	a.Uid, a.Gid = f.opt.UID, f.opt.GID
-	a.Size = 4096
-	a.Blksize = 4096
+	ctx = mutating(ctx)
+	f := d.fsys
+	if c := changeFrom(in); !c.empty() {
+		if f.opt.ReadOnly {
+			return syscall.EROFS
+		}
+		if err := f.setDirMeta(ctx, d.prefix(), c); err != nil {
+			return f.logErr("setattr", d.prefix(), err)
+		}
+	}
+	return d.Getattr(ctx, fh, out)
 }
 
 func (f *FS) fileAttr(o *object, a *fuse.Attr) {
@@ -62,8 +83,12 @@ func (f *FS) fileAttr(o *object, a *fuse.Attr) {
 		mode = o.attrs.Mode & 0o7777
 	}
 	a.Mode = syscall.S_IFREG | mode
-	if o.attrs.Symlink {
+	switch {
+	case o.attrs.Symlink:
 		a.Mode = syscall.S_IFLNK | 0o777
+	case isSpecial(o.attrs):
+		a.Mode = o.attrs.Mode
+		a.Rdev = uint32(o.attrs.Rdev)
 	}
 	a.Nlink = 1
 	a.Uid, a.Gid = f.opt.UID, f.opt.GID
@@ -73,11 +98,18 @@ func (f *FS) fileAttr(o *object, a *fuse.Attr) {
 	a.Size = uint64(o.plainSize)
 	a.Blocks = (a.Size + 511) / 512
 	a.Blksize = 1 << 20
-	mt := o.info.LastModified
+	// An upload time has whole seconds on S3 (an HTTP date); it is shown
+	// so on every store, so that the time a commit reports and the one a
+	// later HEAD or LIST gives agree.
+	mt := o.info.LastModified.Truncate(time.Second)
 	if o.attrs.HasMtime {
 		mt = o.attrs.Mtime
 	}
-	a.SetTimes(nil, &mt, &mt)
+	at := mt // atime is stored only when set explicitly
+	if o.attrs.HasAtime {
+		at = o.attrs.Atime
+	}
+	a.SetTimes(&at, &mt, &mt)
 }
 
 // entryKind is what a name in a directory is.
@@ -135,6 +167,10 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	ctx, done := d.fsys.untilKilled(ctx, "lookup", childKey(d.prefix(), name))
 	defer done()
 	f := d.fsys
+	if err := f.checkName(d.prefix(), name); err != nil {
+		// Before every create, mkdir, symlink, mknod and rename target.
+		return nil, syscall.ENAMETOOLONG
+	}
 	if !validName(name) || metadata.IsInstructionKey(name) {
 		return nil, syscall.ENOENT
 	}
@@ -179,16 +215,30 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	switch k {
 	case entryDir:
-		f.dirAttr(&out.Attr)
+		if err := f.dirAttrOf(ctx, key+"/", &out.Attr); err != nil {
+			return nil, f.logErr("lookup", key+"/", err)
+		}
 		return d.NewInode(ctx, newDirNode(f, key+"/"), fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(key, true)}), 0
 	case entryFile:
 		f.fileAttr(obj, &out.Attr)
 		if obj.attrs.Symlink {
 			return d.NewInode(ctx, newSymlinkNode(f, key), symlinkStable(key)), 0
 		}
-		return d.NewInode(ctx, newFileNode(f, key), fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}), 0
+		if isSpecial(obj.attrs) {
+			return d.NewInode(ctx, newSpecialNode(f, key), specialStable(key, obj.attrs.Mode)), 0
+		}
+		return linked(d.NewInode(ctx, newFileNode(f, key), fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)})), 0
 	}
 	return nil, syscall.ENOENT
+}
+
+// linked marks a file inode, which the kernel may still hold from before an
+// unlink (inode numbers come from the key), as having a name again.
+func linked(in *fs.Inode) *fs.Inode {
+	if n, ok := in.Operations().(*fileNode); ok {
+		n.unlinked.Store(false)
+	}
+	return in
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
@@ -248,6 +298,10 @@ func (f *FS) listDir(ctx context.Context, prefix string, heads bool) (l *listing
 		seen[name] = true
 		if c := f.cachedStat(o.Key); c != nil && c.attrs.Symlink {
 			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFLNK, Ino: symlinkIno(o.Key)})
+			continue
+		} else if c != nil && isSpecial(c.attrs) {
+			st := specialStable(o.Key, c.attrs.Mode)
+			entries = append(entries, fuse.DirEntry{Name: name, Mode: st.Mode, Ino: st.Ino})
 			continue
 		}
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(o.Key, false)})
@@ -385,17 +439,21 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if !validName(name) || metadata.IsInstructionKey(name) {
 		return nil, nil, 0, syscall.EINVAL
 	}
+	if err := f.checkName(d.prefix(), name); err != nil {
+		return nil, nil, 0, f.logErr("create", d.prefix()+name, err)
+	}
 	key := childKey(d.prefix(), name)
 	n := newFileNode(f, key)
-	w, err := f.newWriter(ctx, n, fileAttrs(mode), true, flags&syscall.O_ACCMODE == syscall.O_RDWR)
+	w, err := f.newWriter(ctx, n, f.withCreator(ctx, fileAttrs(mode)), true, flags&syscall.O_ACCMODE == syscall.O_RDWR)
 	if err != nil {
 		f.dirChanged(d.prefix())
 		return nil, nil, 0, f.logErr("create", key, err)
 	}
 	// The lookups of a create loop keep being answered by the listing.
 	f.listingAdd(d.prefix(), fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: ino(key, false)}, entryFile)
+	f.touchDir(d.prefix())
 	n.fillAttr(&out.Attr)
-	ch := d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)})
+	ch := linked(d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}))
 	return ch, w, openFlags, 0
 }
 
@@ -408,20 +466,32 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	if !validName(name) {
 		return nil, syscall.EINVAL
 	}
+	if err := f.checkName(d.prefix(), name); err != nil {
+		return nil, f.logErr("mkdir", d.prefix()+name, err)
+	}
 	key := childKey(d.prefix(), name)
 	if k, _, err := f.probe(ctx, key); err != nil {
 		return nil, f.logErr("mkdir", key, err)
 	} else if k != entryNone {
 		return nil, syscall.EEXIST
 	}
-	if _, err := f.store.Put(ctx, key+"/", nil, nil); err != nil {
+	now := time.Now()
+	meta := map[string]string{}
+	f.withCreator(ctx, newDirAttrs(mode, now)).Apply(meta)
+	info, err := f.store.Put(ctx, key+"/", nil, meta)
+	if err != nil {
 		f.dirChanged(d.prefix())
 		return nil, f.logErr("mkdir", key+"/", err)
 	}
 	// The probe found nothing under key/: the new directory is empty.
 	f.putEmptyListing(key + "/")
 	f.listingAdd(d.prefix(), fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: ino(key, true)}, entryDir)
-	f.dirAttr(&out.Attr)
+	f.dirs.mu.Lock()
+	*f.dirStateLocked(key + "/") = dirState{attrs: metadata.ParseAttrs(meta), marker: true, upload: info.LastModified, at: now}
+	st := *f.dirStateLocked(key + "/")
+	f.dirs.mu.Unlock()
+	f.touchDir(d.prefix())
+	f.fillDirAttr(&out.Attr, st)
 	return d.NewInode(ctx, newDirNode(f, key+"/"), fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(key, true)}), 0
 }
 
@@ -443,6 +513,12 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	f.putStat(key, nil)
 	f.listingRemove(d.prefix(), name)
+	f.touchDir(d.prefix())
+	if ch := d.GetChild(name); ch != nil {
+		if n, ok := ch.Operations().(*fileNode); ok {
+			n.unlinked.Store(true) // fstat of an open descriptor shows nlink 0
+		}
+	}
 	if o.instr || o.kind == kindPlain {
 		// An instruction file may exist beside the object; remove it too,
 		// or a later object of the same name would inherit it.
@@ -472,6 +548,8 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if err := f.store.Delete(ctx, key); err != nil {
 		return f.logErr("rmdir", key, err)
 	}
+	f.forgetDir(key)
+	f.touchDir(d.prefix())
 	return 0
 }
 
@@ -486,6 +564,6 @@ func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 	out.Bavail = blocks
 	out.Files = 1 << 30
 	out.Ffree = 1 << 30
-	out.NameLen = 1024
+	out.NameLen = uint32(d.fsys.nameMax(d.prefix()))
 	return 0
 }

@@ -3,10 +3,10 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"slices"
 	"syscall"
 
 	"github.com/csefs/csefs/cse"
-	"github.com/csefs/csefs/metadata"
 	"github.com/csefs/csefs/objectstore"
 )
 
@@ -30,16 +30,38 @@ var (
 	errExists = errors.New("fusefs: file exists")
 )
 
+// localErrnos are the only errnos of the operating system that toErrno
+// passes on: conditions of this machine's own disks (the staging directory, a
+// file:// store), which mean the same to a program as on any file system.
+// Every other errno in a chain (ECONNREFUSED, ECONNRESET, ETIMEDOUT from a
+// network call, EBADF of an internal file...) is a cause for the log, not
+// the program's business: it becomes EIO.
+var localErrnos = []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EFBIG}
+
 // toErrno is the one place where an error becomes an errno. Everything the
 // kernel sees goes through it; go-fuse's own fs.ToErrno is never used, since it
 // does not unwrap %w chains and would turn them into ENOSYS.
+//
+// It is closed: errnos are chosen by the sentinel errors of objectstore, cse,
+// metadata and this package, and everything it does not name is EIO. A store
+// or key service that cannot be reached (objectstore.ErrUnavailable,
+// cse.ErrKeyService, a timeout) is EIO too: the data is there, this mount
+// cannot get at it right now.
 func toErrno(err error) syscall.Errno {
-	var errno syscall.Errno
 	switch {
 	case err == nil:
 		return 0
-	case errors.As(err, &errno):
-		return errno
+	case errors.Is(err, errNotAFile):
+		return syscall.ESTALE
+	case errors.Is(err, errCrossZone):
+		return syscall.EXDEV
+	case errors.Is(err, errStagingFull):
+		return syscall.ENOSPC
+	case errors.Is(err, objectstore.ErrUnavailable), errors.Is(err, cse.ErrKeyService),
+		errors.Is(err, context.DeadlineExceeded):
+		return syscall.EIO
+	case isLocalErrno(err) != 0:
+		return isLocalErrno(err)
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
 	case errors.Is(err, objectstore.ErrNotFound):
@@ -51,6 +73,7 @@ func toErrno(err error) syscall.Errno {
 		errors.Is(err, cse.ErrNoMasterKey),
 		errors.Is(err, cse.ErrContextMismatch),
 		errors.Is(err, errPlaintextDenied),
+		errors.Is(err, errCommitmentPolicy),
 		errors.Is(err, errNoProvider):
 		return syscall.EACCES
 	case errors.Is(err, objectstore.ErrPreconditionFailed):
@@ -61,10 +84,9 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EROFS
 	case errors.Is(err, errNotEmpty):
 		return syscall.ENOTEMPTY
-	case errors.Is(err, errUnsupported), errors.Is(err, cse.ErrUnsupported),
-		errors.Is(err, metadata.ErrV3Unsupported):
-		// V3 objects and unknown algorithms cannot be read: an I/O error,
-		// not "operation not supported" on the syscall.
+	case errors.Is(err, errUnsupported), errors.Is(err, cse.ErrUnsupported):
+		// Unknown algorithms cannot be read: an I/O error, not "operation
+		// not supported" on the syscall.
 		if errors.Is(err, errUnsupported) {
 			return syscall.ENOTSUP
 		}
@@ -80,4 +102,13 @@ func toErrno(err error) syscall.Errno {
 		// instruction files and every unclassified store error.
 		return syscall.EIO
 	}
+}
+
+// isLocalErrno returns the errno of localErrnos in err's chain, or 0.
+func isLocalErrno(err error) syscall.Errno {
+	var errno syscall.Errno
+	if errors.As(err, &errno) && slices.Contains(localErrnos, errno) {
+		return errno
+	}
+	return 0
 }

@@ -36,6 +36,8 @@ type fileNode struct {
 
 	mu      sync.Mutex
 	writers map[*writeHandle]bool
+
+	unlinked atomic.Bool // removed while the kernel still holds it (open): nlink 0
 }
 
 var (
@@ -91,7 +93,7 @@ func (n *fileNode) removeWriter(w *writeHandle) {
 }
 
 // streaming returns the size and mode of a streaming upload in progress.
-func (n *fileNode) streaming() (int64, uint32, bool) {
+func (n *fileNode) streaming() (int64, metadata.Attrs, bool) {
 	n.mu.Lock()
 	ws := make([]*writeHandle, 0, len(n.writers))
 	for w := range n.writers {
@@ -99,11 +101,11 @@ func (n *fileNode) streaming() (int64, uint32, bool) {
 	}
 	n.mu.Unlock()
 	for _, w := range ws {
-		if size, mode, ok := w.status(); ok {
-			return size, mode, true
+		if size, attrs, ok := w.status(); ok {
+			return size, attrs, true
 		}
 	}
-	return 0, 0, false
+	return 0, metadata.Attrs{}, false
 }
 
 // stageFile returns the node's staging file; a handle in stage mode holds a
@@ -121,8 +123,8 @@ func (n *fileNode) markDirty() {
 }
 
 // acquireStage returns the node's staging file, creating it on first use
-// with the object's current content unless empty is set.
-func (n *fileNode) acquireStage(ctx context.Context, empty bool) (*stageFile, error) {
+// (fresh) with the object's current content unless empty is set.
+func (n *fileNode) acquireStage(ctx context.Context, empty bool) (sf *stageFile, fresh bool, err error) {
 	n.stageMu.Lock()
 	defer n.stageMu.Unlock()
 	n.mu.Lock()
@@ -130,13 +132,13 @@ func (n *fileNode) acquireStage(ctx context.Context, empty bool) (*stageFile, er
 		n.stageRefs++
 		sf := n.stage
 		n.mu.Unlock()
-		return sf, nil
+		return sf, false, nil
 	}
 	n.mu.Unlock()
 	f := n.fsys
-	sf, err := f.stage.create()
+	sf, err = f.stage.create()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	attrs := fileAttrs(f.opt.FileMode)
 	o, err := f.head(ctx, n.key())
@@ -150,17 +152,17 @@ func (n *fileNode) acquireStage(ctx context.Context, empty bool) (*stageFile, er
 		if !empty && o.plainSize > 0 {
 			if err := n.fsys.fill(ctx, o, sf); err != nil {
 				sf.Close()
-				return nil, err
+				return nil, false, err
 			}
 		}
 	case !isNotFound(err):
 		sf.Close()
-		return nil, err
+		return nil, false, err
 	}
 	n.mu.Lock()
 	n.stage, n.stageRefs, n.stageDirty, n.stageAttrs = sf, 1, false, attrs
 	n.mu.Unlock()
-	return sf, nil
+	return sf, true, nil
 }
 
 // fill copies an object's authenticated plaintext into a staging file.
@@ -309,16 +311,24 @@ func (n *fileNode) basePlainSize(ctx context.Context) int64 {
 }
 
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	errno := n.getattr(ctx, fh, out)
+	if errno == 0 && n.unlinked.Load() {
+		out.Nlink = 0
+	}
+	return errno
+}
+
+func (n *fileNode) getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	f := n.fsys
-	if size, mode, ok := n.streaming(); ok {
-		f.pendingAttr(&out.Attr, size, mode)
+	if size, attrs, ok := n.streaming(); ok {
+		f.pendingAttr(&out.Attr, size, attrs)
 		return 0
 	}
 	if sf := n.stageFile(); sf != nil {
 		n.mu.Lock()
-		mode := n.stageAttrs.Mode & 0o7777
+		attrs := n.stageAttrs
 		n.mu.Unlock()
-		f.pendingAttr(&out.Attr, sf.Size(), mode)
+		f.pendingAttr(&out.Attr, sf.Size(), attrs)
 		return 0
 	}
 	if r, ok := fh.(*readHandle); ok {
@@ -338,25 +348,31 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	return 0
 }
 
-// pendingAttr fills the attributes of a file with changes not yet uploaded.
-func (f *FS) pendingAttr(a *fuse.Attr, size int64, mode uint32) {
-	if mode == 0 {
-		mode = f.opt.FileMode
+// pendingAttr fills the attributes of a file with changes not yet uploaded,
+// from the attributes its new version will carry (a mode of 0000 included).
+func (f *FS) pendingAttr(a *fuse.Attr, size int64, attrs metadata.Attrs) {
+	mode := f.opt.FileMode
+	if attrs.HasMode {
+		mode = attrs.Mode & 0o7777
 	}
 	a.Mode = syscall.S_IFREG | mode
 	a.Nlink = 1
 	a.Uid, a.Gid = f.opt.UID, f.opt.GID
+	if attrs.HasOwner {
+		a.Uid, a.Gid = attrs.UID, attrs.GID
+	}
 	a.Size = uint64(size)
 	a.Blocks = (a.Size + 511) / 512
 	a.Blksize = 1 << 20
-	now := time.Now()
-	a.SetTimes(nil, &now, &now)
+	// Whole seconds, as the committed object's upload time will be.
+	now := time.Now().Truncate(time.Second)
+	a.SetTimes(&now, &now, &now)
 }
 
 // fillAttr fills the attributes of a node that is being created.
 func (n *fileNode) fillAttr(a *fuse.Attr) {
-	size, mode, _ := n.streaming()
-	n.fsys.pendingAttr(a, size, mode)
+	size, attrs, _ := n.streaming()
+	n.fsys.pendingAttr(a, size, attrs)
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -426,7 +442,7 @@ func (n *fileNode) headFile(ctx context.Context) (*object, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.attrs.Symlink {
+	if o.attrs.Symlink || isSpecial(o.attrs) {
 		return nil, errNotAFile
 	}
 	return o, nil
@@ -439,6 +455,9 @@ func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 		return syscall.EROFS
 	}
 	if size, ok := in.GetSize(); ok {
+		if int64(size) > f.maxFileSize() || int64(size) < 0 {
+			return f.logErr("truncate", n.key(), fmt.Errorf("truncate to %d: %w", size, errFileTooBig))
+		}
 		if err := n.setSize(ctx, fh, int64(size)); err != nil {
 			return f.logErr("truncate", n.key(), err)
 		}

@@ -15,6 +15,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"path"
@@ -80,6 +81,13 @@ type Options struct {
 	UID, GID      uint32
 	FileMode      uint32 // permission bits for files, e.g. 0644
 	DirMode       uint32 // permission bits for directories, e.g. 0755
+	// NameMax bounds a name's length in bytes: statfs reports it, and a
+	// longer name gets ENAMETOOLONG. 0 means 255 (NAME_MAX).
+	NameMax int
+	// KeyMax bounds a whole key in the bucket (KeyPrefix, the key, and the
+	// longest suffix csefs adds: ".instruction" or a marker's "/"); a name
+	// that would make a longer key gets ENAMETOOLONG. 0 means S3's 1024.
+	KeyMax int
 	// StagingDir holds the encrypted staging files of non-sequential writes;
 	// "" disables staging (such writes then fail with ENOTSUP).
 	StagingDir string
@@ -97,6 +105,15 @@ type Options struct {
 	// object uri (URIPrefix + key, e.g. s3://bucket/key), merged over MatDesc
 	// (EMRFS's {"Path": uri} with --materials-description).
 	MatDescFor func(uri string) map[string]string
+	// CommitmentPolicy (--commitment-policy): whether new objects are
+	// written in the S3EC V3 format with key commitment (suite 115) instead
+	// of V2, and whether objects without commitment may be read (refused
+	// with EACCES under cse.RequireEncryptRequireDecrypt). The zero value,
+	// cse.ForbidEncryptAllowDecrypt, writes V2 and reads both.
+	CommitmentPolicy cse.CommitmentPolicy
+	// CommitmentPolicyFor, if set, overrides CommitmentPolicy per bucket key
+	// (KeyPrefix + key): encryption zones with a policy of their own.
+	CommitmentPolicyFor func(bucketKey string) cse.CommitmentPolicy
 	// ZoneOf, if set, names the encryption zone of a bucket key (KeyPrefix +
 	// key): the zone's prefix, "" for the mount's default. A rename whose
 	// source and destination (for a directory: any object under it) lie in
@@ -133,6 +150,8 @@ type FS struct {
 	pendAttrs map[*fileNode]attrChange // attr.go: changes awaiting a stream's commit
 
 	intents intentState // intent.go: directory renames in progress
+	dirs    dirStates   // dirattr.go: directory attributes
+	started time.Time   // the mount's start: the mtime of directories without one
 }
 
 type statEntry struct {
@@ -154,6 +173,12 @@ func New(opt Options) (*FS, fs.InodeEmbedder, error) {
 	if opt.DirMode == 0 {
 		opt.DirMode = 0o755
 	}
+	if opt.NameMax <= 0 || opt.NameMax > 255 {
+		opt.NameMax = 255
+	}
+	if opt.KeyMax <= 0 {
+		opt.KeyMax = 1024
+	}
 	if opt.ReadAhead <= 0 {
 		opt.ReadAhead = 32 << 20
 	}
@@ -164,6 +189,7 @@ func New(opt Options) (*FS, fs.InodeEmbedder, error) {
 		stats:    make(map[string]statEntry),
 		verified: make(map[string]bool),
 		pend:     make(map[string]*fileNode),
+		started:  time.Now().Truncate(time.Second),
 	}
 	if opt.StagingDir != "" {
 		st, err := newStager(opt.StagingDir, opt.StagingLimit)
@@ -182,6 +208,7 @@ func New(opt Options) (*FS, fs.InodeEmbedder, error) {
 // detach whose RELEASE never came), their uploads are aborted, nothing
 // partial is committed, and WaitUploads returns.
 func (f *FS) WaitUploads(timeout time.Duration) {
+	defer f.FlushDirs(context.Background())
 	done := make(chan struct{})
 	go func() {
 		f.inflight.Wait()
@@ -244,6 +271,9 @@ func (f *FS) MountOptions(fsName string, allowOther, debug bool) *fs.Options {
 			// MAP_SHARED of a direct-I/O file (openFlags), kernels >= 6.6.
 			ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 		},
+		// A stored mode of 0000 is shown as it is, for the kernel's
+		// default_permissions to check (go-fuse would show 0644).
+		NullPermissions: true,
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
 		NegativeTimeout: &neg,
@@ -345,6 +375,26 @@ func ino(key string, dir bool) uint64 {
 
 // childKey joins a directory prefix and a name.
 func childKey(prefix, name string) string { return prefix + name }
+
+// keySuffixMax is the longest suffix csefs adds to a key: an instruction
+// file's ".instruction" (a marker's "/" is shorter).
+const keySuffixMax = len(".instruction")
+
+// nameMax is the longest name that fits in directory prefix.
+func (f *FS) nameMax(prefix string) int {
+	return max(0, min(f.opt.NameMax, f.opt.KeyMax-len(f.opt.KeyPrefix)-len(prefix)-keySuffixMax))
+}
+
+// errNameTooLong: a name longer than the store can hold.
+var errNameTooLong = fmt.Errorf("fusefs: name too long for the store: %w", syscall.ENAMETOOLONG)
+
+// checkName refuses a new name in prefix that the store could not hold.
+func (f *FS) checkName(prefix, name string) error {
+	if len(name) > f.nameMax(prefix) {
+		return fmt.Errorf("%d-byte name in %q (at most %d): %w", len(name), prefix, f.nameMax(prefix), errNameTooLong)
+	}
+	return nil
+}
 
 // validName rejects names that cannot be object key segments, and the
 // reserved IntentName (intent.go).

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/csefs/csefs/objectstore"
 )
 
 // putIntent stores an intent as a process with owner would have.
@@ -43,7 +45,7 @@ func halfMoved(t *testing.T, f *FS) map[string]string {
 	}
 	for _, k := range []string{"d/a", "d/s/t/c"} {
 		nk, _ := movedKey(k, "d/", "n/")
-		if _, err := f.store.Copy(ctx, k, nk, nil); err != nil {
+		if _, err := f.store.Copy(ctx, k, nk, objectstore.CopyOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

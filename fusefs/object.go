@@ -16,7 +16,7 @@ type kind int
 
 const (
 	kindPlain kind = iota // no envelope: passed through
-	kindGCM               // AES/GCM/NoPadding
+	kindGCM               // AES/GCM/NoPadding, or V3's suite 115 (the same body layout)
 	kindCBC               // AES/CBC/PKCS5Padding (legacy, read only)
 )
 
@@ -71,7 +71,7 @@ func (f *FS) resolve(ctx context.Context, info *objectstore.Info) (*object, erro
 	}
 	o.env = env
 	switch env.Key.CEKAlg {
-	case cse.CEKAlgGCM:
+	case cse.CEKAlgGCM, cse.CEKAlgGCMCommit:
 		o.kind = kindGCM
 		n, err := cse.GCMPlainSize(info.Size)
 		if err != nil {
@@ -97,7 +97,8 @@ func (f *FS) instruction(ctx context.Context, info *objectstore.Info) (*metadata
 	if metadata.IsInstructionKey(info.Key) {
 		return nil, nil
 	}
-	claims := info.Metadata[metadata.AttrEnvelope] == metadata.EnvelopeInstructionFile
+	claims := info.Metadata[metadata.AttrEnvelope] == metadata.EnvelopeInstructionFile ||
+		metadata.ClaimsInstruction(info.Metadata)
 	rc, _, err := f.store.Get(ctx, metadata.InstructionKey(info.Key), objectstore.GetOptions{Length: -1})
 	if errors.Is(err, objectstore.ErrNotFound) {
 		if claims {
@@ -113,23 +114,53 @@ func (f *FS) instruction(ctx context.Context, info *objectstore.Info) (*metadata
 	if err != nil {
 		return nil, err
 	}
-	env, err := metadata.ParseInstruction(body)
+	env, err := metadata.ParseInstructionWith(body, info.Metadata)
 	if err != nil {
 		return nil, fmt.Errorf("instruction file of %s: %w", info.Key, err)
 	}
 	return env, nil
 }
 
-// dataKey unwraps an object's data key. The caller zeroes it.
+// commitmentPolicy is the commitment policy for the object key: its zone's
+// (Options.CommitmentPolicyFor), else the mount's.
+func (f *FS) commitmentPolicy(key string) cse.CommitmentPolicy {
+	if f.opt.CommitmentPolicyFor != nil {
+		return f.opt.CommitmentPolicyFor(f.opt.KeyPrefix + key)
+	}
+	return f.opt.CommitmentPolicy
+}
+
+// errCommitmentPolicy: the object has no key commitment and the mount's
+// commitment policy requires it for reading (EACCES).
+var errCommitmentPolicy = errors.New("fusefs: the commitment policy refuses objects without key commitment")
+
+// dataKey returns the key that decrypts an object's content: the unwrapped
+// data key, or for a V3 object the content key derived from it once the
+// stored key commitment has verified (cse.OpenCommitment), so that no byte
+// is decrypted under an uncommitted key. An object the commitment policy
+// refuses gets errCommitmentPolicy, with a log line, before any key is
+// unwrapped. The caller zeroes the key.
 func (f *FS) dataKey(ctx context.Context, o *object) ([]byte, error) {
 	if f.opt.Provider == nil {
 		return nil, errNoProvider
+	}
+	if p := f.commitmentPolicy(o.key); !p.AllowsRead(o.env.Key.CEKAlg) {
+		f.log.Warn("object refused: it has no key commitment", "object", f.uri(o.key), "content", o.env.Key.CEKAlg, "policy", p.String())
+		return nil, fmt.Errorf("object %s (%s) under %s: %w", o.key, o.env.Key.CEKAlg, p, errCommitmentPolicy)
 	}
 	// Providers that decide per object (the exec protocol) learn which.
 	ctx = cse.ContextWithObject(ctx, f.uri(o.key))
 	k, err := f.opt.Provider.DecryptKey(ctx, o.env.Key)
 	if err != nil {
 		return nil, fmt.Errorf("data key of %s (wrap %q): %w", o.key, o.env.Key.WrapAlg, err)
+	}
+	if o.env.Version == 3 {
+		ck, err := cse.OpenCommitment(k, o.env.MessageID, o.env.Commitment)
+		cse.Zero(k)
+		if err != nil {
+			return nil, fmt.Errorf("key commitment of %s: %w", o.key, err)
+		}
+		k = ck
 	}
 	return k, nil
 }

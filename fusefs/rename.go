@@ -154,10 +154,11 @@ func renameTargets(keys []string, srcPrefix, dstPrefix string) ([][2]string, err
 	return moves, nil
 }
 
-func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
 	ctx = mutating(ctx)
 	d.fsys.allDirsChanged()
 	defer d.fsys.allDirsChanged()
+	defer func() { d.fsys.renamedIn(d, newParent, name, newName, errno) }() // dirattr.go
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return syscall.EROFS
@@ -171,6 +172,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	}
 	if !validName(name) || !validName(newName) || metadata.IsInstructionKey(name) || metadata.IsInstructionKey(newName) {
 		return syscall.EINVAL
+	}
+	if err := f.checkName(nd.prefix(), newName); err != nil {
+		return f.logErr("rename", nd.prefix()+newName, err)
 	}
 	src, dst := childKey(d.prefix(), name), childKey(nd.prefix(), newName)
 	if err := f.renameAllowed(ctx, src, dst); err != nil {
@@ -262,11 +266,13 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) 
 			return err
 		}
 	}
-	if _, err := f.store.Copy(ctx, src, dst, nil); err != nil {
+	// Pinned to the version that was looked at: a newer src written
+	// meanwhile is not moved under an old envelope, nor deleted below.
+	if _, err := f.store.Copy(ctx, src, dst, objectstore.CopyOptions{IfMatch: o.info.ETag}); err != nil {
 		return err
 	}
 	if o.instr {
-		if _, err := f.store.Copy(ctx, metadata.InstructionKey(src), metadata.InstructionKey(dst), nil); err != nil {
+		if _, err := f.store.Copy(ctx, metadata.InstructionKey(src), metadata.InstructionKey(dst), objectstore.CopyOptions{}); err != nil {
 			// dst without its envelope is unreadable: take it away; the
 			// source is intact.
 			if derr := f.store.Delete(context.WithoutCancel(ctx), dst); derr != nil {
@@ -321,9 +327,11 @@ var renameHook = func(objects int) {}
 // dstPrefix, renameParallel at a time, and returns the keys and the moves.
 // With undo, a failure deletes the copies made.
 func (f *FS) copyTree(ctx context.Context, srcPrefix, dstPrefix string, undo bool) (keys []string, moves [][2]string, err error) {
+	var etags []string // etags[i] pins the copy of keys[i] to the listed version
 	err = f.store.List(ctx, srcPrefix, "", func(p objectstore.ListPage) error {
 		for _, o := range p.Objects {
 			keys = append(keys, o.Key)
+			etags = append(etags, o.ETag)
 		}
 		return nil
 	})
@@ -343,7 +351,7 @@ func (f *FS) copyTree(ctx context.Context, srcPrefix, dstPrefix string, undo boo
 	}()
 	copied := make([]bool, len(moves))
 	err = forEach(ctx, len(moves), func(ctx context.Context, i int) error {
-		if _, err := f.store.Copy(ctx, moves[i][0], moves[i][1], nil); err != nil {
+		if _, err := f.store.Copy(ctx, moves[i][0], moves[i][1], objectstore.CopyOptions{IfMatch: etags[i]}); err != nil {
 			return err
 		}
 		copied[i] = true
@@ -586,6 +594,10 @@ func (lk *treeLock) retarget(ch *fs.Inode, src, dst string) {
 				n.setKey(k)
 			}
 		case *symlinkNode:
+			if k, ok := renamedKey(n.key(), src, dst); ok {
+				n.setKey(k)
+			}
+		case *specialNode:
 			if k, ok := renamedKey(n.key(), src, dst); ok {
 				n.setKey(k)
 			}

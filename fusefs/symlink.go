@@ -85,6 +85,9 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 	if !validName(name) || metadata.IsInstructionKey(name) {
 		return nil, syscall.EINVAL
 	}
+	if err := f.checkName(d.prefix(), name); err != nil {
+		return nil, f.logErr("symlink", d.prefix()+name, err)
+	}
 	key := childKey(d.prefix(), name)
 	if f.pendingNode(key) != nil {
 		return nil, syscall.EEXIST
@@ -94,17 +97,18 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 	} else if k != entryNone {
 		return nil, syscall.EEXIST
 	}
-	o, err := f.putSymlink(ctx, key, target)
+	o, err := f.putSymlink(ctx, key, target, f.withCreator(ctx, symlinkAttrs()))
 	if err != nil {
 		return nil, f.logErr("symlink", key, err)
 	}
+	f.touchDir(d.prefix())
 	f.fileAttr(o, &out.Attr)
 	return d.NewInode(ctx, newSymlinkNode(f, key), symlinkStable(key)), 0
 }
 
 // putSymlink uploads a symlink object through the ordinary upload path.
-func (f *FS) putSymlink(ctx context.Context, key, target string) (*object, error) {
-	u, err := f.beginUpload(ctx, key, symlinkAttrs())
+func (f *FS) putSymlink(ctx context.Context, key, target string, attrs metadata.Attrs) (*object, error) {
+	u, err := f.beginUpload(ctx, key, attrs)
 	if err != nil {
 		return nil, err
 	}

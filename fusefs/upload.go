@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -36,7 +37,7 @@ func (nopCloser) Close() error { return nil }
 func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) (*upload, error) {
 	u := &upload{fsys: f, key: key, attrs: attrs}
 	meta := map[string]string{}
-	var dataKey []byte
+	var dataKey, aad []byte
 	if f.opt.Provider != nil {
 		md := maps.Clone(f.opt.MatDesc)
 		if f.opt.MatDescFor != nil {
@@ -46,7 +47,7 @@ func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) 
 			maps.Copy(md, f.opt.MatDescFor(f.uri(key)))
 		}
 		k, wrapped, err := f.opt.Provider.GenerateKey(ctx, cse.KeyRequest{
-			CEKAlg:  cse.CEKAlgGCM,
+			CEKAlg:  f.commitmentPolicy(key).WriteCEKAlg(),
 			MatDesc: md,
 			Object:  f.uri(key),
 			Key:     f.opt.KeyPrefix + key,
@@ -54,13 +55,11 @@ func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) 
 		if err != nil {
 			return nil, fmt.Errorf("new data key: %w", err)
 		}
-		dataKey = k
-		defer cse.Zero(dataKey)
-		iv := make([]byte, cse.GCMIVSize)
-		if _, err := rand.Read(iv); err != nil {
+		defer cse.Zero(k)
+		if dataKey, aad, err = newEnvelope(u, k, wrapped); err != nil {
 			return nil, err
 		}
-		u.env = metadata.NewEnvelope(iv, wrapped, -1)
+		defer cse.Zero(dataKey)
 		u.instr = f.opt.StorageMode == InstructionFile
 		if !u.instr {
 			maps.Copy(meta, u.env.Metadata())
@@ -71,6 +70,10 @@ func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) 
 				u.instr = true
 			}
 		}
+		if u.instr {
+			// V3 keeps x-amz-c, x-amz-d and x-amz-i on the object.
+			maps.Copy(meta, u.env.ObjectMetadata())
+		}
 		u.attrs.InstructionFile = u.instr
 	}
 	u.attrs.Apply(meta)
@@ -80,7 +83,7 @@ func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) 
 	}
 	u.up = up
 	if dataKey != nil {
-		enc, err := cse.NewEncryptWriter(up, dataKey, u.env.IV)
+		enc, err := cse.NewEncryptWriterAAD(up, dataKey, u.env.IV, aad)
 		if err != nil {
 			up.Abort(context.WithoutCancel(ctx))
 			return nil, err
@@ -90,6 +93,34 @@ func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) 
 		u.enc = nopCloser{up}
 	}
 	return u, nil
+}
+
+// newEnvelope sets u.env for the data key k and its wrapped form, and
+// returns the content key (a copy of k for V2, the HKDF-derived key for V3;
+// the caller zeroes it) and the content cipher's additional data. A V3
+// envelope gets a fresh message ID and the key commitment.
+func newEnvelope(u *upload, k []byte, wrapped cse.WrappedKey) (contentKey, aad []byte, err error) {
+	if wrapped.CEKAlg != cse.CEKAlgGCMCommit {
+		iv := make([]byte, cse.GCMIVSize)
+		if _, err := rand.Read(iv); err != nil {
+			return nil, nil, err
+		}
+		u.env = metadata.NewEnvelope(iv, wrapped, -1)
+		return bytes.Clone(k), nil, nil
+	}
+	id, err := cse.NewMessageID(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	ck, commit, err := cse.CommitKeys(k, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if u.env, err = metadata.NewEnvelopeV3(id, commit, wrapped); err != nil {
+		cse.Zero(ck)
+		return nil, nil, fmt.Errorf("new object %s: %w", u.key, err)
+	}
+	return ck, cse.CommitAAD(), nil
 }
 
 func (u *upload) Write(p []byte) (int, error) {
@@ -127,7 +158,11 @@ func (u *upload) commit(ctx context.Context) (*object, error) {
 		o.kind = kindGCM
 	}
 	if o.info.LastModified.IsZero() {
-		o.info.LastModified = time.Now()
+		// The store did not say (S3's PUT and multipart completion do
+		// not); its HEAD will give a whole second (HTTP dates have no
+		// fraction), so stat shows the same mtime before and after the
+		// cached result expires.
+		o.info.LastModified = time.Now().Truncate(time.Second)
 	}
 	f.putStat(u.key, o)
 	return o, nil

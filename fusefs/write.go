@@ -14,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/metadata"
 )
 
@@ -30,7 +31,10 @@ import (
 //     on Flush/Fsync (random writes, appends, edits, truncation).
 //
 // Commits run in Flush and Fsync so that close(2) and fsync(2) return the
-// upload's real result (the kernel ignores Release's).
+// upload's real result (the kernel ignores Release's). A commit never ends
+// the handle: a write after a committed stream (fsync, then more writes, as
+// sqlite and log writers do) moves the handle to staging, starting from what
+// was committed, and the next Flush or Fsync commits again.
 type writeHandle struct {
 	fsys     *FS
 	node     *fileNode
@@ -44,6 +48,7 @@ type writeHandle struct {
 	prefix []byte // stream mode: the plaintext written so far, while short
 	done   bool   // stream mode: committed or aborted
 	result error  // stream mode: the commit's result
+	etag   string // stream mode: the ETag of the committed object
 	staged bool   // holds a reference on node's staging file
 	closed bool
 	opener int // thread group id of the process that opened the file
@@ -114,7 +119,7 @@ func (w *writeHandle) startStage(ctx context.Context, seed []byte) error {
 	if w.fsys.stage == nil {
 		return fmt.Errorf("no staging directory: %w", errUnsupported)
 	}
-	sf, err := w.node.acquireStage(ctx, seed != nil)
+	sf, _, err := w.node.acquireStage(ctx, seed != nil)
 	if err != nil {
 		return err
 	}
@@ -128,19 +133,51 @@ func (w *writeHandle) startStage(ctx context.Context, seed []byte) error {
 			return err
 		}
 		w.node.markDirty()
+		// The stream this replaces was aborted: chmod, chown and utimes
+		// made while it ran go on the staged version instead.
+		w.node.stagePendingAttrs()
 	}
 	return nil
 }
 
-// status reports the size and mode bits a stat should show.
-func (w *writeHandle) status() (size int64, mode uint32, ok bool) {
+// restage moves a handle whose stream was committed to staging, so that it
+// stays writable. The staging file starts as what was committed: the kept
+// prefix when it holds all of it and the object is still the one committed,
+// else the object as stored now, read back. A staging file another handle
+// holds already is the current content and is used as it is. w.mu is held.
+func (w *writeHandle) restage(ctx context.Context) error {
+	if w.fsys.stage == nil {
+		return fmt.Errorf("write after a commit needs staging: %w", errUnsupported)
+	}
+	seed := w.prefix != nil && int64(len(w.prefix)) == w.up.written && w.result == nil
+	if seed {
+		o, err := w.fsys.head(ctx, w.key)
+		seed = err == nil && o.info.ETag == w.etag && o.plainSize == w.up.written
+	}
+	sf, fresh, err := w.node.acquireStage(ctx, seed)
+	if err != nil {
+		return err
+	}
+	w.staged, w.mode = true, modeStage
+	if seed && fresh && len(w.prefix) > 0 {
+		// What the store holds already: not dirty.
+		if _, err := sf.WriteAt(w.prefix, 0); err != nil {
+			return err
+		}
+	}
+	w.prefix = nil
+	return nil
+}
+
+// status reports the size and attributes a stat should show.
+func (w *writeHandle) status() (size int64, attrs metadata.Attrs, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
 	case w.mode == modeStream && !w.done:
-		return w.up.written, w.attrs.Mode & 0o7777, true
+		return w.up.written, w.attrs, true
 	}
-	return 0, 0, false
+	return 0, metadata.Attrs{}, false
 }
 
 func (w *writeHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
@@ -158,7 +195,24 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	return uint32(n), 0
 }
 
+// errFileTooBig: a size beyond what one object can hold.
+var errFileTooBig = fmt.Errorf("fusefs: file larger than an object can be: %w", syscall.EFBIG)
+
+// maxFileSize is the largest file the mount can store: S3's object limit
+// (5 TiB), and with encryption the most one GCM message may carry (64 GiB,
+// the S3 Encryption Clients' limit). A write or truncate past it fails with
+// EFBIG before anything is staged or uploaded.
+func (f *FS) maxFileSize() int64 {
+	if f.opt.Provider != nil {
+		return cse.MaxGCMPlaintext
+	}
+	return 5 << 40
+}
+
 func (w *writeHandle) write(ctx context.Context, data []byte, off int64) (int, error) {
+	if off+int64(len(data)) > w.fsys.maxFileSize() {
+		return 0, fmt.Errorf("write of %d bytes at %d: %w", len(data), off, errFileTooBig)
+	}
 	if w.mode == modeUndecided {
 		if off == 0 && w.node.basePlainSize(ctx) == 0 {
 			if err := w.startStream(ctx); err != nil {
@@ -180,9 +234,10 @@ func (w *writeHandle) write(ctx context.Context, data []byte, off int64) (int, e
 			if w.result != nil {
 				return 0, w.result
 			}
-			return 0, errClosed
-		}
-		if off != w.up.written {
+			if err := w.restage(ctx); err != nil {
+				return 0, err
+			}
+		} else if off != w.up.written {
 			// Not sequential: switch to staging if everything written so
 			// far is still at hand.
 			if w.prefix == nil || int64(len(w.prefix)) != w.up.written {
@@ -245,6 +300,11 @@ func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 			return nil, w.fsys.logErr("read", w.key, err)
 		}
 	}
+	if w.mode == modeStream && w.done && w.result == nil {
+		if err := w.restage(ctx); err != nil {
+			return nil, w.fsys.logErr("read", w.key, err)
+		}
+	}
 	if w.mode == modeUndecided || (w.mode == modeStream && w.done) {
 		if err := w.startStage(ctx, nil); err != nil {
 			return nil, w.fsys.logErr("read", w.key, err)
@@ -270,21 +330,27 @@ func (w *writeHandle) truncate(ctx context.Context, size int64) error {
 			return err
 		}
 	case modeStream:
-		if w.done && size == 0 && w.result == nil {
+		switch {
+		case w.done && w.result != nil:
+			return w.result
+		case w.done && size == 0:
 			return w.startStream(ctx)
-		}
-		if !w.done && size == w.up.written {
+		case w.done:
+			if err := w.restage(ctx); err != nil {
+				return err
+			}
+		case size == w.up.written:
 			return nil
-		}
-		if w.done || w.prefix == nil || int64(len(w.prefix)) != w.up.written {
+		case w.prefix == nil || int64(len(w.prefix)) != w.up.written:
 			return fmt.Errorf("truncate to %d after streaming: %w", size, errNonSequential)
-		}
-		seed := w.prefix
-		w.up.abort(ctx)
-		w.done = true
-		w.fsys.setPending(w.key, w.node, false)
-		if err := w.startStage(ctx, seed); err != nil {
-			return err
+		default:
+			seed := w.prefix
+			w.up.abort(ctx)
+			w.done = true
+			w.fsys.setPending(w.key, w.node, false)
+			if err := w.startStage(ctx, seed); err != nil {
+				return err
+			}
 		}
 	}
 	if err := w.node.stageFile().Truncate(size); err != nil {
@@ -357,6 +423,7 @@ func (w *writeHandle) finishStream(ctx context.Context, cause error) {
 	if cause == nil {
 		o, err := w.up.commit(ctx)
 		if err == nil {
+			w.etag = o.info.ETag
 			w.node.committed(o)
 			// chmod/chown/utimes made while the object streamed (cp -p
 			// sets times before close) are applied now that it exists.

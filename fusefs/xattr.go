@@ -28,7 +28,8 @@ var (
 
 // encryptionDesc is the value of user.csefs.encryption: "plaintext", or the
 // key-wrapping algorithm ("V1" for x-amz-key objects) and the content
-// algorithm, e.g. "kms+context AES/GCM/NoPadding", followed by
+// algorithm, e.g. "kms+context AES/GCM/NoPadding" (for V3 objects the suite's
+// name, "kms+context ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY"), followed by
 // " instruction-file" when the envelope is in an instruction file.
 func encryptionDesc(o *object) string {
 	if o.kind == kindPlain || o.env == nil {
@@ -38,7 +39,11 @@ func encryptionDesc(o *object) string {
 	if wrap == cse.WrapV1 {
 		wrap = "V1"
 	}
-	s := wrap + " " + o.env.Key.CEKAlg
+	content := o.env.Key.CEKAlg
+	if content == cse.CEKAlgGCMCommit {
+		content = "ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY"
+	}
+	s := wrap + " " + content
 	if o.instr {
 		s += " instruction-file"
 	}

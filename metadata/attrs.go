@@ -14,6 +14,9 @@ const (
 	// and compact). ParseAttrs also accepts RFC 3339 (with or without
 	// fractional seconds) for hand-written objects.
 	AttrMtime = "csefs-mtime"
+	// AttrAtime is the access time, as AttrMtime, when one was set
+	// explicitly (utimes); without it atime reads as mtime.
+	AttrAtime = "csefs-atime"
 	// AttrUID and AttrGID are the owner as decimal ids; both must be valid for
 	// Attrs.HasOwner.
 	AttrUID = "csefs-uid"
@@ -21,6 +24,10 @@ const (
 	// AttrSymlink "1" marks a symlink object whose (encrypted) body is the
 	// link target.
 	AttrSymlink = "csefs-symlink"
+	// AttrRdev is the device number (st_rdev) of a character or block
+	// device, in decimal; AttrMode holds the file type of every special
+	// file (fifo, socket, device), whose object is empty.
+	AttrRdev = "csefs-rdev"
 	// AttrEnvelope EnvelopeInstructionFile marks a data object whose envelope
 	// lives in its instruction file: a missing instruction file is then an
 	// error (ErrNoInstructionFile), never a sign of plaintext.
@@ -35,9 +42,13 @@ type Attrs struct {
 	HasMode  bool
 	Mtime    time.Time
 	HasMtime bool
+	Atime    time.Time
+	HasAtime bool
 	UID, GID uint32
 	HasOwner bool
 	Symlink  bool
+	Rdev     uint64
+	HasRdev  bool
 	// InstructionFile is AttrEnvelope == EnvelopeInstructionFile.
 	InstructionFile bool
 }
@@ -59,6 +70,13 @@ func ParseAttrs(meta map[string]string) Attrs {
 			a.Mtime, a.HasMtime = t, true
 		}
 	}
+	if v, ok := Lookup(meta, AttrAtime); ok {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			a.Atime, a.HasAtime = time.Unix(0, n), true
+		} else if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			a.Atime, a.HasAtime = t, true
+		}
+	}
 	u, uok := Lookup(meta, AttrUID)
 	g, gok := Lookup(meta, AttrGID)
 	if uok && gok {
@@ -66,6 +84,11 @@ func ParseAttrs(meta map[string]string) Attrs {
 		gn, gerr := strconv.ParseUint(g, 10, 32)
 		if uerr == nil && gerr == nil {
 			a.UID, a.GID, a.HasOwner = uint32(un), uint32(gn), true
+		}
+	}
+	if v, ok := Lookup(meta, AttrRdev); ok {
+		if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+			a.Rdev, a.HasRdev = n, true
 		}
 	}
 	if v, _ := Lookup(meta, AttrSymlink); v == "1" {
@@ -96,8 +119,10 @@ func (a Attrs) Apply(meta map[string]string) {
 	}
 	set(AttrMode, strconv.FormatUint(uint64(a.Mode), 8), a.HasMode)
 	set(AttrMtime, strconv.FormatInt(a.Mtime.UnixNano(), 10), a.HasMtime)
+	set(AttrAtime, strconv.FormatInt(a.Atime.UnixNano(), 10), a.HasAtime)
 	set(AttrUID, strconv.FormatUint(uint64(a.UID), 10), a.HasOwner)
 	set(AttrGID, strconv.FormatUint(uint64(a.GID), 10), a.HasOwner)
 	set(AttrSymlink, "1", a.Symlink)
+	set(AttrRdev, strconv.FormatUint(a.Rdev, 10), a.HasRdev)
 	set(AttrEnvelope, EnvelopeInstructionFile, a.InstructionFile)
 }

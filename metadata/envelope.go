@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"mime"
 	"strconv"
 	"strings"
@@ -29,6 +30,17 @@ const (
 	KeyPlainLen    = "x-amz-unencrypted-content-length"
 	KeyInstrMarker = "x-amz-crypto-instr-file"
 
+	// V3 (key-committing, suite 115) keys, compressed (s3ec-format.md §13,
+	// spec data-format/content-metadata.md). With an instruction file the
+	// object keeps x-amz-c, x-amz-d and x-amz-i, and the file holds the rest.
+	KeyV3CEKAlg     = "x-amz-c" // content suite: "115"
+	KeyV3Key        = "x-amz-3" // the wrapped data key, base64
+	KeyV3WrapAlg    = "x-amz-w" // wrap code: "02", "12", "22"
+	KeyV3Commitment = "x-amz-d" // key commitment, base64, 28 bytes
+	KeyV3MessageID  = "x-amz-i" // message ID (HKDF salt), base64, 28 bytes
+	KeyV3Context    = "x-amz-t" // KMS encryption context (JSON), for "12"
+	KeyV3MatDesc    = "x-amz-m" // materials description (JSON), for "02", "22"
+
 	// InstructionSuffix names an object's instruction file: key + suffix.
 	InstructionSuffix = ".instruction"
 	// MaxUserMetadata is S3's limit on user metadata (keys plus values).
@@ -43,10 +55,9 @@ var (
 	// ErrMalformed: an envelope is present but cannot be parsed (bad base64,
 	// bad JSON, a missing or invalid field).
 	ErrMalformed = errors.New("metadata: malformed envelope")
-	// ErrKeyConflict: both x-amz-key and x-amz-key-v2 are present.
-	ErrKeyConflict = errors.New("metadata: both x-amz-key and x-amz-key-v2 present")
-	// ErrV3Unsupported: a V3 (key-committing) envelope, which csefs refuses.
-	ErrV3Unsupported = errors.New("metadata: S3EC V3 envelope not supported")
+	// ErrKeyConflict: more than one of x-amz-key, x-amz-key-v2 and x-amz-3
+	// is present.
+	ErrKeyConflict = errors.New("metadata: more than one of x-amz-key, x-amz-key-v2, x-amz-3 present")
 	// ErrTooLarge: the metadata exceeds MaxUserMetadata; use an instruction file.
 	ErrTooLarge = errors.New("metadata: user metadata exceeds 2 KB")
 	// ErrNoInstructionFile: an instruction file was expected and is missing.
@@ -55,8 +66,10 @@ var (
 
 // Envelope is the decoded S3EC envelope of one object.
 type Envelope struct {
-	Version int // 1 (x-amz-key) or 2 (x-amz-key-v2)
-	IV      []byte
+	Version int // 1 (x-amz-key), 2 (x-amz-key-v2) or 3 (x-amz-3)
+	// IV is the content IV: x-amz-iv for V1 and V2; for V3, which stores no
+	// IV, the suite's fixed cse.CommitIV().
+	IV []byte
 	// Key is the wrapped data key with its algorithms and description.
 	// Key.CEKAlg is cse.CEKAlgCBC for V1 objects, which have no x-amz-cek-alg.
 	Key cse.WrappedKey
@@ -65,15 +78,47 @@ type Envelope struct {
 	TagLenBits int
 	// PlainLen is x-amz-unencrypted-content-length, -1 when absent.
 	PlainLen int64
+	// MessageID (x-amz-i) and Commitment (x-amz-d) are set for V3 only:
+	// cse.OpenCommitment turns the data key into the content key with them.
+	MessageID  []byte
+	Commitment []byte
 }
 
-// V3 (key-committing) envelope keys, detected only to be refused.
-const (
-	keyV3Marker  = "x-amz-3"
-	keyV3Context = "x-amz-c"
-	keyV3Key     = "x-amz-d"
-	keyV3IV      = "x-amz-i"
-)
+// v3Wraps maps the V3 wrap codes (x-amz-w) to the wrap algorithms.
+var v3Wraps = map[string]string{
+	"02": cse.WrapAESGCM,
+	"12": cse.WrapKMSContext,
+	"22": cse.WrapRSAOAEPSHA1,
+}
+
+// v3WrapCode is the inverse of v3Wraps; "" for a wrap V3 cannot store.
+func v3WrapCode(wrap string) string {
+	for c, w := range v3Wraps {
+		if w == wrap {
+			return c
+		}
+	}
+	return ""
+}
+
+// v3ObjectKeys are the V3 keys that always live in the object's metadata.
+var v3ObjectKeys = []string{KeyV3CEKAlg, KeyV3Commitment, KeyV3MessageID}
+
+// ClaimsInstruction reports whether an object's metadata says its envelope
+// is (partly) in an instruction file: it holds V3's object-side keys
+// (x-amz-c, x-amz-d or x-amz-i) but no x-amz-3. Such an object without its
+// instruction file is unreadable, never plaintext.
+func ClaimsInstruction(meta map[string]string) bool {
+	if _, ok := Lookup(meta, KeyV3Key); ok {
+		return false
+	}
+	for _, k := range v3ObjectKeys {
+		if _, ok := Lookup(meta, k); ok {
+			return true
+		}
+	}
+	return false
+}
 
 // Lookup returns the value of the logical metadata key, compared
 // case-insensitively (ASCII only) because S3 lowercases user-metadata keys
@@ -116,10 +161,13 @@ func asciiEqualFold(a, b string) bool {
 // Detect decodes the S3EC envelope held in an object's user metadata (keys
 // without the x-amz-meta- prefix, in any case), following s3ec-format.md §1:
 //
-//   - x-amz-key and x-amz-key-v2 both present: ErrKeyConflict.
+//   - more than one of x-amz-key, x-amz-key-v2, x-amz-3: ErrKeyConflict.
 //   - x-amz-iv plus x-amz-key-v2: V2; plus x-amz-key: V1 (Key.WrapAlg is
-//     cse.WrapV1, any x-amz-wrap-alg is ignored).
-//   - x-amz-c, x-amz-d and x-amz-i (with or without x-amz-3): ErrV3Unsupported.
+//     cse.WrapV1, any x-amz-wrap-alg is ignored). A V3 key (x-amz-c, x-amz-d,
+//     x-amz-i) beside them: ErrMalformed.
+//   - x-amz-3: V3 (see parseV3); x-amz-c, x-amz-d and x-amz-i without
+//     x-amz-3: ErrNoEnvelope, the rest is in the instruction file
+//     (ClaimsInstruction, ParseInstructionWith).
 //   - x-amz-key or x-amz-key-v2 without x-amz-iv: ErrMalformed. (J3 would look
 //     for an instruction file; refusing is safer than serving ciphertext as
 //     plaintext when that file is missing.)
@@ -139,6 +187,20 @@ func Detect(meta map[string]string) (*Envelope, error) {
 	return parse(func(k string) (string, bool) { return Lookup(meta, k) }, true)
 }
 
+// NewEnvelopeV3 builds a V3 envelope for a writer: w.CEKAlg must be
+// cse.CEKAlgGCMCommit and w.WrapAlg one of the wraps V3 can name (AES/GCM,
+// kms+context, RSA-OAEP-SHA1). messageID and commitment come from
+// cse.NewMessageID and cse.CommitKeys; none are copied.
+func NewEnvelopeV3(messageID, commitment []byte, w cse.WrappedKey) (*Envelope, error) {
+	if w.CEKAlg != cse.CEKAlgGCMCommit {
+		return nil, fmt.Errorf("%w: V3 envelope for content algorithm %q", ErrMalformed, w.CEKAlg)
+	}
+	if v3WrapCode(w.WrapAlg) == "" {
+		return nil, fmt.Errorf("%w: the V3 format cannot store wrap algorithm %q", cse.ErrUnsupported, w.WrapAlg)
+	}
+	return &Envelope{Version: 3, IV: cse.CommitIV(), Key: w, PlainLen: -1, MessageID: messageID, Commitment: commitment}, nil
+}
+
 // NewEnvelope builds a V2 envelope for a writer. TagLenBits is 128 for GCM
 // and 0 otherwise; plainLen < 0 means unknown. iv and w are not copied.
 func NewEnvelope(iv []byte, w cse.WrappedKey, plainLen int64) *Envelope {
@@ -156,16 +218,19 @@ func parse(get func(string) (string, bool), s3Decode bool) (*Envelope, error) {
 	ivStr, hasIV := get(KeyIV)
 	v1Str, hasV1 := get(KeyV1)
 	v2Str, hasV2 := get(KeyV2)
-	if hasV1 && hasV2 {
+	_, hasV3 := get(KeyV3Key)
+	if n := btoi(hasV1) + btoi(hasV2) + btoi(hasV3); n > 1 {
 		return nil, ErrKeyConflict
 	}
-	if !hasV1 && !hasV2 || !hasIV {
-		_, c := get(keyV3Context)
-		_, d := get(keyV3Key)
-		_, i := get(keyV3IV)
-		if c && d && i {
-			return nil, ErrV3Unsupported
+	if hasV3 {
+		return parseV3(get, s3Decode)
+	}
+	for _, k := range v3ObjectKeys {
+		if _, ok := get(k); ok && (hasV1 || hasV2) {
+			return nil, fmt.Errorf("%w: V3 key %s beside a V1/V2 envelope", ErrMalformed, k)
 		}
+	}
+	if !hasV1 && !hasV2 || !hasIV {
 		if hasV1 || hasV2 {
 			return nil, fmt.Errorf("%w: %s missing", ErrMalformed, KeyIV)
 		}
@@ -248,16 +313,97 @@ func parse(get func(string) (string, bool), s3Decode bool) (*Envelope, error) {
 	return e, nil
 }
 
-func parseMatDesc(s string) (map[string]string, error) {
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// parseV3 decodes a V3 envelope (s3ec-format.md §13). Every key must be
+// present (an instruction file's are merged with the object's by the
+// caller): x-amz-c must be "115" (the only V3 suite); x-amz-3 non-empty
+// base64; x-amz-w one of "02", "12", "22"; x-amz-d and x-amz-i base64 of 28
+// bytes each. The materials description is x-amz-t for kms+context ("12")
+// and x-amz-m for the raw wraps, each a JSON object of strings after
+// DecodeValue, {} when absent or empty. x-amz-unencrypted-content-length is
+// read as for V2 (the v4 client writes it empty).
+func parseV3(get func(string) (string, bool), s3Decode bool) (*Envelope, error) {
+	e := &Envelope{Version: 3, IV: cse.CommitIV(), PlainLen: -1}
+	suite, ok := get(KeyV3CEKAlg)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s missing", ErrMalformed, KeyV3CEKAlg)
+	}
+	if suite != cse.CEKAlgGCMCommit {
+		return nil, fmt.Errorf("%w: %s: unknown algorithm suite %.64q", ErrMalformed, KeyV3CEKAlg, suite)
+	}
+	e.Key.CEKAlg = cse.CEKAlgGCMCommit
+	code, _ := get(KeyV3WrapAlg)
+	wrap, ok := v3Wraps[code]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s: unknown wrapping algorithm code %.16q", ErrMalformed, KeyV3WrapAlg, code)
+	}
+	e.Key.WrapAlg = wrap
+	var err error
+	if e.Key.Blob, err = v3Bytes(get, KeyV3Key, 0); err != nil {
+		return nil, err
+	}
+	if e.Commitment, err = v3Bytes(get, KeyV3Commitment, cse.CommitmentSize); err != nil {
+		return nil, err
+	}
+	if e.MessageID, err = v3Bytes(get, KeyV3MessageID, cse.MessageIDSize); err != nil {
+		return nil, err
+	}
+	if pl, ok := get(KeyPlainLen); ok && pl != "" {
+		n, err := strconv.ParseInt(pl, 10, 64)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%w: %s: %.32q is not a non-negative integer", ErrMalformed, KeyPlainLen, pl)
+		}
+		e.PlainLen = n
+	}
+	mdKey := KeyV3MatDesc
+	if wrap == cse.WrapKMSContext {
+		mdKey = KeyV3Context
+	}
+	md, _ := get(mdKey)
+	if s3Decode {
+		md = DecodeValue(md)
+	}
+	if e.Key.MatDesc, err = parseJSONMap(mdKey, md); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// v3Bytes decodes the base64 value of key, which must be present, non-empty
+// and, if size > 0, decode to exactly size bytes.
+func v3Bytes(get func(string) (string, bool), key string, size int) ([]byte, error) {
+	s, ok := get(key)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s missing", ErrMalformed, key)
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: bad base64: %v", ErrMalformed, key, err)
+	}
+	if len(b) == 0 || size > 0 && len(b) != size {
+		return nil, fmt.Errorf("%w: %s: %d bytes, want %d", ErrMalformed, key, len(b), size)
+	}
+	return b, nil
+}
+
+func parseMatDesc(s string) (map[string]string, error) { return parseJSONMap(KeyMatDesc, s) }
+
+func parseJSONMap(key, s string) (map[string]string, error) {
 	if s == "" {
 		return map[string]string{}, nil
 	}
 	var m map[string]string
 	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, fmt.Errorf("%w: %s: not a JSON object of strings: %v", ErrMalformed, KeyMatDesc, err)
+		return nil, fmt.Errorf("%w: %s: not a JSON object of strings: %v", ErrMalformed, key, err)
 	}
 	if m == nil { // "null"
-		return nil, fmt.Errorf("%w: %s: not a JSON object", ErrMalformed, KeyMatDesc)
+		return nil, fmt.Errorf("%w: %s: not a JSON object", ErrMalformed, key)
 	}
 	return m, nil
 }
@@ -337,7 +483,16 @@ func DecodeValue(v string) string {
 // no wrap algorithm), x-amz-iv, x-amz-cek-alg, x-amz-wrap-alg, x-amz-matdesc
 // (JSON, sorted keys, US-ASCII), x-amz-tag-len "128" for GCM only (never for
 // CBC, §11.1) and x-amz-unencrypted-content-length when PlainLen ≥ 0.
+//
+// A V3 envelope gives x-amz-c, x-amz-3, x-amz-w, x-amz-d, x-amz-i and
+// x-amz-t (kms+context) or x-amz-m (raw wraps), encoded like x-amz-matdesc,
+// plus x-amz-unencrypted-content-length when PlainLen ≥ 0.
 func (e *Envelope) Metadata() map[string]string {
+	if e.Version == 3 {
+		m := e.ObjectMetadata()
+		maps.Copy(m, e.v3Instruction())
+		return m
+	}
 	m := make(map[string]string, 7)
 	if e.Version == 1 {
 		m[KeyV1] = base64.StdEncoding.EncodeToString(e.Key.Blob)
@@ -357,13 +512,42 @@ func (e *Envelope) Metadata() map[string]string {
 	return m
 }
 
+// ObjectMetadata returns the envelope keys that stay on the object when the
+// envelope goes into an instruction file: for V3 x-amz-c, x-amz-d and
+// x-amz-i; for V1 and V2 none (an empty map).
+func (e *Envelope) ObjectMetadata() map[string]string {
+	m := make(map[string]string, 3)
+	if e.Version == 3 {
+		m[KeyV3CEKAlg] = e.Key.CEKAlg
+		m[KeyV3Commitment] = base64.StdEncoding.EncodeToString(e.Commitment)
+		m[KeyV3MessageID] = base64.StdEncoding.EncodeToString(e.MessageID)
+	}
+	return m
+}
+
+// v3Instruction is the part of a V3 envelope an instruction file holds.
+func (e *Envelope) v3Instruction() map[string]string {
+	m := make(map[string]string, 4)
+	m[KeyV3Key] = base64.StdEncoding.EncodeToString(e.Key.Blob)
+	m[KeyV3WrapAlg] = v3WrapCode(e.Key.WrapAlg)
+	if e.Key.WrapAlg == cse.WrapKMSContext {
+		m[KeyV3Context] = encodeMatDesc(e.Key.MatDesc)
+	} else {
+		m[KeyV3MatDesc] = encodeMatDesc(e.Key.MatDesc)
+	}
+	if e.PlainLen >= 0 {
+		m[KeyPlainLen] = strconv.FormatInt(e.PlainLen, 10)
+	}
+	return m
+}
+
 // PlainSize returns the plaintext size of an object of cipherSize stored
-// bytes. GCM: cipherSize − 16, unknown when cipherSize < 16. CBC: PlainLen
+// bytes. GCM (V2 and V3): cipherSize − 16, unknown when cipherSize < 16. CBC: PlainLen
 // when it is recorded and consistent with cipherSize (16·⌊P/16⌋+16 bytes);
 // otherwise unknown, and the caller derives it by decrypting the last block.
 func (e *Envelope) PlainSize(cipherSize int64) (size int64, known bool) {
 	switch e.Key.CEKAlg {
-	case cse.CEKAlgGCM:
+	case cse.CEKAlgGCM, cse.CEKAlgGCMCommit:
 		if cipherSize < cse.TagSize {
 			return 0, false
 		}

@@ -51,7 +51,7 @@ func checkReencode(t *testing.T, e *Envelope) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Metadata round trip:\n got %+v\nwant %+v", got, want)
 	}
-	got, err = ParseInstruction(e.Instruction())
+	got, err = ParseInstructionWith(e.Instruction(), e.ObjectMetadata())
 	if err != nil {
 		t.Fatalf("re-parse of Instruction %s: %v", e.Instruction(), err)
 	}
@@ -68,6 +68,9 @@ func FuzzDetect(f *testing.F) {
 	f.Add(metaToBytes(with(go3Example(), "X-Amz-Iv", "AAAAAAAAAAAAAAAA")))
 	f.Add(metaToBytes(with(go3Example(), KeyMatDesc, `{"a":"=?UTF-8?Q?=C3=BC?="}`)))
 	f.Add([]byte("x-amz-c=1\nx-amz-d=2\nx-amz-i=3"))
+	f.Add(metaToBytes(v3Example()))
+	f.Add(metaToBytes(with(v3Example(), KeyV3WrapAlg, "02", KeyV3MatDesc, `{"keyname":"k1"}`)))
+	f.Add(metaToBytes(with(v3Example(), KeyV3Context, doubleEncode(`{"aws:x-amz-cek-alg":"115","dept":"Zürich"}`))))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := Detect(metaFromBytes(data))
 		if err != nil {
@@ -90,6 +93,34 @@ func FuzzParseInstruction(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		e, err := ParseInstruction(body)
+		if err != nil {
+			if e != nil {
+				t.Fatal("envelope with error")
+			}
+			return
+		}
+		checkReencode(t, e)
+	})
+}
+
+// FuzzParseInstructionV3 fuzzes the V3 split: an instruction file body and
+// the object metadata whose x-amz-c, x-amz-d and x-amz-i complete it. Input
+// is the body, a NUL byte, then the metadata as for FuzzDetect.
+func FuzzParseInstructionV3(f *testing.F) {
+	e, err := Detect(v3Example())
+	if err != nil {
+		f.Fatal(err)
+	}
+	join := func(body []byte, meta map[string]string) []byte {
+		return append(append(body, 0), metaToBytes(meta)...)
+	}
+	f.Add(join(e.Instruction(), e.ObjectMetadata()))
+	f.Add(join([]byte(`{"x-amz-3":"`+blobB64+`","x-amz-w":"22","x-amz-m":"{}"}`), e.ObjectMetadata()))
+	f.Add(join([]byte(`{"x-amz-3":"`+blobB64+`","x-amz-w":"12","x-amz-t":"{\"aws:x-amz-cek-alg\":\"115\"}","x-amz-c":"115"}`), e.ObjectMetadata()))
+	f.Add(join(e.Instruction(), with(e.ObjectMetadata(), KeyV3Commitment, "AAAA")))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		body, meta, _ := bytes.Cut(data, []byte{0})
+		e, err := ParseInstructionWith(body, metaFromBytes(meta))
 		if err != nil {
 			if e != nil {
 				t.Fatal("envelope with error")

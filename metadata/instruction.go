@@ -11,7 +11,7 @@ import (
 // member of the JSON object is ignored.
 var envelopeKeys = []string{
 	KeyV2, KeyV1, KeyIV, KeyCEKAlg, KeyWrapAlg, KeyMatDesc, KeyTagLen, KeyPlainLen,
-	keyV3Marker, keyV3Context, keyV3Key, keyV3IV,
+	KeyV3CEKAlg, KeyV3Key, KeyV3WrapAlg, KeyV3Commitment, KeyV3MessageID, KeyV3Context, KeyV3MatDesc,
 }
 
 // InstructionKey names the instruction file of the object key (s3ec-format.md
@@ -32,9 +32,19 @@ func InstructionMetadata() map[string]string { return map[string]string{KeyInstr
 // JSON numbers (GO1, aws-sdk-go #3422/#3427). x-amz-matdesc is a string that
 // holds JSON. S3's double encoding does not apply (DecodeValue is not used).
 // Detection and field rules are Detect's; an object with no key entries gives
-// ErrNoEnvelope. Errors wrap ErrMalformed, ErrKeyConflict, ErrV3Unsupported or
-// ErrNoEnvelope.
-func ParseInstruction(body []byte) (*Envelope, error) {
+// ErrNoEnvelope. Errors wrap ErrMalformed, ErrKeyConflict or ErrNoEnvelope.
+//
+// A V3 instruction file holds only part of the envelope; see
+// ParseInstructionWith.
+func ParseInstruction(body []byte) (*Envelope, error) { return ParseInstructionWith(body, nil) }
+
+// ParseInstructionWith is ParseInstruction for the object whose user
+// metadata is objectMeta. When the body is a V3 instruction file (it has
+// x-amz-3), the object-side keys x-amz-c, x-amz-d and x-amz-i are taken from
+// objectMeta (spec data-format/metadata-strategy.md "V3 instruction files");
+// the body must not carry them itself (ErrMalformed). Other formats ignore
+// objectMeta.
+func ParseInstructionWith(body []byte, objectMeta map[string]string) (*Envelope, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, fmt.Errorf("%w: instruction file: not a JSON object: %v", ErrMalformed, err)
@@ -70,13 +80,28 @@ func ParseInstruction(body []byte) (*Envelope, error) {
 			return nil, fmt.Errorf("%w: instruction file: %s: want a JSON string", ErrMalformed, logical)
 		}
 	}
+	if _, ok := Lookup(vals, KeyV3Key); ok {
+		for _, k := range v3ObjectKeys {
+			if _, in := Lookup(vals, k); in {
+				return nil, fmt.Errorf("%w: instruction file: %s belongs in the object's metadata", ErrMalformed, k)
+			}
+			if v, on := Lookup(objectMeta, k); on {
+				vals[k] = v
+			}
+		}
+	}
 	return parse(func(k string) (string, bool) { return Lookup(vals, k) }, false)
 }
 
 // Instruction returns the instruction-file body for e: a JSON object of the
-// Metadata entries, all string values, as GO1 writes it (keys sorted).
+// Metadata entries, all string values, as GO1 writes it (keys sorted). For
+// V3 it leaves out what ObjectMetadata returns, which the object keeps.
 func (e *Envelope) Instruction() []byte {
-	b, err := json.Marshal(e.Metadata())
+	m := e.Metadata()
+	if e.Version == 3 {
+		m = e.v3Instruction()
+	}
+	b, err := json.Marshal(m)
 	if err != nil {
 		panic("metadata: internal error: marshal instruction: " + err.Error())
 	}

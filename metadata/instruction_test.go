@@ -65,7 +65,8 @@ func TestParseInstructionErrors(t *testing.T) {
 		{"matdesc object not string", `{"x-amz-iv":"` + iv12B64 + `","x-amz-key-v2":"` + blobB64 +
 			`","x-amz-wrap-alg":"kms","x-amz-cek-alg":"AES/GCM/NoPadding","x-amz-matdesc":{"a":"b"}}`, ErrMalformed},
 		{"conflict", `{"x-amz-iv":"` + iv16B64 + `","x-amz-key":"` + blobB64 + `","X-Amz-Key-V2":"` + blobB64 + `"}`, ErrKeyConflict},
-		{"v3", `{"x-amz-c":"a","x-amz-d":"b","x-amz-i":"c","x-amz-3":"d"}`, ErrV3Unsupported},
+		{"v3 object keys in the file", `{"x-amz-c":"a","x-amz-d":"b","x-amz-i":"c","x-amz-3":"d"}`, ErrMalformed},
+		{"v3 without object keys", `{"x-amz-3":"` + blobB64 + `","x-amz-w":"12","x-amz-t":"{}"}`, ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

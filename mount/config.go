@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/csefs/csefs/cse"
 )
 
 // Config is everything the command line can say about one mount.
@@ -28,7 +30,11 @@ type Config struct {
 	KMSKeyID    string
 	KMSWrap     string // "kms+context" (default) or "kms"
 	StorageMode string // "object-metadata" (default) or "instruction-file"
-	Keyring     string // keyring file for --cse custom
+	// CommitmentPolicy is --commitment-policy: "forbid-encrypt-allow-decrypt"
+	// (default), "require-encrypt-allow-decrypt" or
+	// "require-encrypt-require-decrypt" (cse.ParseCommitmentPolicy).
+	CommitmentPolicy string
+	Keyring          string // keyring file for --cse custom
 
 	Plaintext       string // "allow" (default) or "deny"
 	VerifyThreshold int64
@@ -37,7 +43,9 @@ type Config struct {
 
 	ReadOnly   bool
 	AllowOther bool
-	XAttrs     bool
+	// AllowNonEmpty mounts over a mountpoint that has entries (hiding them).
+	AllowNonEmpty bool
+	XAttrs        bool
 	// AttrsFromList: fusefs.Options.AttrsFromList (--attrs-from-list).
 	AttrsFromList bool
 	UID, GID      uint32
@@ -62,6 +70,15 @@ type Config struct {
 	// KMSKeyAhead is how many unused data keys each KMS key keeps generated
 	// ahead per materials description (cse.KeyAhead); 0: none.
 	KMSKeyAhead int
+	// S3RetryDeadline bounds how long one S3 request keeps retrying through
+	// an outage, throttling or lost replies (objectstore.RetryPolicy); 0:
+	// objectstore.DefaultRetryDeadline.
+	S3RetryDeadline time.Duration
+	// KMSTimeout bounds one KMS attempt, KMSDeadline one KMS call with its
+	// retries: a KMS that does not answer fails the call ("KMS timeout",
+	// EIO) within KMSDeadline (plus one KMSTimeout at most).
+	KMSTimeout  time.Duration
+	KMSDeadline time.Duration
 
 	LogLevel  string
 	FuseDebug bool
@@ -175,6 +192,18 @@ func (c *Config) normalize() (source, error) {
 	}
 	if c.StorageMode != "object-metadata" && c.StorageMode != "instruction-file" {
 		return src, fmt.Errorf("--storage-mode %q: expected object-metadata or instruction-file", c.StorageMode)
+	}
+	if c.CommitmentPolicy == "" {
+		c.CommitmentPolicy = cse.ForbidEncryptAllowDecrypt.String()
+	}
+	policy, err := cse.ParseCommitmentPolicy(c.CommitmentPolicy)
+	if err != nil {
+		return src, fmt.Errorf("--commitment-policy %q: expected forbid-encrypt-allow-decrypt, require-encrypt-allow-decrypt or require-encrypt-require-decrypt", c.CommitmentPolicy)
+	}
+	c.CommitmentPolicy = policy.String()
+	if policy.WriteCEKAlg() == cse.CEKAlgGCMCommit && c.CSE == "kms" && c.KMSWrap == "kms" {
+		// The V3 format can store kms+context but not EMRFS's legacy kms wrap.
+		return src, fmt.Errorf("--commitment-policy %s writes the V3 format, which cannot store the legacy kms wrap: use --kms-wrap kms+context", policy)
 	}
 	if c.Plaintext == "" {
 		c.Plaintext = "allow"

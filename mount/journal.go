@@ -376,7 +376,7 @@ func uploadsStore(ctx context.Context, cfg Config, log *slog.Logger) (*objectsto
 	if err != nil {
 		return nil, nil, err
 	}
-	store := objectstore.NewS3(newS3Client(*c, cfg), src.bucket, src.prefix, objectstore.S3Options{})
+	store := objectstore.NewS3(newS3Client(*c, cfg, log), src.bucket, src.prefix, objectstore.S3Options{})
 	j, err := OpenJournal(JournalPath(src.bucket, src.prefix), log)
 	if err != nil {
 		return nil, nil, err

@@ -104,6 +104,9 @@ type keySetup struct {
 	// ZoneOf is fusefs.Options.ZoneOf: nil unless new objects' keys depend
 	// on their prefix (zones, or keyring rules).
 	ZoneOf func(bucketKey string) string
+	// PolicyFor is fusefs.Options.CommitmentPolicyFor: nil unless a zone
+	// sets its own commitment policy.
+	PolicyFor func(bucketKey string) cse.CommitmentPolicy
 	// aheads are the KMS providers' pools of data keys generated ahead;
 	// Close zeroes them.
 	aheads []*cse.KeyAhead
@@ -201,7 +204,10 @@ func buildProvider(ctx context.Context, cfg *Config, src source, loadAWS func() 
 			if err != nil {
 				return nil, fmt.Errorf("KMS key %s: %w", keyID, err)
 			}
+			policy := retryPolicy("KMS", cfg.KMSDeadline, cfg.KMSTimeout, log)
 			kc = kms.NewFromConfig(*c, func(o *kms.Options) {
+				o.Retryer = policy.Retryer()
+				o.APIOptions = append(o.APIOptions, policy.Middleware)
 				if cfg.KMSEndpointURL != "" {
 					o.BaseEndpoint = aws.String(cfg.KMSEndpointURL)
 				}
@@ -269,7 +275,12 @@ func buildProvider(ctx context.Context, cfg *Config, src source, loadAWS func() 
 			from[r.Prefix] = "keyring " + cfg.Keyring
 		}
 	}
+	defPolicy, _ := cse.ParseCommitmentPolicy(cfg.CommitmentPolicy) // normalize has checked it
+	ks.PolicyFor = zones.PolicyFor(defPolicy)
 	for _, z := range zones {
+		if p, _ := cse.ParseCommitmentPolicy(z.Policy); z.Policy != "" && p.WriteCEKAlg() == cse.CEKAlgGCMCommit && z.Key.Kind == "kms" && cfg.KMSWrap == "kms" {
+			return nil, fmt.Errorf("zone %q: commitment_policy %s writes the V3 format, which cannot store the legacy kms wrap: use --kms-wrap kms+context: %w", z.Prefix, z.Policy, ErrConfigFile)
+		}
 		if where, dup := from[z.Prefix]; dup {
 			return nil, fmt.Errorf("zone %q (%s) also has a rule in %s: %w", z.Prefix, z.Key, where, ErrConfigFile)
 		}

@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -62,7 +63,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err != nil {
 		return err
 	}
-	if err := checkMountpoint(cfg.Mountpoint); err != nil {
+	if err := checkMountpoint(cfg.Mountpoint, cfg.AllowNonEmpty); err != nil {
 		return err
 	}
 	if err := protectMemory(cfg.AllowCoreDumps); err != nil {
@@ -82,30 +83,35 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	}
 	defer keys.Close() // on the error paths; idempotent
 	provider := keys.Provider
+	policy, _ := cse.ParseCommitmentPolicy(cfg.CommitmentPolicy) // normalize has checked it
 	fsys, root, err := fusefs.New(fusefs.Options{
-		Store:           store,
-		Provider:        provider,
-		StorageMode:     map[string]fusefs.StorageMode{"object-metadata": fusefs.ObjectMetadata, "instruction-file": fusefs.InstructionFile}[cfg.StorageMode],
-		URIPrefix:       src.uri(),
-		KeyPrefix:       src.prefix,
-		DenyPlaintext:   cfg.Plaintext == "deny",
-		VerifyThreshold: cfg.VerifyThreshold,
-		StrictRanged:    cfg.StrictRanged,
-		MetadataTTL:     cfg.MetadataTTL,
-		ReadOnly:        cfg.ReadOnly,
-		XAttrs:          cfg.XAttrs,
-		AttrsFromList:   cfg.AttrsFromList,
-		Budget:          budget,
-		UID:             cfg.UID,
-		GID:             cfg.GID,
-		FileMode:        cfg.FileMode,
-		DirMode:         cfg.DirMode,
-		StagingDir:      cfg.StagingDir,
-		StagingLimit:    cfg.StagingLimit,
-		Logger:          log,
-		MatDesc:         keys.MatDesc,
-		MatDescFor:      keys.MatDescFor,
-		ZoneOf:          keys.ZoneOf,
+		Store:               store,
+		Provider:            provider,
+		StorageMode:         map[string]fusefs.StorageMode{"object-metadata": fusefs.ObjectMetadata, "instruction-file": fusefs.InstructionFile}[cfg.StorageMode],
+		URIPrefix:           src.uri(),
+		KeyPrefix:           src.prefix,
+		DenyPlaintext:       cfg.Plaintext == "deny",
+		VerifyThreshold:     cfg.VerifyThreshold,
+		StrictRanged:        cfg.StrictRanged,
+		MetadataTTL:         cfg.MetadataTTL,
+		ReadOnly:            cfg.ReadOnly,
+		XAttrs:              cfg.XAttrs,
+		AttrsFromList:       cfg.AttrsFromList,
+		Budget:              budget,
+		UID:                 cfg.UID,
+		GID:                 cfg.GID,
+		FileMode:            cfg.FileMode,
+		DirMode:             cfg.DirMode,
+		StagingDir:          cfg.StagingDir,
+		StagingLimit:        cfg.StagingLimit,
+		NameMax:             nameMax(src),
+		KeyMax:              keyMax(src),
+		Logger:              log,
+		MatDesc:             keys.MatDesc,
+		MatDescFor:          keys.MatDescFor,
+		ZoneOf:              keys.ZoneOf,
+		CommitmentPolicy:    policy,
+		CommitmentPolicyFor: keys.PolicyFor,
 	})
 	if err != nil {
 		return err
@@ -197,7 +203,7 @@ func RecoverRenames(ctx context.Context, cfg Config, olderThan time.Duration, lo
 		if err != nil {
 			return nil, nil, err
 		}
-		store = objectstore.NewS3(newS3Client(*c, cfg), src.bucket, src.prefix, objectstore.S3Options{})
+		store = objectstore.NewS3(newS3Client(*c, cfg, log), src.bucket, src.prefix, objectstore.S3Options{})
 	case "file":
 		if store, err = objectstore.NewLocal(src.dir); err != nil {
 			return nil, nil, err
@@ -272,7 +278,7 @@ func build(ctx context.Context, cfg Config, src source, budget *objectstore.Budg
 		} else {
 			opt.OnUpload = journal.Record
 		}
-		store = objectstore.NewS3(newS3Client(*c, cfg), src.bucket, src.prefix, opt)
+		store = objectstore.NewS3(newS3Client(*c, cfg, log), src.bucket, src.prefix, opt)
 	case "file":
 		s, err := objectstore.NewLocal(src.dir)
 		if err != nil {
@@ -324,9 +330,13 @@ func loadAWSConfig(ctx context.Context, cfg Config) (*aws.Config, error) {
 	return &c, nil
 }
 
-// newS3Client is the S3 client for cfg's endpoint and addressing.
-func newS3Client(c aws.Config, cfg Config) *s3.Client {
+// newS3Client is the S3 client for cfg's endpoint and addressing, with the
+// retry policy of --s3-retry-deadline.
+func newS3Client(c aws.Config, cfg Config, log *slog.Logger) *s3.Client {
+	policy := retryPolicy("S3", cfg.S3RetryDeadline, 0, log)
 	return s3.NewFromConfig(c, func(o *s3.Options) {
+		o.Retryer = policy.Retryer()
+		o.APIOptions = append(o.APIOptions, policy.Middleware)
 		if cfg.EndpointURL != "" {
 			o.BaseEndpoint = aws.String(cfg.EndpointURL)
 		}
@@ -374,7 +384,7 @@ func CreateKeyring(path string) error {
 
 // checkMountpoint refuses a mountpoint that is missing, not a directory, or
 // already a mount.
-func checkMountpoint(mnt string) error {
+func checkMountpoint(mnt string, allowNonEmpty bool) error {
 	fi, err := os.Stat(mnt)
 	if err != nil {
 		var errno syscall.Errno
@@ -392,6 +402,19 @@ func checkMountpoint(mnt string) error {
 	}
 	if mounted {
 		return fmt.Errorf("mountpoint %s is busy: something is already mounted there", mnt)
+	}
+	if !allowNonEmpty {
+		// Mounting over files hides them, as mount-s3, s3fs and gocryptfs
+		// refuse to do unless asked.
+		d, err := os.Open(mnt)
+		if err != nil {
+			return fmt.Errorf("mountpoint: %w", err)
+		}
+		names, _ := d.Readdirnames(1)
+		d.Close()
+		if len(names) > 0 {
+			return fmt.Errorf("mountpoint %s is not empty (mounting would hide what is in it; --allow-non-empty mounts anyway)", mnt)
+		}
 	}
 	return nil
 }
@@ -475,4 +498,44 @@ func setMemoryTarget(s string) error {
 	}
 	debug.SetMemoryLimit(n)
 	return nil
+}
+
+// retryPolicy is the retry policy of one service's client: the deadline and
+// attempt timeout given, every retry logged at debug level and every
+// throttled attempt at warning level, with the running count.
+func retryPolicy(service string, deadline, attemptTimeout time.Duration, log *slog.Logger) objectstore.RetryPolicy {
+	throttles := new(atomic.Int64)
+	return objectstore.RetryPolicy{
+		Deadline: deadline, AttemptTimeout: attemptTimeout, Throttles: throttles,
+		OnRetry: func(op string, attempt int, err error, throttled bool) {
+			if throttled {
+				log.Warn(service+" throttled; backing off", "op", op, "attempt", attempt, "throttled_total", throttles.Load(), "cause", err.Error())
+				return
+			}
+			log.Debug(service+" request failed; retrying", "op", op, "attempt", attempt, "cause", err.Error())
+		},
+	}
+}
+
+// nameMax is the longest name src can hold: S3 keys take any 255-byte
+// segment; a local directory what its filesystem allows (statfs f_namelen;
+// long names' sidecars are hashed to fit).
+func nameMax(src source) int {
+	if src.scheme != "file" {
+		return 255
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(src.dir, &st); err != nil || st.Namelen <= 0 {
+		return 255
+	}
+	return min(255, int(st.Namelen))
+}
+
+// keyMax is the longest key src can hold: S3's 1024 bytes; in a local
+// directory, a path (with its sidecar's 17 extra bytes) within PATH_MAX.
+func keyMax(src source) int {
+	if src.scheme != "file" {
+		return 1024
+	}
+	return 4095 - len(src.dir) - 1 - len("..csefs-meta.json")
 }

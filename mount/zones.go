@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/csefs/csefs/cse"
 )
 
 // ZoneKey names the master key of an encryption zone.
@@ -32,6 +34,10 @@ func ParseKeySpec(s string) (ZoneKey, error) {
 type Zone struct {
 	Prefix string
 	Key    ZoneKey
+	// Policy is the zone's commitment policy (cse.CommitmentPolicy spelling),
+	// for new objects under Prefix and for reading them; "" means the
+	// mount's --commitment-policy.
+	Policy string
 }
 
 // Zones is a set of encryption zones; the longest matching prefix wins.
@@ -65,16 +71,19 @@ func ParseZoneFlag(s string) (Zone, error) {
 // ParseZonesFile reads a zones file:
 //
 //	{"zones": [
-//	  {"prefix": "finance/", "key": "kms:alias/fin"},
+//	  {"prefix": "finance/", "key": "kms:alias/fin",
+//	   "commitment_policy": "require-encrypt-require-decrypt"},
 //	  {"prefix": "hr/", "key": "keyring:hr-2026"}
 //	]}
 //
+// commitment_policy is optional (the mount's --commitment-policy otherwise).
 // Unknown fields are errors. Errors wrap ErrConfigFile.
 func ParseZonesFile(data []byte) (Zones, error) {
 	var f struct {
 		Zones []struct {
 			Prefix string `json:"prefix"`
 			Key    string `json:"key"`
+			Policy string `json:"commitment_policy"`
 		} `json:"zones"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -91,7 +100,15 @@ func ParseZonesFile(data []byte) (Zones, error) {
 		if err != nil {
 			return nil, fmt.Errorf("zones[%d]: %w", i, err)
 		}
-		zs = append(zs, Zone{Prefix: z.Prefix, Key: k})
+		zone := Zone{Prefix: z.Prefix, Key: k}
+		if z.Policy != "" {
+			p, err := cse.ParseCommitmentPolicy(z.Policy)
+			if err != nil {
+				return nil, fmt.Errorf("zones[%d]: commitment_policy %q: expected forbid-encrypt-allow-decrypt, require-encrypt-allow-decrypt or require-encrypt-require-decrypt: %w", i, z.Policy, ErrConfigFile)
+			}
+			zone.Policy = p.String()
+		}
+		zs = append(zs, zone)
 	}
 	return zs, nil
 }
@@ -113,6 +130,27 @@ func (zs Zones) Check() error {
 		seen[z.Prefix] = true
 	}
 	return nil
+}
+
+// PolicyFor returns the commitment policy for new and read objects under
+// bucketKey: that of the longest zone prefix holding it when the zone sets
+// one, else def. It is nil when no zone sets a policy.
+func (zs Zones) PolicyFor(def cse.CommitmentPolicy) func(bucketKey string) cse.CommitmentPolicy {
+	policies := map[string]cse.CommitmentPolicy{}
+	for _, z := range zs {
+		if z.Policy != "" {
+			policies[z.Prefix], _ = cse.ParseCommitmentPolicy(z.Policy) // checked by ParseZonesFile
+		}
+	}
+	if len(policies) == 0 {
+		return nil
+	}
+	return func(bucketKey string) cse.CommitmentPolicy {
+		if p, ok := policies[zs.ZoneOf(bucketKey)]; ok {
+			return p
+		}
+		return def
+	}
 }
 
 // loadZones collects the zones of --zones-file and the --zone flags (the

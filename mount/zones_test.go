@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/csefs/csefs/cse"
 )
 
 func TestZones(t *testing.T) {
@@ -69,5 +71,33 @@ func TestLoadZones(t *testing.T) {
 	}
 	if _, err := loadZones(p, nil); !errors.Is(err, ErrConfigFile) || !strings.Contains(err.Error(), p) {
 		t.Errorf("malformed: err = %v", err)
+	}
+}
+
+// TestZonePolicy: a zone may set its own commitment policy; PolicyFor picks
+// the longest zone's, falls back to the mount's, and is nil when no zone
+// sets one; a bad name is refused.
+func TestZonePolicy(t *testing.T) {
+	zs, err := ParseZonesFile([]byte(`{"zones":[{"prefix":"fin/","key":"kms:k","commitment_policy":"REQUIRE_ENCRYPT_REQUIRE_DECRYPT"},{"prefix":"fin/old/","key":"kms:k","commitment_policy":"forbid-encrypt-allow-decrypt"},{"prefix":"hr/","key":"kms:k"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if zs[0].Policy != "require-encrypt-require-decrypt" || zs[2].Policy != "" {
+		t.Fatalf("got %+v", zs)
+	}
+	pf := zs.PolicyFor(cse.RequireEncryptAllowDecrypt)
+	for key, want := range map[string]cse.CommitmentPolicy{
+		"fin/a": cse.RequireEncryptRequireDecrypt, "fin/old/a": cse.ForbidEncryptAllowDecrypt,
+		"hr/a": cse.RequireEncryptAllowDecrypt, "top": cse.RequireEncryptAllowDecrypt,
+	} {
+		if got := pf(key); got != want {
+			t.Errorf("PolicyFor(%q) = %v, want %v", key, got, want)
+		}
+	}
+	if Zones(zs[2:]).PolicyFor(cse.ForbidEncryptAllowDecrypt) != nil {
+		t.Error("PolicyFor without zone policies is not nil")
+	}
+	if _, err := ParseZonesFile([]byte(`{"zones":[{"prefix":"a/","key":"kms:k","commitment_policy":"require"}]}`)); !errors.Is(err, ErrConfigFile) {
+		t.Errorf("bad policy: %v", err)
 	}
 }

@@ -49,6 +49,8 @@ func runConformance(t *testing.T, h harness) {
 		{"WriterAbort", testWriterAbort},
 		{"WriterFailure", testWriterFailure},
 		{"Copy", testCopy},
+		{"CopyIfMatch", testCopyIfMatch},
+		{"CopyIfMatchRace", testCopyIfMatchRace},
 		{"Delete", testDelete},
 		{"PrefixIsolation", testPrefixIsolation},
 		{"ConcurrentWriters", testConcurrentWriters},
@@ -225,7 +227,7 @@ func testNotFound(t *testing.T, h harness) {
 			t.Errorf("ranged Get(%q) = %v, want ErrNotFound", key, err)
 		}
 	}
-	if _, err := s.Copy(ctx, "missing", "dst", nil); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Copy(ctx, "missing", "dst", CopyOptions{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Copy(missing) = %v, want ErrNotFound", err)
 	}
 	if _, err := s.Head(ctx, "dst"); !errors.Is(err, ErrNotFound) {
@@ -510,11 +512,11 @@ func testCopy(t *testing.T, h harness) {
 	body := randBytes(5, 4321)
 	src := "dir/sp ace+plus%25&é.bin"
 	mustPut(t, s, src, body, map[string]string{"A": "1", "b": "2"})
-	if _, err := s.Copy(ctx, src, "keep", nil); err != nil {
+	if _, err := s.Copy(ctx, src, "keep", CopyOptions{}); err != nil {
 		t.Fatalf("Copy keep: %v", err)
 	}
 	checkObject(t, s, "keep", body, map[string]string{"a": "1", "b": "2"})
-	info, err := s.Copy(ctx, src, "other dir/replace", map[string]string{"C": "3"})
+	info, err := s.Copy(ctx, src, "other dir/replace", CopyOptions{Metadata: map[string]string{"C": "3"}})
 	if err != nil {
 		t.Fatalf("Copy replace: %v", err)
 	}
@@ -523,16 +525,112 @@ func testCopy(t *testing.T, h harness) {
 	}
 	checkObject(t, s, "other dir/replace", body, map[string]string{"c": "3"})
 	// In place, as a metadata update.
-	if _, err := s.Copy(ctx, src, src, map[string]string{"d": "4"}); err != nil {
+	if _, err := s.Copy(ctx, src, src, CopyOptions{Metadata: map[string]string{"d": "4"}}); err != nil {
 		t.Fatalf("Copy in place: %v", err)
 	}
 	checkObject(t, s, src, body, map[string]string{"d": "4"})
 	// Overwrite an existing destination; empty source.
 	mustPut(t, s, "empty", nil, map[string]string{"e": "5"})
-	if _, err := s.Copy(ctx, "empty", "keep", nil); err != nil {
+	if _, err := s.Copy(ctx, "empty", "keep", CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	checkObject(t, s, "keep", nil, map[string]string{"e": "5"})
+}
+
+// testCopyIfMatch: a copy pinned to an ETag that is no longer src's fails
+// with ErrPreconditionFailed and leaves dst (and src) as they were.
+func testCopyIfMatch(t *testing.T, h harness) {
+	s := h.newStore(t, 0)
+	ctx := context.Background()
+	v1 := mustPut(t, s, "f", []byte("version one"), map[string]string{"v": "1"})
+	mustPut(t, s, "f", []byte("version two!"), map[string]string{"v": "2"})
+	mustPut(t, s, "g", []byte("other"), map[string]string{"v": "g"})
+	for _, dst := range []string{"f", "g", "new"} {
+		_, err := s.Copy(ctx, "f", dst, CopyOptions{Metadata: map[string]string{"v": "1", "attr": "x"}, IfMatch: v1.ETag})
+		if !errors.Is(err, ErrPreconditionFailed) {
+			t.Errorf("Copy(f, %s) with the old ETag = %v, want ErrPreconditionFailed", dst, err)
+		}
+	}
+	checkObject(t, s, "f", []byte("version two!"), map[string]string{"v": "2"})
+	checkObject(t, s, "g", []byte("other"), map[string]string{"v": "g"})
+	if _, err := s.Head(ctx, "new"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Head(new) after a failed copy = %v, want ErrNotFound", err)
+	}
+	cur, err := s.Head(ctx, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Copy(ctx, "f", "f", CopyOptions{Metadata: map[string]string{"v": "2", "attr": "y"}, IfMatch: cur.ETag}); err != nil {
+		t.Fatalf("Copy with the current ETag: %v", err)
+	}
+	checkObject(t, s, "f", []byte("version two!"), map[string]string{"v": "2", "attr": "y"})
+	if _, err := s.Copy(ctx, "missing", "x", CopyOptions{IfMatch: cur.ETag}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Copy(missing) with IfMatch = %v, want ErrNotFound", err)
+	}
+}
+
+// testCopyIfMatchRace races metadata self-copies (HEAD, then a copy with
+// the HEAD's metadata pinned to its ETag) against overwrites: the metadata
+// must always describe the body it sits on. Without the pin, about one
+// copy in ten pairs an old "sum" with a new body.
+func testCopyIfMatchRace(t *testing.T, h harness) {
+	s := h.newStore(t, 0)
+	ctx := context.Background()
+	const rounds = 150
+	sum := func(b []byte) string { return fmt.Sprintf("%x", b[:8]) }
+	body := randBytes(1000, 512)
+	mustPut(t, s, "f", body, map[string]string{"sum": sum(body)})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	stop := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			b := randBytes(uint64(2000+i), 512)
+			if _, err := s.Put(ctx, "f", b, map[string]string{"sum": sum(b)}); err != nil {
+				t.Errorf("Put: %v", err)
+				return
+			}
+		}
+	}()
+	conflicts, broken := 0, 0
+	for i := 0; i < rounds; i++ {
+		info, err := s.Head(ctx, "f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta := maps.Clone(info.Metadata)
+		meta["attr"] = fmt.Sprint(i)
+		_, err = s.Copy(ctx, "f", "f", CopyOptions{Metadata: meta, IfMatch: info.ETag})
+		switch {
+		case errors.Is(err, ErrPreconditionFailed):
+			conflicts++
+			continue
+		case err != nil:
+			t.Fatalf("Copy: %v", err)
+		}
+		// While our copy is the latest version, its metadata must be that
+		// of its body.
+		b, got := mustGet(t, s, "f", GetOptions{Length: -1})
+		if got.Metadata["attr"] == meta["attr"] && got.Metadata["sum"] != sum(b) {
+			broken++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d of %d copies lost to an overwrite (412)", conflicts, rounds)
+	if broken > 0 {
+		t.Errorf("%d of %d metadata copies paired an old version's metadata with a newer body", broken, rounds)
+	}
+	b, info := mustGet(t, s, "f", GetOptions{Length: -1})
+	if info.Metadata["sum"] != sum(b) {
+		t.Errorf("metadata sum %s on a body with sum %s", info.Metadata["sum"], sum(b))
+	}
 }
 
 func testDelete(t *testing.T, h harness) {
@@ -591,7 +689,7 @@ func testPrefixIsolation(t *testing.T, h harness) {
 		t.Fatal(err)
 	}
 	checkObject(t, p2, "k", []byte("in p2"), nil)
-	if _, err := p.Copy(ctx, "k", "x", nil); !errors.Is(err, ErrNotFound) {
+	if _, err := p.Copy(ctx, "k", "x", CopyOptions{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Copy across prefixes: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -37,7 +38,8 @@ const (
 //     size, user metadata, and the inode of the data file it describes).
 //     Sidecars are never listed; keys whose segments look like one
 //     (".*.csefs-meta.json"), and the top-level ".csefs-tmp", are
-//     ErrInvalidKey.
+//     ErrInvalidKey. The sidecar of a name over 238 bytes, which would pass
+//     NAME_MAX, is ".HASH.long.csefs-meta.json" (hex SHA-256 of the name).
 //   - A "dir/" marker key is the directory ROOT/dir (its body must be empty),
 //     with its metadata in the sidecar beside it. A directory counts as a
 //     marker object when it has a sidecar or is empty, so an empty directory
@@ -47,8 +49,7 @@ const (
 //   - A file and a directory cannot share a path: writing "a/b" while "a" is
 //     an object, or "a" while "a/" has children, fails with ErrKeyConflict.
 //   - Keys must be valid paths: no empty, "." or ".." segments, no NUL;
-//     anything else is ErrInvalidKey. Segments longer than 237 bytes fail on
-//     the sidecar name (NAME_MAX).
+//     anything else is ErrInvalidKey.
 //   - A file under ROOT without a sidecar (copied in by hand) is an object
 //     with no metadata and a synthetic ETag derived from inode, size and mtime.
 //
@@ -129,8 +130,16 @@ func isSidecarName(name string) bool {
 	return strings.HasPrefix(name, ".") && strings.HasSuffix(name, sidecarSuffix)
 }
 
+// sidecarPath is the sidecar of the data file p: ".NAME.csefs-meta.json",
+// or, where that would pass NAME_MAX (a NAME over 238 bytes),
+// ".HASH.long.csefs-meta.json" with HASH the hex SHA-256 of NAME, so that
+// every name the host can hold can be an object.
 func sidecarPath(p string) string {
 	dir, name := filepath.Split(p)
+	if len(name)+1+len(sidecarSuffix) > 255 {
+		sum := sha256.Sum256([]byte(name))
+		return filepath.Join(dir, "."+hex.EncodeToString(sum[:])+".long"+sidecarSuffix)
+	}
 	return filepath.Join(dir, "."+name+sidecarSuffix)
 }
 
@@ -150,10 +159,30 @@ func (s *LocalStore) path(key string) (p string, marker bool, err error) {
 	return filepath.Join(s.root, filepath.FromSlash(k)), marker, nil
 }
 
-func (s *LocalStore) lock(p string) *sync.Mutex {
+func (s *LocalStore) lock(p string) *sync.Mutex { return &s.locks[s.stripe(p)] }
+
+func (s *LocalStore) stripe(p string) int {
 	h := fnv.New32a()
 	h.Write([]byte(p))
-	return &s.locks[h.Sum32()%uint32(len(s.locks))]
+	return int(h.Sum32() % uint32(len(s.locks)))
+}
+
+// lockPaths takes the writers' locks of p and q ("" for none), in stripe
+// order so that two callers never deadlock, and returns their release.
+func (s *LocalStore) lockPaths(p, q string) (unlock func()) {
+	i := s.stripe(p)
+	if q == "" || s.stripe(q) == i {
+		s.locks[i].Lock()
+		return s.locks[i].Unlock
+	}
+	j := s.stripe(q)
+	if j < i {
+		i, j = j, i
+	}
+	a, b := &s.locks[i], &s.locks[j]
+	a.Lock()
+	b.Lock()
+	return func() { b.Unlock(); a.Unlock() }
 }
 
 func inode(fi fs.FileInfo) uint64 {
@@ -355,25 +384,55 @@ func (s *LocalStore) Put(ctx context.Context, key string, body []byte, meta map[
 	return w.Commit(ctx)
 }
 
-// Copy implements Store by reading src and writing dst.
-func (s *LocalStore) Copy(ctx context.Context, src, dst string, meta map[string]string) (*Info, error) {
-	rc, info, err := s.Get(ctx, src, GetOptions{Length: -1})
+// Copy implements Store by reading src and writing dst. The copy is pinned
+// to the version it read (opt.IfMatch if set, else the ETag of the opened
+// src): dst is installed only if, under the writers' locks of src and dst,
+// src still has that ETag, so a copy never lands on top of a newer src.
+func (s *LocalStore) Copy(ctx context.Context, src, dst string, opt CopyOptions) (*Info, error) {
+	rc, info, err := s.Get(ctx, src, GetOptions{Length: -1, IfMatch: opt.IfMatch})
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	if meta == nil {
-		meta = info.Metadata
-	}
-	w, err := s.Create(ctx, dst, meta)
+	srcP, _, err := s.path(src)
 	if err != nil {
 		return nil, err
 	}
+	meta := opt.Metadata
+	if meta == nil {
+		meta = info.Metadata
+	}
+	cw, err := s.Create(ctx, dst, meta)
+	if err != nil {
+		return nil, err
+	}
+	w := cw.(*localWriter)
+	w.srcKey, w.srcP, w.srcETag = src, srcP, info.ETag
 	if _, err := io.Copy(w, rc); err != nil {
 		w.Abort(ctx)
 		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", src, dst, err)
 	}
 	return w.Commit(ctx)
+}
+
+// checkSource verifies, with the writers' lock of w.srcP held, that the
+// copy's source still has the ETag it was read at.
+func (w *localWriter) checkSource() error {
+	fi, err := os.Stat(w.srcP)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("objectstore: copy %q: source gone: %w", w.srcKey, ErrPreconditionFailed)
+		}
+		return fmt.Errorf("objectstore: copy %q: %w", w.srcKey, err)
+	}
+	info, ok, err := infoFor(w.srcKey, w.srcP, fi)
+	if err != nil {
+		return fmt.Errorf("objectstore: copy %q: %w", w.srcKey, err)
+	}
+	if !ok || !etagEqual(info.ETag, w.srcETag) {
+		return fmt.Errorf("objectstore: copy %q: source changed: %w", w.srcKey, ErrPreconditionFailed)
+	}
+	return nil
 }
 
 // Delete implements Store: the body first, then the sidecar, so a reader
@@ -436,6 +495,10 @@ type localWriter struct {
 	size   int64
 	err    error
 	state  writerState
+
+	// srcKey, srcP and srcETag are set for a Copy: install checks that the
+	// source still has srcETag (see checkSource).
+	srcKey, srcP, srcETag string
 }
 
 var _ Writer = (*localWriter)(nil)
@@ -536,9 +599,13 @@ func (w *localWriter) install() error {
 	}
 	entry := sidecarEntry{Ino: inode(fi), Size: w.size, ETag: quote(hex.EncodeToString(w.md5.Sum(nil))), Metadata: w.meta}
 
-	mu := w.s.lock(w.p)
-	mu.Lock()
-	defer mu.Unlock()
+	unlock := w.s.lockPaths(w.p, w.srcP)
+	defer unlock()
+	if w.srcP != "" {
+		if err := w.checkSource(); err != nil {
+			return err
+		}
+	}
 	dir := filepath.Dir(w.p)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return conflict(w.key, err)

@@ -163,10 +163,32 @@ func classify(err error) error {
 			}
 		}
 	}
+	if sentinel == nil && unavailable(err) {
+		sentinel = ErrUnavailable
+	}
 	if sentinel == nil {
 		return err
 	}
 	return fmt.Errorf("%w: %w", sentinel, err)
+}
+
+// unavailable reports whether err (after the SDK's retries) is a failure to
+// reach the store rather than an answer from it: no HTTP response at all
+// (refused, reset, lost reply, timeout) or a 5xx / throttling status. A
+// cancelled context is the caller's, not the store's.
+func unavailable(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		// No answer decoded: the SDK reports a transport failure as a
+		// ResponseError of status 0 (nothing received) or 200 (the reply
+		// was cut), or as a bare error.
+		return true
+	}
+	var re *smithyhttp.ResponseError
+	return errors.As(err, &re) && (re.HTTPStatusCode() >= 500 || re.HTTPStatusCode() == http.StatusTooManyRequests)
 }
 
 // Check implements Store with HeadBucket: a missing bucket is
@@ -263,7 +285,103 @@ func (s *S3Store) Get(ctx context.Context, key string, opt GetOptions) (io.ReadC
 			}
 		}
 	}
-	return out.Body, info, nil
+	body := &resumeBody{s: s, ctx: ctx, key: key, in: in, rc: out.Body, etag: info.ETag,
+		off: opt.Offset, end: opt.Offset + aws.ToInt64(out.ContentLength)}
+	return body, info, nil
+}
+
+// resumeBodyAttempts bounds the re-requests of one body that make no
+// progress in between.
+const resumeBodyAttempts = 5
+
+// resumeBody is the body of a Get that survives a cut connection: when a
+// read fails (reset, or the body ends before its Content-Length), the rest
+// is requested again from the last byte delivered, pinned to the ETag of
+// the first response (If-Match), so the bytes always come from one version.
+// After resumeBodyAttempts failures in a row without a byte of progress it
+// fails with ErrUnavailable (and ErrPreconditionFailed if the object changed
+// meanwhile). It never reports io.ErrUnexpectedEOF: a cut body is a fault of
+// transport, not a short object.
+type resumeBody struct {
+	s        *S3Store
+	ctx      context.Context
+	key      string
+	in       *s3.GetObjectInput
+	rc       io.ReadCloser
+	etag     string
+	off, end int64 // next byte to deliver, end of the range (exclusive)
+	fails    int   // failures since the last progress
+	err      error
+}
+
+func (b *resumeBody) Read(p []byte) (int, error) {
+	for {
+		if b.err != nil {
+			return 0, b.err
+		}
+		if b.rc == nil {
+			if err := b.reopen(); err != nil {
+				b.err = err
+				return 0, err
+			}
+		}
+		n, err := b.rc.Read(p)
+		b.off += int64(n)
+		if n > 0 {
+			b.fails = 0
+		}
+		switch {
+		case err == nil:
+			return n, nil
+		case err == io.EOF && b.off >= b.end:
+			return n, io.EOF
+		case b.ctx.Err() != nil:
+			b.err = err
+			return n, err
+		}
+		// Cut short: drop this connection, resume on the next Read.
+		b.rc.Close()
+		b.rc = nil
+		b.fails++
+		if b.fails > resumeBodyAttempts {
+			b.err = fmt.Errorf("objectstore: get %q: body cut at byte %d of %d, %d attempts to resume failed: %w (%v)",
+				b.key, b.off, b.end, resumeBodyAttempts, ErrUnavailable, err)
+			return n, b.err
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+// reopen requests the rest of the body, from b.off, of the same version.
+func (b *resumeBody) reopen() error {
+	in := *b.in
+	in.IfMatch = aws.String(b.etag)
+	in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", b.off, b.end-1))
+	out, err := b.s.client.GetObject(b.ctx, &in)
+	if err != nil {
+		b.fails++
+		err = classify(err)
+		if !errors.Is(err, ErrUnavailable) || b.fails > resumeBodyAttempts || b.ctx.Err() != nil {
+			return fmt.Errorf("objectstore: get %q: resuming at byte %d: %w", b.key, b.off, err)
+		}
+		return nil // counted; the next Read tries again
+	}
+	b.rc = out.Body
+	return nil
+}
+
+func (b *resumeBody) Close() error {
+	if b.err == nil {
+		b.err = errors.New("objectstore: read after Close")
+	}
+	if b.rc == nil {
+		return nil
+	}
+	rc := b.rc
+	b.rc = nil
+	return rc.Close()
 }
 
 // List implements Store with ListObjectsV2, one fn call per non-empty page
@@ -313,14 +431,21 @@ func (s *S3Store) Put(ctx context.Context, key string, body []byte, meta map[str
 		ContentLength: aws.Int64(int64(len(body))), Metadata: meta,
 	}, s.bodyOpts()...)
 	if err != nil {
-		return nil, fmt.Errorf("objectstore: put %q: %w", key, classify(err))
+		err = classify(err)
+		if info := s.landed(ctx, err, key, int64(len(body)), quote(md5hex(body)), meta); info != nil {
+			return info, nil
+		}
+		return nil, fmt.Errorf("objectstore: put %q: %w", key, err)
 	}
 	return &Info{Key: key, Size: int64(len(body)), ETag: aws.ToString(out.ETag), LastModified: time.Now(), Metadata: lowerMeta(meta)}, nil
 }
 
 // Copy implements Store: CopyObject up to 5 GiB, multipart UploadPartCopy
-// above. meta nil keeps the source's metadata (MetadataDirective COPY).
-func (s *S3Store) Copy(ctx context.Context, src, dst string, meta map[string]string) (*Info, error) {
+// above. Metadata nil keeps the source's metadata (MetadataDirective COPY).
+// Every request carries x-amz-copy-source-if-match: opt.IfMatch if set,
+// else the ETag of the HEAD that gave the size and metadata.
+func (s *S3Store) Copy(ctx context.Context, src, dst string, opt CopyOptions) (*Info, error) {
+	meta := opt.Metadata
 	fullSrc, err := s.full(src)
 	if err != nil {
 		return nil, err
@@ -332,6 +457,9 @@ func (s *S3Store) Copy(ctx context.Context, src, dst string, meta map[string]str
 	srcInfo, err := s.Head(ctx, src)
 	if err != nil {
 		return nil, err
+	}
+	if opt.IfMatch != "" && !etagEqual(opt.IfMatch, srcInfo.ETag) {
+		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", src, dst, ErrPreconditionFailed)
 	}
 	source := s.bucket + "/" + escapeKey(fullSrc)
 	if srcInfo.Size > s.copyThreshold {
@@ -347,6 +475,15 @@ func (s *S3Store) Copy(ctx context.Context, src, dst string, meta map[string]str
 		CopySourceIfMatch: aws.String(srcInfo.ETag),
 		MetadataDirective: types.MetadataDirectiveCopy,
 	}
+	if src == dst {
+		// Asking for a checksum makes the server copy the body it checked
+		// the precondition on. Without it MinIO turns a self-copy into a
+		// metadata-only update of whatever version is current by then
+		// (its if-match is checked outside the object lock), which pairs
+		// this copy's metadata with a newer body. AWS S3 copies the body
+		// either way; the checksum is only stored.
+		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
+	}
 	if meta != nil {
 		in.MetadataDirective, in.Metadata = types.MetadataDirectiveReplace, meta
 	} else {
@@ -354,7 +491,17 @@ func (s *S3Store) Copy(ctx context.Context, src, dst string, meta map[string]str
 	}
 	out, err := s.client.CopyObject(ctx, in)
 	if err != nil {
-		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", src, dst, classify(err))
+		err = classify(err)
+		// A copy keeps the body, so a single-part source's ETag is the
+		// copy's too; a multipart one's is not, and the metadata decides.
+		want := srcInfo.ETag
+		if !md5Style(want) || strings.Contains(want, "-") {
+			want = ""
+		}
+		if info := s.landed(ctx, err, dst, srcInfo.Size, want, meta); info != nil {
+			return info, nil
+		}
+		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", src, dst, err)
 	}
 	info := &Info{Key: dst, Size: srcInfo.Size, Metadata: lowerMeta(meta), LastModified: time.Now()}
 	if r := out.CopyObjectResult; r != nil {
@@ -438,6 +585,15 @@ func (s *S3Store) Delete(ctx context.Context, key string) error {
 		err = classify(err)
 		if errors.Is(err, ErrNotFound) && !errors.Is(err, ErrNoSuchBucket) {
 			return nil
+		}
+		if ambiguous(err) {
+			// The reply may be what was lost: an absent object is a
+			// delete done.
+			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if _, herr := s.Head(hctx, key); errors.Is(herr, ErrNotFound) {
+				return nil
+			}
 		}
 		return fmt.Errorf("objectstore: delete %q: %w", key, err)
 	}

@@ -114,11 +114,11 @@ func TestS3MultipartCopy(t *testing.T) {
 	s.copyThreshold, s.copyPartSize = MinPartSize, MinPartSize
 	body := randBytes(9, 2*MinPartSize+100)
 	mustPut(t, s, "src key+", body, map[string]string{"m": "1"})
-	if _, err := s.Copy(context.Background(), "src key+", "keep", nil); err != nil {
+	if _, err := s.Copy(context.Background(), "src key+", "keep", CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	checkObject(t, s, "keep", body, map[string]string{"m": "1"})
-	if _, err := s.Copy(context.Background(), "src key+", "replace", map[string]string{"n": "2"}); err != nil {
+	if _, err := s.Copy(context.Background(), "src key+", "replace", CopyOptions{Metadata: map[string]string{"n": "2"}}); err != nil {
 		t.Fatal(err)
 	}
 	checkObject(t, s, "replace", body, map[string]string{"n": "2"})
@@ -215,9 +215,13 @@ func TestClassify(t *testing.T) {
 		{responseError(412, plain), ErrPreconditionFailed},
 		{responseError(416, fakeAPIError{"InvalidRange"}), ErrInvalidRange},
 		{responseError(404, fakeAPIError{"NoSuchUpload"}), ErrAborted},
-		{responseError(500, fakeAPIError{"InternalError"}), nil},
+		{responseError(500, fakeAPIError{"InternalError"}), ErrUnavailable},
+		{responseError(503, fakeAPIError{"SlowDown"}), ErrUnavailable},
+		{responseError(400, fakeAPIError{"InvalidArgument"}), nil},
+		{responseError(0, plain), ErrUnavailable},   // nothing received
+		{responseError(200, plain), ErrUnavailable}, // the reply was cut
 		{fmt.Errorf("wrapped: %w", responseError(403, plain)), ErrAccessDenied},
-		{plain, nil},
+		{plain, ErrUnavailable},
 		{context.Canceled, nil},
 	} {
 		got := classify(tc.err)

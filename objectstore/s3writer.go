@@ -3,9 +3,14 @@ package objectstore
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -254,7 +259,11 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 			ContentLength: aws.Int64(int64(len(body))), Metadata: w.meta,
 		}, w.s.bodyOpts()...)
 		if err != nil {
-			err = w.fail(fmt.Errorf("objectstore: put %q: %w", w.key, classify(err)))
+			err = classify(err)
+			if info := w.s.landed(ctx, err, w.key, w.size, quote(md5hex(body)), w.meta); info != nil {
+				return w.committed(info.ETag), nil
+			}
+			err = w.fail(fmt.Errorf("objectstore: put %q: %w", w.key, err))
 			w.abort(ctx)
 			return nil, err
 		}
@@ -275,7 +284,14 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: w.parts},
 	})
 	if err != nil {
-		err = w.fail(fmt.Errorf("objectstore: complete %q: %w", w.key, classify(err)))
+		// A lost reply: the SDK's retry of a Complete that did land gets
+		// NoSuchUpload, or the retries run out. Read the key back.
+		err = classify(err)
+		if info := w.s.landed(ctx, err, w.key, w.size, multipartETag(w.parts), w.meta); info != nil {
+			w.s.uploadEvent(w.key, w.uploadID, true)
+			return w.committed(info.ETag), nil
+		}
+		err = w.fail(fmt.Errorf("objectstore: complete %q: %w", w.key, err))
 		w.abort(ctx)
 		return nil, err
 	}
@@ -321,4 +337,79 @@ func (w *s3Writer) Abort(ctx context.Context) error {
 		return nil
 	}
 	return w.abort(ctx)
+}
+
+// Ambiguous commits.
+//
+// A commit request (PutObject, CompleteMultipartUpload, CopyObject) whose
+// reply is lost may have been applied: the connection broke after the
+// server acted, or the SDK's retry of a Complete that did land found
+// NoSuchUpload. Reporting that as a failure would make a program believe the
+// old object is still there. So after such an error the key is read back
+// (HEAD) and the write counts as done if the object there is the one this
+// request sent: same size, same user metadata, and the ETag S3 computes for
+// those bytes (the MD5 of a single-part body; the MD5 of the parts' MD5s
+// with "-N" for a multipart upload). Where the server's ETags are not MD5s
+// (SSE-KMS), non-empty metadata that matches in full is taken as the proof:
+// for an encrypted object it holds the per-object IV and wrapped data key,
+// which no other write repeats. Otherwise the original error is returned.
+// The store knows nothing of encryption: it only compares what it sent.
+
+// ambiguous reports whether a failed request may nevertheless have been
+// applied: no answer (ErrUnavailable: reset, lost reply, timeout, 5xx), a
+// NoSuchUpload (ErrAborted) from a retried Complete, or a cancelled wait.
+func ambiguous(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrAborted) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// landed resolves an ambiguous commit of key (see above): it returns the
+// Info of the object now under key if that is the one written (size,
+// wantETag, meta), else nil. err is the commit's error; unambiguous errors
+// return nil at once.
+func (s *S3Store) landed(ctx context.Context, err error, key string, size int64, wantETag string, meta map[string]string) *Info {
+	if !ambiguous(err) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	info, herr := s.Head(ctx, key)
+	if herr != nil || info.Size != size || !maps.Equal(info.Metadata, lowerMeta(meta)) {
+		return nil
+	}
+	if etagEqual(info.ETag, wantETag) || (wantETag == "" || !md5Style(info.ETag)) && len(meta) > 0 {
+		return info
+	}
+	return nil
+}
+
+func md5hex(b []byte) string {
+	h := md5.Sum(b)
+	return hex.EncodeToString(h[:])
+}
+
+// multipartETag is the ETag S3 gives a multipart upload of parts (sorted):
+// the MD5 of the concatenated binary part MD5s, "-" and the part count; ""
+// if a part's ETag is not an MD5.
+func multipartETag(parts []types.CompletedPart) string {
+	var cat []byte
+	for _, p := range parts {
+		b, err := hex.DecodeString(strings.Trim(aws.ToString(p.ETag), `"`))
+		if err != nil || len(b) != md5.Size {
+			return ""
+		}
+		cat = append(cat, b...)
+	}
+	return quote(md5hex(cat) + "-" + strconv.Itoa(len(parts)))
+}
+
+// md5Style reports whether etag looks like an S3 MD5 ETag (32 hex digits,
+// optionally "-N").
+func md5Style(etag string) bool {
+	e := strings.Trim(etag, `"`)
+	if i := strings.IndexByte(e, '-'); i >= 0 {
+		e = e[:i]
+	}
+	_, err := hex.DecodeString(e)
+	return err == nil && len(e) == 2*md5.Size
 }

@@ -23,6 +23,12 @@ var (
 	ErrNoSuchBucket       = errors.New("objectstore: no such bucket")
 	ErrInvalidRange       = errors.New("objectstore: invalid range")
 	ErrAborted            = errors.New("objectstore: upload aborted")
+	// ErrUnavailable: the store could not be reached or did not answer in
+	// time (connection refused or reset, a reply lost, a timeout, 5xx and
+	// throttling after the retries), so the operation's outcome is a
+	// failure of transport, not a statement about the object. The cause
+	// stays in the chain (for the log).
+	ErrUnavailable = errors.New("objectstore: store unreachable")
 )
 
 // Info describes one object.
@@ -44,6 +50,17 @@ type GetOptions struct {
 	Length int64
 	// IfMatch, when set, makes the read fail with ErrPreconditionFailed if the
 	// object's ETag is no longer this one.
+	IfMatch string
+}
+
+// CopyOptions shapes a Copy.
+type CopyOptions struct {
+	// Metadata nil keeps src's metadata; otherwise it replaces it.
+	Metadata map[string]string
+	// IfMatch, when set, is the ETag src must still have when the copy is
+	// made. Every copy whose metadata comes from an earlier read of src (a
+	// self-copy that changes attributes) must set it to that read's ETag, or
+	// it may pair an old envelope with a newer body.
 	IfMatch string
 }
 
@@ -73,9 +90,12 @@ type Store interface {
 	// Create starts a streaming write. Nothing is visible until Commit
 	// succeeds; Abort (or a failed Commit) leaves any previous object intact.
 	Create(ctx context.Context, key string, meta map[string]string) (Writer, error)
-	// Copy copies src to dst on the server. meta nil keeps src's metadata;
-	// otherwise meta replaces it.
-	Copy(ctx context.Context, src, dst string, meta map[string]string) (*Info, error)
+	// Copy copies src to dst on the server (see CopyOptions). With
+	// opt.IfMatch set it is conditional: it fails with
+	// ErrPreconditionFailed, and dst is untouched, unless src's ETag is
+	// opt.IfMatch at the moment the copy is made (S3's
+	// x-amz-copy-source-if-match; atomic on both stores).
+	Copy(ctx context.Context, src, dst string, opt CopyOptions) (*Info, error)
 	// Delete removes an object. A missing object is not an error.
 	Delete(ctx context.Context, key string) error
 }

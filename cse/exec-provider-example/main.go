@@ -34,6 +34,7 @@ import (
 const (
 	wrapAESGCM = "AES/GCM"
 	cekAlgGCM  = "AES/GCM/NoPadding"
+	cekAlgV3   = "115" // the key-committing V3 suite (--commitment-policy require-*)
 	keyNameKey = "keyname"
 )
 
@@ -110,8 +111,8 @@ func serve(args []string, stdin io.Reader, getenv func(string) string) (response
 	}
 	switch req.Operation {
 	case "encrypt":
-		if req.CEKAlg != cekAlgGCM {
-			return response{}, fmt.Errorf("content algorithm %q, want %s", req.CEKAlg, cekAlgGCM)
+		if req.CEKAlg != cekAlgGCM && req.CEKAlg != cekAlgV3 {
+			return response{}, fmt.Errorf("content algorithm %q, want %s or %s", req.CEKAlg, cekAlgGCM, cekAlgV3)
 		}
 		key := make([]byte, 32)
 		iv := make([]byte, gcm.NonceSize())

@@ -28,6 +28,7 @@ const partSize = 8 << 20
 type writeMode struct {
 	instruction bool // envelope in <key>.instruction, not in object metadata
 	multipart   bool // CreateMultipartUpload + UploadPart(s) + Complete
+	v3          bool // the V3 format with key commitment (suite 115)
 }
 
 func (m writeMode) String() string {
@@ -37,6 +38,9 @@ func (m writeMode) String() string {
 	}
 	if m.multipart {
 		s += "+multipart"
+	}
+	if m.v3 {
+		s += "+v3"
 	}
 	return s
 }
@@ -51,7 +55,11 @@ func coreWrite(t testing.TB, e *env, p cse.Provider, key string, plain []byte, m
 }
 
 func coreWriteErr(ctx context.Context, e *env, p cse.Provider, key string, plain []byte, mode writeMode) error {
-	dk, wrapped, err := p.GenerateKey(ctx, cse.KeyRequest{CEKAlg: cse.CEKAlgGCM, Object: "s3://" + e.Bucket + "/" + key})
+	cekAlg := cse.CEKAlgGCM
+	if mode.v3 {
+		cekAlg = cse.CEKAlgGCMCommit
+	}
+	dk, wrapped, err := p.GenerateKey(ctx, cse.KeyRequest{CEKAlg: cekAlg, Object: "s3://" + e.Bucket + "/" + key})
 	if err != nil {
 		return fmt.Errorf("GenerateKey: %w", err)
 	}
@@ -65,6 +73,23 @@ func coreWriteErr(ctx context.Context, e *env, p cse.Provider, key string, plain
 		plainLen = -1 // unknown when the upload starts, as in EMRFS/J3 (§11.5)
 	}
 	envl := metadata.NewEnvelope(iv, wrapped, plainLen)
+	var aad []byte
+	if mode.v3 {
+		id, err := cse.NewMessageID(rand.Reader)
+		if err != nil {
+			return err
+		}
+		ck, commit, err := cse.CommitKeys(dk, id)
+		if err != nil {
+			return err
+		}
+		defer cse.Zero(ck)
+		dk, aad = ck, cse.CommitAAD()
+		if envl, err = metadata.NewEnvelopeV3(id, commit, wrapped); err != nil {
+			return err
+		}
+		iv = envl.IV
+	}
 	objMeta := envl.Metadata()
 	if mode.instruction {
 		if _, err := e.S3.PutObject(ctx, &s3.PutObjectInput{
@@ -73,11 +98,11 @@ func coreWriteErr(ctx context.Context, e *env, p cse.Provider, key string, plain
 		}); err != nil {
 			return fmt.Errorf("put instruction: %w", err)
 		}
-		objMeta = nil
+		objMeta = envl.ObjectMetadata()
 	}
 	if !mode.multipart {
 		var body bytes.Buffer
-		w, err := cse.NewEncryptWriter(&body, dk, iv)
+		w, err := cse.NewEncryptWriterAAD(&body, dk, iv, aad)
 		if err != nil {
 			return err
 		}
@@ -97,7 +122,7 @@ func coreWriteErr(ctx context.Context, e *env, p cse.Provider, key string, plain
 	if err != nil {
 		return err
 	}
-	sealer, err := cse.NewGCMSealer(dk, iv)
+	sealer, err := cse.NewGCMSealerAAD(dk, iv, aad)
 	if err != nil {
 		return err
 	}
@@ -151,7 +176,7 @@ func coreEnvelope(ctx context.Context, e *env, key string, objMeta map[string]st
 	if err != nil {
 		return nil, err
 	}
-	return metadata.ParseInstruction(body)
+	return metadata.ParseInstructionWith(body, objMeta)
 }
 
 // coreRead returns the plaintext of bucket/key, or nil and an error. It
@@ -171,6 +196,14 @@ func coreRead(ctx context.Context, e *env, p cse.Provider, key string) ([]byte, 
 		return nil, err
 	}
 	defer cse.Zero(dk)
+	if envl.Version == 3 {
+		ck, err := cse.OpenCommitment(dk, envl.MessageID, envl.Commitment)
+		if err != nil {
+			return nil, err
+		}
+		defer cse.Zero(ck)
+		dk = ck
+	}
 	r, err := cse.NewDecryptReader(out.Body, dk, envl.Key.CEKAlg, envl.IV)
 	if err != nil {
 		return nil, err

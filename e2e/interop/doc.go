@@ -5,7 +5,7 @@
 //
 //   - objects the core writes (single PUT and multipart, object-metadata and
 //     instruction-file mode, kms+context and legacy kms wraps) decrypt with
-//     amazon-s3-encryption-client-go v3.1.0 (GO3) and aws-sdk-go v1.55.8
+//     amazon-s3-encryption-client-go v3.2.0 (GO3), v4.0.0 (GO4) and aws-sdk-go v1.55.8
 //     s3crypto (GO1);
 //   - objects GO3 and GO1 write (kms+context with and without a caller
 //     encryption context, legacy kms with GCM and CBC, instruction files)

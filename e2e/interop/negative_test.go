@@ -36,12 +36,13 @@ func expectFail(t *testing.T, e *env, p cse.Provider, key string, want ...error)
 	t.Fatalf("core read %s: err = %v, want errors.Is one of %v", key, err, want)
 }
 
-// tampered writes a good negSize-byte object with p (object-metadata mode),
-// then stores mutate(body, metadata) under a new key, which it returns.
-func tampered(t *testing.T, e *env, p cse.Provider, mutate func(body []byte, meta map[string]string) []byte) string {
+// tampered writes a good negSize-byte object with p (object-metadata mode,
+// V2 unless mode says otherwise), then stores mutate(body, metadata) under a
+// new key, which it returns.
+func tampered(t *testing.T, e *env, p cse.Provider, mutate func(body []byte, meta map[string]string) []byte, mode ...writeMode) string {
 	t.Helper()
 	key := "neg/" + t.Name()
-	coreWrite(t, e, p, key+".orig", randBytes(t, negSize), writeMode{})
+	coreWrite(t, e, p, key+".orig", randBytes(t, negSize), append(mode, writeMode{})[0])
 	body, meta := rawObject(t, e, key+".orig")
 	body = mutate(body, meta)
 	putRaw(t, e, key, body, meta)

@@ -16,7 +16,7 @@ import (
 
 func (e *env) servers() oracle.Servers { return oracle.Servers{S3: e.S3SRV, KMS: e.KMSSRV} }
 
-// go3 returns a GO3 v3.1.0 client whose KMS keyring uses keyID. legacy
+// go3 returns a GO3 v3.2.0 client whose KMS keyring uses keyID. legacy
 // enables the kms wrap and unauthenticated (CBC) content.
 func go3(t testing.TB, e *env, keyID string, legacy bool) *s3ecclient.S3EncryptionClientV3 {
 	t.Helper()

@@ -2,7 +2,9 @@
 // local test servers (testenv.S3Server, testenv.KMSServer), so that tests can
 // check csefs objects with an independent implementation (s3ec-format.md §10):
 //
-//   - GO3: amazon-s3-encryption-client-go v3.1.0;
+//   - GO4: amazon-s3-encryption-client-go v4.0.0 (go4.go), which writes the
+//     key-committing V3 format by default;
+//   - GO3: amazon-s3-encryption-client-go v3.2.0 (reads V3, writes V2);
 //   - GO1: aws-sdk-go v1.55.8 service/s3/s3crypto (V2 and legacy V1 clients).
 //
 // Every helper returns an error instead of failing a test, so the package has
@@ -65,7 +67,7 @@ func (s Servers) kmsClient() *kms.Client {
 	return kms.NewFromConfig(cfg, func(o *kms.Options) { o.BaseEndpoint = aws.String(s.KMS.Endpoint) })
 }
 
-// GO3 returns a GO3 v3.1.0 client whose KMS keyring uses keyID (any form KMS
+// GO3 returns a GO3 v3.2.0 client whose KMS keyring uses keyID (any form KMS
 // accepts). legacy enables the legacy kms wrap and unauthenticated (CBC)
 // content for reading, as EMRFS CSE-KMS objects need.
 //

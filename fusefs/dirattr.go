@@ -1,0 +1,321 @@
+package fusefs
+
+import (
+	"context"
+	"maps"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/csefs/csefs/metadata"
+	"github.com/csefs/csefs/objectstore"
+)
+
+// Directory attributes.
+//
+// A directory with a marker object ("dir/") keeps its mode, owner, mtime and
+// atime in the marker's user metadata, under the keys files use
+// (metadata/attrs.go). mkdir stores them with the marker it creates (no
+// extra request); chmod, chown and utimes copy the marker onto itself with
+// the metadata replaced, or create the marker of a directory that had none.
+//
+// A change inside a directory (create, mkdir, symlink, mknod, unlink, rmdir,
+// rename) sets its mtime at once in this mount, and stores it lazily: one
+// HEAD and one self-copy of the marker per directory, dirFlushDelay after the
+// last change of a burst, at fsync(2) of the directory, and at unmount. A
+// create loop of N files therefore costs two requests, not N copies. A
+// directory without a marker (a prefix another tool wrote) keeps such an
+// mtime in memory only (creating a marker would make a directory that
+// another client emptied and so removed reappear); it shows the mount's
+// --dir-mode, --uid and --gid, and as mtime the time the mount started,
+// until chmod, chown or utimes gives it a marker. The root has no marker: its
+// attributes live in memory for the mount's lifetime.
+
+// dirFlushDelay is how long a directory's changed mtime waits, after the
+// last change, before it is stored.
+const dirFlushDelay = time.Second
+
+// dirState is what this mount knows of one directory's attributes.
+type dirState struct {
+	attrs   metadata.Attrs // from the marker's metadata
+	marker  bool           // the marker exists
+	upload  time.Time      // the marker's upload time
+	at      time.Time      // when the marker was HEADed; zero: not known
+	mtime   time.Time      // set by a change through this mount; zero: none
+	dirty   bool           // mtime is not stored yet
+	pending bool           // a flush is scheduled
+}
+
+// dirStates holds the states by prefix.
+type dirStates struct {
+	mu sync.Mutex
+	m  map[string]*dirState
+}
+
+func (f *FS) dirStateLocked(prefix string) *dirState {
+	if f.dirs.m == nil {
+		f.dirs.m = make(map[string]*dirState)
+	}
+	st := f.dirs.m[prefix]
+	if st == nil {
+		st = &dirState{}
+		f.dirs.m[prefix] = st
+	}
+	return st
+}
+
+// dirInfo returns prefix's attributes, HEADing its marker when what is
+// known has expired. The root is never HEADed.
+func (f *FS) dirInfo(ctx context.Context, prefix string) (dirState, error) {
+	f.dirs.mu.Lock()
+	st := f.dirStateLocked(prefix)
+	if prefix == "" || (!st.at.IsZero() && time.Since(st.at) <= f.opt.MetadataTTL) {
+		defer f.dirs.mu.Unlock()
+		return *st, nil
+	}
+	f.dirs.mu.Unlock()
+	info, err := f.store.Head(ctx, prefix)
+	if err != nil && !isNotFound(err) {
+		return dirState{}, err
+	}
+	f.dirs.mu.Lock()
+	defer f.dirs.mu.Unlock()
+	st = f.dirStateLocked(prefix)
+	st.at = time.Now()
+	st.marker = err == nil
+	st.attrs, st.upload = metadata.Attrs{}, time.Time{}
+	if err == nil {
+		st.attrs, st.upload = metadata.ParseAttrs(info.Metadata), info.LastModified
+	}
+	return *st, nil
+}
+
+// forgetDir drops what is known of prefix (and below), after rmdir or a
+// rename moved it.
+func (f *FS) forgetDir(prefix string) {
+	f.dirs.mu.Lock()
+	defer f.dirs.mu.Unlock()
+	for p := range f.dirs.m {
+		if len(p) >= len(prefix) && p[:len(prefix)] == prefix {
+			delete(f.dirs.m, p)
+		}
+	}
+}
+
+// fillDirAttr fills a directory's attributes from st.
+func (f *FS) fillDirAttr(a *fuse.Attr, st dirState) {
+	mode := f.opt.DirMode
+	if st.attrs.HasMode {
+		mode = st.attrs.Mode & 0o7777
+	}
+	a.Mode = syscall.S_IFDIR | mode
+	a.Nlink = 2
+	a.Uid, a.Gid = f.opt.UID, f.opt.GID
+	if st.attrs.HasOwner {
+		a.Uid, a.Gid = st.attrs.UID, st.attrs.GID
+	}
+	a.Size = 4096
+	a.Blocks = 8
+	a.Blksize = 4096
+	mt := f.started
+	switch {
+	case !st.mtime.IsZero():
+		mt = st.mtime
+	case st.attrs.HasMtime:
+		mt = st.attrs.Mtime
+	case st.marker && !st.upload.IsZero():
+		mt = st.upload.Truncate(time.Second)
+	}
+	at := mt
+	if st.attrs.HasAtime {
+		at = st.attrs.Atime
+	}
+	a.SetTimes(&at, &mt, &mt)
+}
+
+// dirAttrOf fills prefix's attributes, HEADing its marker if needed.
+func (f *FS) dirAttrOf(ctx context.Context, prefix string, a *fuse.Attr) error {
+	st, err := f.dirInfo(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	f.fillDirAttr(a, st)
+	return nil
+}
+
+// touchDir records a change inside prefix now: its mtime moves in this
+// mount at once and is stored after dirFlushDelay.
+func (f *FS) touchDir(prefix string) {
+	f.dirs.mu.Lock()
+	defer f.dirs.mu.Unlock()
+	st := f.dirStateLocked(prefix)
+	st.mtime, st.dirty = time.Now(), prefix != ""
+	if st.dirty && !st.pending && !f.opt.ReadOnly {
+		st.pending = true
+		time.AfterFunc(dirFlushDelay, func() {
+			f.dirs.mu.Lock()
+			if s := f.dirs.m[prefix]; s != nil {
+				s.pending = false
+			}
+			f.dirs.mu.Unlock()
+			if err := f.flushDir(context.Background(), prefix); err != nil {
+				f.log.Warn("could not store a directory's mtime", "object", f.uri(prefix), "cause", err.Error())
+			}
+		})
+	}
+}
+
+// flushDir stores prefix's changed mtime in its marker, if it has one.
+func (f *FS) flushDir(ctx context.Context, prefix string) error {
+	f.dirs.mu.Lock()
+	st := f.dirs.m[prefix]
+	if st == nil || !st.dirty {
+		f.dirs.mu.Unlock()
+		return nil
+	}
+	mtime := st.mtime
+	st.dirty = false
+	f.dirs.mu.Unlock()
+	info, err := f.store.Head(ctx, prefix)
+	if isNotFound(err) {
+		return nil // no marker: the mtime stays in memory
+	}
+	if err != nil {
+		f.redirty(prefix, mtime)
+		return err
+	}
+	meta := maps.Clone(info.Metadata)
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	a := metadata.ParseAttrs(meta)
+	a.Mtime, a.HasMtime = mtime, true
+	a.Apply(meta)
+	if _, err := f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag}); err != nil {
+		f.redirty(prefix, mtime)
+		return err
+	}
+	f.dirs.mu.Lock()
+	defer f.dirs.mu.Unlock()
+	if st := f.dirs.m[prefix]; st != nil {
+		st.at = time.Time{} // HEAD again for the stored state
+		if !st.dirty && st.mtime.Equal(mtime) {
+			st.mtime = time.Time{}
+		}
+	}
+	return nil
+}
+
+// redirty marks a failed flush's mtime as still to be stored, unless a
+// later change did.
+func (f *FS) redirty(prefix string, mtime time.Time) {
+	f.dirs.mu.Lock()
+	defer f.dirs.mu.Unlock()
+	if st := f.dirs.m[prefix]; st != nil && st.mtime.Equal(mtime) {
+		st.dirty = true
+	}
+}
+
+// FlushDirs stores every changed directory mtime now (unmount).
+func (f *FS) FlushDirs(ctx context.Context) {
+	f.dirs.mu.Lock()
+	var dirty []string
+	for p, st := range f.dirs.m {
+		if st.dirty {
+			dirty = append(dirty, p)
+		}
+	}
+	f.dirs.mu.Unlock()
+	for _, p := range dirty {
+		if err := f.flushDir(ctx, p); err != nil {
+			f.log.Warn("could not store a directory's mtime", "object", f.uri(p), "cause", err.Error())
+		}
+	}
+}
+
+// setDirMeta applies chmod, chown and utimes to a directory: the marker is
+// copied onto itself with its metadata replaced, or created with them. The
+// root keeps them in memory.
+func (f *FS) setDirMeta(ctx context.Context, prefix string, c attrChange) error {
+	f.dirs.mu.Lock()
+	st := f.dirStateLocked(prefix)
+	local := st.mtime
+	if prefix == "" {
+		st.attrs = c.apply(dirAttrsOr(st.attrs, f.opt.DirMode), f.opt.UID, f.opt.GID)
+		if c.setMtime {
+			st.mtime = time.Time{}
+		}
+		f.dirs.mu.Unlock()
+		return nil
+	}
+	f.dirs.mu.Unlock()
+	info, err := f.store.Head(ctx, prefix)
+	var a metadata.Attrs
+	meta := map[string]string{}
+	switch {
+	case err == nil:
+		meta = maps.Clone(info.Metadata)
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		a = keepMtime(metadata.ParseAttrs(meta), info.LastModified)
+	case isNotFound(err):
+		// A prefix-only directory gets a marker with its attributes.
+		a = metadata.Attrs{Mtime: f.started, HasMtime: true}
+	default:
+		return err
+	}
+	if !local.IsZero() {
+		a.Mtime, a.HasMtime = local, true
+	}
+	c.apply(dirAttrsOr(a, f.opt.DirMode), f.opt.UID, f.opt.GID).Apply(meta)
+	if err == nil {
+		_, err = f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag})
+	} else {
+		_, err = f.store.Put(ctx, prefix, nil, meta)
+	}
+	f.dirs.mu.Lock()
+	defer f.dirs.mu.Unlock()
+	st = f.dirStateLocked(prefix)
+	st.at = time.Time{}
+	if err == nil && st.mtime.Equal(local) {
+		st.mtime, st.dirty = time.Time{}, false
+	}
+	return err
+}
+
+// dirAttrsOr gives a directory without a stored mode the mount's, and a
+// stored mode the directory type.
+func dirAttrsOr(a metadata.Attrs, mode uint32) metadata.Attrs {
+	switch {
+	case !a.HasMode:
+		a.Mode = syscall.S_IFDIR | mode
+	case a.Mode&syscall.S_IFMT != syscall.S_IFDIR:
+		a.Mode = syscall.S_IFDIR | a.Mode&0o7777
+	}
+	a.HasMode = true
+	return a
+}
+
+// newDirAttrs are the attributes mkdir stores with a new marker.
+func newDirAttrs(mode uint32, now time.Time) metadata.Attrs {
+	return metadata.Attrs{Mode: syscall.S_IFDIR | mode&0o7777, HasMode: true, Mtime: now, HasMtime: true}
+}
+
+// renamedIn records a rename's change to the directories involved: both
+// parents' mtimes move, and what was known of a moved directory is dropped.
+func (f *FS) renamedIn(d *dirNode, newParent any, name, newName string, errno syscall.Errno) {
+	if errno != 0 {
+		return
+	}
+	f.forgetDir(d.prefix() + name + "/")
+	f.touchDir(d.prefix())
+	if nd, ok := newParent.(*dirNode); ok {
+		f.forgetDir(nd.prefix() + newName + "/")
+		if nd.prefix() != d.prefix() {
+			f.touchDir(nd.prefix())
+		}
+	}
+}
