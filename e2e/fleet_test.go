@@ -465,66 +465,87 @@ func newGate(p *testenv.FaultProxy, op string) *gate {
 }
 
 // TestFleetRace: an object another client overwrites while rewrap or
-// encrypt works on it (held deterministically at the proxy just before the
-// conditional write) is left as that client wrote it, and reported.
+// encrypt works on it is left as that client wrote it, and reported. The
+// overwrite happens while a request of the tool is held at a proxy: for
+// rewrap the KMS Encrypt that wraps the key anew (after the object was
+// read, before anything is written), for encrypt the conditional PutObject.
 func TestFleetRace(t *testing.T) {
 	w := newWorld(t)
+	setGO3InstructionEnv(t, w)
 	keyA, _ := w.KMS.NewKey(t)
 	keyB, _ := w.KMS.NewKey(t)
-	p := testenv.NewFaultProxy(t, w.S3.Endpoint, testenv.S3Op)
+	s3p := testenv.NewFaultProxy(t, w.S3.Endpoint, testenv.S3Op)
+	kmsp := testenv.NewFaultProxy(t, w.KMS.Endpoint, testenv.KMSOp)
 	go3, err := oracle.GO3(w.servers(), keyA, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	viaProxy := func(args ...string) (chan toolRun, *world) {
+	instr := oracle.FindGO1Writer("GO1-V2-kms+context-instruction")
+	viaProxies := func(args ...string) chan toolRun {
 		pw := *w
-		s := *w.S3
-		s.Endpoint = p.URL
-		pw.S3 = &s
+		pw.S3, pw.KMS = w.S3.Via(s3p), w.KMS.Via(kmsp)
 		done := make(chan toolRun, 1)
 		go func() { done <- pw.tool(t, keyA, args...) }()
-		return done, &pw
+		return done
 	}
 	for _, tc := range []struct {
-		name, op string
-		setup    func(key string)
-		args     []string
-		replace  func(key string) []byte // the other client's write; returns its plaintext
+		name  string
+		proxy *testenv.FaultProxy
+		op    string
+		args  []string
+		// put writes the object as the other client does.
+		put func(key string, plain []byte)
+		// first is the object's first version, as put makes it unless set.
+		first func(key string)
 	}{{
-		name: "rewrap", op: "CopyObject",
-		setup: func(key string) {
-			if err := oracle.GO3Put(bg, go3, w.Bucket, key, []byte("first"), nil); err != nil {
+		name: "rewrap", proxy: kmsp, op: "Encrypt",
+		args: []string{"rewrap", "--json", "--concurrency", "1", "--to-kms-key-id", keyB},
+		put: func(key string, plain []byte) {
+			if err := oracle.GO3Put(bg, go3, w.Bucket, key, plain, nil); err != nil {
 				t.Fatal(err)
 			}
 		},
-		args: []string{"rewrap", "--json", "--concurrency", "1", "--to-kms-key-id", keyB},
 	}, {
-		name: "encrypt", op: "PutObject",
-		setup: func(key string) { w.putRaw(t, key, []byte("first plaintext"), nil) },
+		name: "rewrap-instruction-file", proxy: kmsp, op: "Encrypt",
+		args: []string{"rewrap", "--json", "--concurrency", "1", "--to-kms-key-id", keyB},
+		put: func(key string, plain []byte) {
+			if err := instr.Put(bg, w.servers(), keyA, w.Bucket, key, plain); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}, {
+		name: "encrypt", proxy: s3p, op: "PutObject",
 		args:  []string{"encrypt", "--json", "--concurrency", "1"},
+		first: func(key string) { w.putRaw(t, key, []byte("first plaintext"), nil) },
+		put: func(key string, plain []byte) {
+			if err := oracle.GO3Put(bg, go3, w.Bucket, key, plain, nil); err != nil {
+				t.Fatal(err)
+			}
+		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			key := "race/" + tc.name
-			tc.setup(key)
-			g := newGate(p, tc.op)
-			defer p.Clear()
-			done, _ := viaProxy(append(tc.args, "s3://"+w.Bucket+"/"+key)...)
-			<-g.arrived
-			// The other client: a new encrypted version.
-			newPlain := []byte("second version, written meanwhile")
-			if err := oracle.GO3Put(bg, go3, w.Bucket, key, newPlain, nil); err != nil {
-				t.Fatal(err)
+			if tc.first != nil {
+				tc.first(key)
+			} else {
+				tc.put(key, []byte("first version"))
 			}
-			raw, _ := w.getRaw(t, key)
+			g := newGate(tc.proxy, tc.op)
+			defer tc.proxy.Clear()
+			done := viaProxies(append(tc.args, "s3://"+w.Bucket+"/"+key)...)
+			<-g.arrived
+			newPlain := []byte("second version, written meanwhile")
+			tc.put(key, newPlain)
+			raw, meta := w.getRaw(t, key)
 			close(g.release)
 			r := <-done
 			mustTool(t, r, 1)
 			if got := r.keysWith(t, "failed"); !slices.Equal(got, []string{key}) || !strings.Contains(r.stdout, "changed while") {
 				t.Fatalf("the race is not reported: %s", r.stdout)
 			}
-			after, _ := w.getRaw(t, key)
-			if !bytes.Equal(after, raw) {
-				t.Fatal("the other client's object was overwritten")
+			after, metaAfter := w.getRaw(t, key)
+			if !bytes.Equal(after, raw) || fmt.Sprint(meta) != fmt.Sprint(metaAfter) {
+				t.Fatal("the other client's object was rewritten")
 			}
 			got, err := oracle.GO3Get(bg, go3, w.Bucket, key)
 			if err != nil || !bytes.Equal(got, newPlain) {
