@@ -175,7 +175,7 @@ func (p *Progress) line() {
 	defer p.mu.Unlock()
 	el := time.Since(p.start)
 	rate := float64(p.done) / el.Seconds()
-	of := ""
+	of, eta := "", ""
 	if p.total >= 0 {
 		more := ""
 		if !p.listed {
@@ -183,12 +183,11 @@ func (p *Progress) line() {
 		}
 		of = fmt.Sprintf("/%d%s", p.total, more)
 		if p.listed && rate > 0 {
-			eta := time.Duration(float64(p.total-p.done) / rate * float64(time.Second))
-			of += fmt.Sprintf(", ETA %s", eta.Round(time.Second))
+			eta = fmt.Sprintf(", ETA %s", (time.Duration(float64(p.total-p.done) / rate * float64(time.Second))).Round(time.Second))
 		}
 	}
-	fmt.Fprintf(p.W, "csefs: %s %d%s objects, %s, %d changed, %d failed, %.0f objects/s, %s elapsed\n",
-		p.Verb, p.done, of, humanBytes(p.bytes), p.changed, p.failed, rate, el.Round(time.Second))
+	fmt.Fprintf(p.W, "csefs: %s %d%s objects, %s, %d changed, %d failed, %.0f objects/s, %s elapsed%s\n",
+		p.Verb, p.done, of, humanBytes(p.bytes), p.changed, p.failed, rate, el.Round(time.Second), eta)
 }
 
 // Finish stops the display and writes the summary.
