@@ -262,6 +262,10 @@ func (o *Options) run(ctx, stop context.Context, fn work) (Summary, error) {
 	go func() {
 		defer close(jobs)
 		listErr = o.walk(ctx, func(key string, size int64) error {
+			if err := stop.Err(); err != nil {
+				interrupted = true // checked first: select chooses at random
+				return err
+			}
 			select {
 			case jobs <- job{key, size}:
 				return nil
