@@ -628,3 +628,37 @@ func TestFleetRewrapKeyring(t *testing.T) {
 		m.Unmount(t)
 	}
 }
+
+// TestFleetProgress: on a terminal (script(1) gives the tool a pty) the
+// progress is a bar with the count, rate and ETA, cleared before each
+// report line; piped, there is no bar; both end with the summary.
+func TestFleetProgress(t *testing.T) {
+	needTool(t, "script")
+	w := newWorld(t)
+	for i := range 30 {
+		w.putRaw(t, fmt.Sprintf("pg/%02d", i), []byte("plain"), nil)
+	}
+	args := append([]string{csefsBin(t), "encrypt"}, w.s3Flags(w.KMS.KeyID)...)
+	args = append(args, "s3://"+w.Bucket+"/pg")
+	cmd := exec.Command("script", "-qefc", strings.Join(args, " "), "/dev/null")
+	cmd.Env = w.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("csefs encrypt on a pty: %v\n%s", err, out)
+	}
+	s := string(out)
+	// The bar (a spinner until the second listing has counted the objects).
+	for _, want := range []string{"\rencrypted", "objects/", "csefs: encrypted done: 30 objects checked, 30 changed"} {
+		if !strings.Contains(s, want) {
+			t.Fatalf("terminal output lacks %q:\n%q", want, s)
+		}
+	}
+	if strings.Count(s, "changed\ts3://") != 30 {
+		t.Fatalf("report lines missing on the terminal:\n%q", s)
+	}
+	r := w.tool(t, w.KMS.KeyID, "verify", "s3://"+w.Bucket+"/pg")
+	mustTool(t, r, 0)
+	if strings.Contains(r.stderr, "\r") || strings.Contains(r.stderr, "% |") || !strings.Contains(r.stderr, "csefs: verified done: 30 objects checked") {
+		t.Fatalf("piped progress: %q", r.stderr)
+	}
+}

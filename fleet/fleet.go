@@ -275,6 +275,9 @@ func (o *Options) run(ctx, stop context.Context, fn work) (Summary, error) {
 			}
 		})
 	}()
+	if o.Report != nil {
+		o.Report.progress = o.Progress
+	}
 	if o.Progress != nil {
 		o.Progress.begin()
 		go o.Progress.count(ctx, o)

@@ -41,15 +41,14 @@ type Description struct {
 // says whether each key unwraps); o.Unwrap may be nil otherwise.
 func Inspect(ctx, stop context.Context, o Options, unwrap bool) (Summary, error) {
 	rp := o.Report
+	rp.progress = o.Progress
 	o.Report = nil // Inspect writes its own records
 	return o.run(ctx, stop, func(ctx context.Context, key string, _ int64) Result {
 		d, err := o.describe(ctx, key, unwrap)
 		if rp.JSON {
 			rp.Record(d)
 		} else {
-			rp.mu.Lock()
-			fmt.Fprint(rp.W, d.text())
-			rp.mu.Unlock()
+			rp.write(func() { fmt.Fprint(rp.W, d.text()) })
 		}
 		if err != nil {
 			return Result{Status: StatusFailed, Error: err.Error(), Bytes: d.Size}

@@ -19,6 +19,23 @@ type Reporter struct {
 	JSON    bool
 	Verbose bool
 	mu      sync.Mutex
+	// progress, when it draws a bar on the same terminal, is cleared
+	// before each line so that lines and bar do not mix.
+	progress *Progress
+}
+
+// write runs fn, which writes to rp.W, with the bar out of the way.
+func (rp *Reporter) write(fn func()) {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if p := rp.progress; p != nil && p.Terminal {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.bar != nil {
+			p.bar.Clear()
+		}
+	}
+	fn()
 }
 
 // Result reports r if it is of note.
@@ -33,8 +50,6 @@ func (rp *Reporter) Result(r Result) {
 		rp.Record(r)
 		return
 	}
-	rp.mu.Lock()
-	defer rp.mu.Unlock()
 	line := fmt.Sprintf("%s\t%s", r.Status, r.URI)
 	if r.Detail != "" {
 		line += "\t" + r.Detail
@@ -42,18 +57,16 @@ func (rp *Reporter) Result(r Result) {
 	if r.Error != "" {
 		line += "\t" + r.Error
 	}
-	fmt.Fprintln(rp.W, line)
+	rp.write(func() { fmt.Fprintln(rp.W, line) })
 }
 
 // Record writes v as one JSON line.
 func (rp *Reporter) Record(v any) {
-	rp.mu.Lock()
-	defer rp.mu.Unlock()
 	b, err := json.Marshal(v)
 	if err != nil {
 		b = []byte(fmt.Sprintf(`{"error":%q}`, err.Error()))
 	}
-	rp.W.Write(append(b, '\n'))
+	rp.write(func() { rp.W.Write(append(b, '\n')) })
 }
 
 // Progress shows how far a run is: a bar (objects, bytes, rate, ETA) on a
