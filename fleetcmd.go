@@ -90,7 +90,7 @@ func fleetCommands() []*cli.Command {
 					return fleet.Summary{}, err
 				}
 				return fleet.Rewrap(ctx, stop, o, fleet.RewrapOptions{
-					Wrapper: t.Wrapper, WrapperV3: t.WrapperV3, IsTarget: t.IsTarget, Target: t.Name, DryRun: c.Bool("dry-run"),
+					Wrapper: t.Wrapper, IsTarget: t.IsTarget, Target: t.Name, DryRun: c.Bool("dry-run"),
 				})
 			})
 		},

@@ -662,3 +662,47 @@ func TestFleetProgress(t *testing.T) {
 		t.Fatalf("piped progress: %q", r.stderr)
 	}
 }
+
+// TestFleetRewrapLegacyKMS: objects with EMRFS's legacy kms wrap (a CBC
+// one from GO1's V1 client, a GCM one from a --kms-wrap kms mount) keep that
+// wrap under the new key, so EMRFS still reads them, and name the new key in
+// kms_cmk_id; an explicit --kms-wrap kms+context converts them.
+func TestFleetRewrapLegacyKMS(t *testing.T) {
+	w := newWorld(t)
+	keyA, _ := w.KMS.NewKey(t)
+	keyB, _ := w.KMS.NewKey(t)
+	if err := oracle.FindGO1Writer("GO1-V1-kms-CBC").Put(bg, w.servers(), keyA, w.Bucket, "legacy/cbc", []byte("emrfs cbc object")); err != nil {
+		t.Fatal(err)
+	}
+	m := w.mount(t, "legacy", "--kms-key-id", keyA, "--kms-wrap", "kms")
+	if err := os.WriteFile(m.path("gcm"), []byte("emrfs gcm object"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.Unmount(t)
+	mustTool(t, w.tool(t, keyA, "rewrap", "--to-kms-key-id", keyB, "s3://"+w.Bucket+"/legacy/"), 0)
+	if _, err := w.KMS.Client(t).DisableKey(bg, &kms.DisableKeyInput{KeyId: aws.String(keyA)}); err != nil {
+		t.Fatal(err)
+	}
+	go3, err := oracle.GO3(w.servers(), keyB, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{"legacy/cbc": "emrfs cbc object", "legacy/gcm": "emrfs gcm object"} {
+		env := storedEnvelope(t, w, key, false)
+		if env.Key.WrapAlg != "kms" || env.Key.MatDesc["kms_cmk_id"] != keyB {
+			t.Fatalf("%s after rewrap: wrap %s, matdesc %v; want kms naming %s", key, env.Key.WrapAlg, env.Key.MatDesc, keyB)
+		}
+		if got, err := oracle.GO3Get(bg, go3, w.Bucket, key); err != nil || string(got) != want {
+			t.Fatalf("%s: GO3 (legacy) after rewrap: %q %v", key, got, err)
+		}
+	}
+	r := w.tool(t, keyB, "rewrap", "--json", "--kms-wrap", "kms+context", "--to-kms-key-id", keyB, "s3://"+w.Bucket+"/legacy/")
+	mustTool(t, r, 0)
+	if got := r.keysWith(t, "changed"); len(got) != 2 {
+		t.Fatalf("--kms-wrap kms+context converted %v", got)
+	}
+	if env := storedEnvelope(t, w, "legacy/gcm", false); env.Key.WrapAlg != "kms+context" {
+		t.Fatalf("converted wrap is %s", env.Key.WrapAlg)
+	}
+	mustTool(t, w.tool(t, keyB, "verify", "s3://"+w.Bucket+"/legacy/"), 0)
+}

@@ -103,7 +103,7 @@ func TestFleetLocal(t *testing.T) {
 	}
 	_, before := read(t, s, "d/05")
 
-	ro := RewrapOptions{Wrapper: b, Target: "b", IsTarget: func(w cse.WrappedKey, _ string) bool { return w.MatDesc[cse.KeyNameKey] == "b" }}
+	ro := RewrapOptions{Wrapper: func(cse.WrappedKey, int) cse.KeyWrapper { return b }, Target: "b", IsTarget: func(w cse.WrappedKey, _ string) bool { return w.MatDesc[cse.KeyNameKey] == "b" }}
 	out.Reset()
 	if sum, err := Rewrap(ctx, ctx, options(s, &out, a, b), ro); err != nil || sum.Changed != 20 {
 		t.Fatalf("rewrap: %+v %v\n%s", sum, err, out.String())

@@ -14,11 +14,10 @@ import (
 
 // RewrapOptions say what Rewrap wraps the data keys under.
 type RewrapOptions struct {
-	// Wrapper wraps a data key under the target key.
-	Wrapper cse.KeyWrapper
-	// WrapperV3 is the wrapper for V3 objects, when Wrapper writes a wrap
-	// V3 cannot store (the legacy kms wrap); nil: Wrapper.
-	WrapperV3 cse.KeyWrapper
+	// Wrapper returns what wraps the data key of an object of the given
+	// envelope version, now wrapped as old, under the target key (the
+	// target may keep an object's own wrapping: EMRFS's legacy kms).
+	Wrapper func(old cse.WrappedKey, version int) cse.KeyWrapper
 	// IsTarget reports whether a stored key is already under the target:
 	// its wrapping and materials description, and kmsKeyARN, the KMS key
 	// that unwrapped it ("" for local keys).
@@ -100,11 +99,7 @@ func (o *Options) rewrapObject(ctx context.Context, obj *object, ro RewrapOption
 	} else if n := env.Key.MatDesc[cse.KeyNameKey]; n != "" {
 		from += " " + n
 	}
-	wrapper := ro.Wrapper
-	if env.Version == 3 && ro.WrapperV3 != nil {
-		wrapper = ro.WrapperV3
-	}
-	w, err := wrapper.WrapKey(ctx, dk, cse.KeyRequest{
+	w, err := ro.Wrapper(env.Key, env.Version).WrapKey(ctx, dk, cse.KeyRequest{
 		CEKAlg: env.Key.CEKAlg, MatDesc: callerMatDesc(env.Key.MatDesc),
 		Object: o.URI + obj.info.Key, Key: obj.info.Key,
 	})

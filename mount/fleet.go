@@ -205,15 +205,17 @@ func (f *Fleet) EnableKMSUnwrap(ctx context.Context, keyID string) error {
 	return nil
 }
 
-// RewrapTarget is the key rewrap wraps under.
+// RewrapTarget is the key rewrap wraps under (fleet.RewrapOptions).
 type RewrapTarget struct {
-	Wrapper, WrapperV3 cse.KeyWrapper
-	IsTarget           func(w cse.WrappedKey, kmsKeyARN string) bool
-	Name               string
+	Wrapper  func(old cse.WrappedKey, version int) cse.KeyWrapper
+	IsTarget func(w cse.WrappedKey, kmsKeyARN string) bool
+	Name     string
 }
 
-// KMSTarget is the target KMS key keyID (with --kms-wrap's wrapping; V3
-// objects always get kms+context).
+// KMSTarget is the target KMS key keyID. Each object keeps its own KMS
+// wrapping (EMRFS's legacy kms stays kms, so EMRFS still reads it) unless
+// --kms-wrap is given; other objects get --kms-wrap's (kms+context by
+// default). V3 objects always get kms+context, the only KMS wrap V3 stores.
 func (f *Fleet) KMSTarget(ctx context.Context, keyID string) (*RewrapTarget, error) {
 	kc, err := f.kmsClient(ctx)
 	if err != nil {
@@ -224,30 +226,41 @@ func (f *Fleet) KMSTarget(ctx context.Context, keyID string) (*RewrapTarget, err
 		return nil, fmt.Errorf("--to-kms-key-id %s: %w", keyID, err)
 	}
 	arn := aws.ToString(out.KeyMetadata.Arn)
-	wrap := f.cfg.KMSWrap
-	p, err := cse.NewKMSProvider(ctx, kc, keyID, cse.KMSOptions{Wrap: wrap})
-	if err != nil {
-		return nil, fmt.Errorf("--to-kms-key-id: %w", err)
+	byWrap := map[string]cse.KeyWrapper{}
+	for _, wrap := range []string{cse.WrapKMSContext, cse.WrapKMS} {
+		p, err := cse.NewKMSProvider(ctx, kc, keyID, cse.KMSOptions{Wrap: wrap})
+		if err != nil {
+			return nil, fmt.Errorf("--to-kms-key-id: %w", err)
+		}
+		byWrap[wrap] = p
 	}
 	if err := f.EnableKMSUnwrap(ctx, keyID); err != nil {
 		return nil, err
 	}
-	t := &RewrapTarget{Wrapper: p, Name: "KMS key " + arn}
-	if wrap == cse.WrapKMS {
-		if t.WrapperV3, err = cse.NewKMSProvider(ctx, kc, keyID, cse.KMSOptions{Wrap: cse.WrapKMSContext}); err != nil {
-			return nil, err
+	explicit := f.cfg.IsSet != nil && f.cfg.IsSet("kms-wrap")
+	wrapFor := func(old cse.WrappedKey, version int) string {
+		switch {
+		case version == 3:
+			return cse.WrapKMSContext
+		case !explicit && (old.WrapAlg == cse.WrapKMS || old.WrapAlg == cse.WrapKMSContext):
+			return old.WrapAlg
 		}
+		return f.cfg.KMSWrap
 	}
-	t.IsTarget = func(w cse.WrappedKey, by string) bool {
-		if by == "" || (by != arn && by != keyID) {
-			return false
-		}
-		if w.CEKAlg == cse.CEKAlgGCMCommit {
-			return w.WrapAlg == cse.WrapKMSContext
-		}
-		return w.WrapAlg == wrap
-	}
-	return t, nil
+	return &RewrapTarget{
+		Name:    "KMS key " + arn,
+		Wrapper: func(old cse.WrappedKey, version int) cse.KeyWrapper { return byWrap[wrapFor(old, version)] },
+		IsTarget: func(w cse.WrappedKey, by string) bool {
+			if by == "" || (by != arn && by != keyID) {
+				return false
+			}
+			v := 2
+			if w.CEKAlg == cse.CEKAlgGCMCommit {
+				v = 3
+			}
+			return w.WrapAlg == wrapFor(w, v)
+		},
+	}, nil
 }
 
 // KeyringTarget is key name of the keyring file path (its encrypt_with key
@@ -281,7 +294,7 @@ func (f *Fleet) KeyringTarget(ctx context.Context, path, name string) (*RewrapTa
 	if !ok {
 		return nil, fmt.Errorf("--to-keyring %s: key %q cannot wrap", path, name)
 	}
-	t := &RewrapTarget{Wrapper: kw, Name: fmt.Sprintf("keyring key %q", name)}
+	t := &RewrapTarget{Wrapper: func(cse.WrappedKey, int) cse.KeyWrapper { return kw }, Name: fmt.Sprintf("keyring key %q", name)}
 	t.IsTarget = func(w cse.WrappedKey, _ string) bool {
 		return w.MatDesc[cse.KeyNameKey] == name && w.WrapAlg != cse.WrapV1
 	}
