@@ -44,6 +44,9 @@ func Encrypt(ctx, stop context.Context, o Options, eo EncryptOptions) (Summary, 
 	}
 	return o.run(ctx, stop, func(ctx context.Context, key string, _ int64) Result {
 		obj, err := resolve(ctx, o.Store, key)
+		if gone(err) {
+			return Result{Status: StatusSkipped, Detail: "deleted since listed"}
+		}
 		if err != nil {
 			return failed(err)
 		}

@@ -45,6 +45,9 @@ var errChanged = errors.New("the object changed while this ran: left alone (run 
 func Rewrap(ctx, stop context.Context, o Options, ro RewrapOptions) (Summary, error) {
 	return o.run(ctx, stop, func(ctx context.Context, key string, _ int64) Result {
 		obj, err := resolve(ctx, o.Store, key)
+		if gone(err) {
+			return Result{Status: StatusSkipped, Detail: "deleted since listed"}
+		}
 		if err != nil {
 			return failed(err)
 		}
