@@ -86,6 +86,7 @@ type Progress struct {
 	total       int64 // objects listed by count; -1 while unknown
 	totalBytes  int64
 	listed      bool // the count is complete
+	finished    bool // Finish was called: draw nothing more
 	bar         *progressbar.ProgressBar
 	stop        chan struct{}
 	stopped     sync.WaitGroup
@@ -156,7 +157,7 @@ func (p *Progress) setTotal(n, b int64, complete bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.total, p.totalBytes, p.listed = n, b, complete
-	if p.bar != nil && complete {
+	if p.bar != nil && complete && !p.finished {
 		p.bar.ChangeMax64(n)
 	}
 }
@@ -210,9 +211,12 @@ func (p *Progress) Finish(s Summary) {
 	}
 	close(p.stop)
 	p.stopped.Wait()
+	p.mu.Lock()
+	p.finished = true
 	if p.bar != nil {
 		p.bar.Finish()
 	}
+	p.mu.Unlock()
 	state := "done"
 	if s.Interrupted {
 		state = "interrupted (run again to finish)"
