@@ -130,6 +130,13 @@ func TestFleetVerify(t *testing.T) {
 	if err := oracle.GO3Put(bg, go3, w.Bucket, "mix/go3", plain[:70000], nil); err != nil {
 		t.Fatal(err)
 	}
+	go4, err := oracle.GO4(w.servers(), w.KMS.KeyID, oracle.GO4RequireEncryptRequireDecrypt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := oracle.GO4Put(bg, go4, w.Bucket, "mix/go4-v3", plain[:9000], nil); err != nil {
+		t.Fatal(err)
+	}
 	for _, name := range []string{"GO1-V1-kms-CBC", "GO1-V2-kms+context-instruction"} {
 		if err := oracle.FindGO1Writer(name).Put(bg, w.servers(), w.KMS.KeyID, w.Bucket, "mix/"+name, plain[:5000]); err != nil {
 			t.Fatal(err)
@@ -139,13 +146,13 @@ func TestFleetVerify(t *testing.T) {
 
 	r := w.tool(t, w.KMS.KeyID, "verify", "--json", "--verbose", "s3://"+w.Bucket+"/mix")
 	mustTool(t, r, 0)
-	if got := r.keysWith(t, "ok"); len(got) != 6 {
-		t.Fatalf("verified %v, want the 6 encrypted objects\n%s", got, r.stdout)
+	if got := r.keysWith(t, "ok"); len(got) != 7 {
+		t.Fatalf("verified %v, want the 7 encrypted objects\n%s", got, r.stdout)
 	}
 	if got := r.keysWith(t, "skipped"); !slices.Equal(got, []string{"mix/plain"}) {
 		t.Fatalf("skipped %v, want the plaintext object", got)
 	}
-	if !strings.Contains(r.stderr, "7 objects checked, 0 changed, 1 skipped, 0 failed") {
+	if !strings.Contains(r.stderr, "8 objects checked, 0 changed, 1 skipped, 0 failed") {
 		t.Fatalf("summary missing:\n%s", r.stderr)
 	}
 
@@ -163,6 +170,7 @@ func TestFleetVerify(t *testing.T) {
 		"mix/csefs-big": "V2 AES-GCM|object-metadata", "mix/instr/csefs-instr": "V2 AES-GCM|instruction-file",
 		"mix/GO1-V1-kms-CBC": "V2 AES-CBC (unauthenticated)|object-metadata", "mix/plain": "plaintext|<nil>",
 		"mix/GO1-V2-kms+context-instruction": "V2 AES-GCM|instruction-file",
+		"mix/go4-v3":                         "V3 AES-GCM key-committing (suite 115)|object-metadata",
 	}
 	for k, v := range want {
 		if formats[k] != v {
@@ -190,6 +198,17 @@ func TestFleetVerify(t *testing.T) {
 		if res["error"] == nil || res["error"] == "" {
 			t.Errorf("failure of %s has no cause: %v", res["key"], res)
 		}
+	}
+	// A damaged V3 key commitment.
+	body, meta = w.getRaw(t, "mix/go4-v3")
+	d := []byte(meta[metadata.KeyV3Commitment])
+	d[3] = map[bool]byte{true: 'B', false: 'A'}[d[3] == 'A']
+	meta[metadata.KeyV3Commitment] = string(d)
+	w.putRaw(t, "mix/go4-v3", body, meta)
+	r = w.tool(t, w.KMS.KeyID, "verify", "s3://"+w.Bucket+"/mix/go4-v3")
+	mustTool(t, r, 1)
+	if !strings.Contains(r.stdout, "key commitment") {
+		t.Fatalf("damaged commitment reported as %q", r.stdout)
 	}
 	// One object by key.
 	mustTool(t, w.tool(t, w.KMS.KeyID, "verify", "s3://"+w.Bucket+"/mix/csefs-big"), 0)
