@@ -243,8 +243,9 @@ func drain(r io.Reader) (int64, error) {
 type work func(ctx context.Context, key string, size int64) Result
 
 // run lists the target and applies fn to every object, Concurrency at a
-// time. Stopping stop ends the dispatch of new objects; ctx (never
-// cancelled by an interrupt) carries the objects in flight.
+// time. Stopping stop ends the dispatch of new objects; ctx carries the
+// objects in flight (cancelling it abandons them: each one's write is
+// conditional and atomic, so an object is left old or new).
 func (o *Options) run(ctx, stop context.Context, fn work) (Summary, error) {
 	start := time.Now()
 	n := o.Concurrency
