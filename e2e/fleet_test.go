@@ -770,3 +770,46 @@ func TestFleetLocalDir(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetRewrapAbort: a second SIGINT abandons the objects in flight;
+// every object is still whole (under the old key or the new), and a new run
+// finishes.
+func TestFleetRewrapAbort(t *testing.T) {
+	w := newWorld(t)
+	keyA, _ := w.KMS.NewKey(t)
+	keyB, _ := w.KMS.NewKey(t)
+	for i := range 100 {
+		w.putRaw(t, fmt.Sprintf("q/%03d", i), randBytes(t, 3000), nil)
+	}
+	mustTool(t, w.tool(t, keyA, "encrypt", "s3://"+w.Bucket+"/q"), 0)
+	args := append([]string{"rewrap"}, w.s3Flags(keyA)...)
+	args = append(args, "--concurrency", "8", "--to-kms-key-id", keyB, "s3://"+w.Bucket+"/q")
+	cmd := exec.Command(csefsBin(t), args...)
+	cmd.Env = w.env
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	n := 0
+	for sc.Scan() {
+		if n++; n == 10 {
+			cmd.Process.Signal(syscall.SIGINT)
+			cmd.Process.Signal(syscall.SIGINT)
+		}
+	}
+	var ee *exec.ExitError
+	if err := cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("aborted rewrap: %v, want exit 130", err)
+	}
+	mustTool(t, w.tool(t, keyA, "verify", "s3://"+w.Bucket+"/q"), 0)
+	mustTool(t, w.tool(t, keyA, "rewrap", "--to-kms-key-id", keyB, "s3://"+w.Bucket+"/q"), 0)
+	r := w.tool(t, keyB, "rewrap", "--to-kms-key-id", keyB, "s3://"+w.Bucket+"/q")
+	mustTool(t, r, 0)
+	if !strings.Contains(r.stderr, "100 objects checked, 0 changed, 100 skipped") {
+		t.Fatalf("after the aborted run and a new one: %s", r.stderr)
+	}
+}
