@@ -82,6 +82,10 @@ type Summary struct {
 // ErrFailed is returned by a tool when at least one object failed.
 var ErrFailed = errors.New("fleet: some objects failed")
 
+// ErrNothing: the target names no object and no prefix with objects (a
+// typo, most likely); the whole bucket or directory may be empty.
+var ErrNothing = errors.New("no such object, and no objects under that prefix")
+
 // ErrInterrupted is returned when a run was stopped before the end.
 var ErrInterrupted = errors.New("fleet: interrupted")
 
@@ -322,6 +326,8 @@ func (o *Options) run(ctx, stop context.Context, fn work) (Summary, error) {
 		return sum, ErrInterrupted
 	case listErr != nil:
 		return sum, fmt.Errorf("listing %s%s: %w", o.URI, o.Path, listErr)
+	case sum.Checked == 0 && o.Path != "":
+		return sum, fmt.Errorf("%s%s: %w", o.URI, o.Path, ErrNothing)
 	case sum.Failed > 0:
 		return sum, ErrFailed
 	}

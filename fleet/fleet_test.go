@@ -159,3 +159,24 @@ func TestFleetStop(t *testing.T) {
 		t.Fatalf("run after the stop: %+v %v", sum, err)
 	}
 }
+
+// TestFleetNothing: a target naming nothing is an error, not an empty
+// success.
+func TestFleetNothing(t *testing.T) {
+	ctx := context.Background()
+	s, err := objectstore.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, "dir/a", []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	var out collect
+	o := options(s, &out)
+	for path, want := range map[string]error{"dri": ErrNothing, "dir/b": ErrNothing, "dir": nil, "dir/a": nil, "": nil} {
+		o.Path = path
+		if _, err := Verify(ctx, ctx, o); !errors.Is(err, want) {
+			t.Errorf("verify %q: %v, want %v", path, err, want)
+		}
+	}
+}
