@@ -578,3 +578,42 @@ func TestNonEmptyMountpoint(t *testing.T) {
 		t.Errorf("the mount shows the hidden file: %v", err)
 	}
 }
+
+// TestCreatorOwnsNewFiles: on an --allow-other mount, a file, directory,
+// symlink and fifo another user creates belong to that user (also after a
+// remount), so the kernel lets that user chmod them and refuses others.
+func TestCreatorOwnsNewFiles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a command as another user")
+	}
+	w := newWorld(t)
+	m := w.mount(t, "", "--allow-other")
+	reachable(t, m)
+	if err := os.Mkdir(m.path("pub"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(m.path("pub"), 0o777); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	d := m.path("pub")
+	script := "cd " + d + " && echo x > f && mkdir dir && ln -s f l && mkfifo p && chmod 600 f"
+	if out, err := asNobody(t, script); err != nil {
+		t.Fatalf("as nobody: %v\n%s", err, out)
+	}
+	check := func(m *mounted) {
+		t.Helper()
+		for _, name := range []string{"f", "dir", "l", "p"} {
+			if st := statT(t, m.path("pub", name)); st.Uid != 65534 || st.Gid != 65534 {
+				t.Errorf("%s made by nobody is owned by %d:%d", name, st.Uid, st.Gid)
+			}
+		}
+	}
+	check(m)
+	m.Unmount(t)
+	m = w.mount(t, "", "--allow-other")
+	reachable(t, m)
+	check(m)
+	if out, err := asNobody(t, "cat "+m.path("pub", "f")); err != nil || out != "x" {
+		t.Errorf("nobody reading its own 0600 file: %q, %v", out, err)
+	}
+}

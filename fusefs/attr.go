@@ -254,3 +254,16 @@ func (n *fileNode) stagePendingAttrs() {
 	n.stageAttrs = c.apply(n.stageAttrs, f.opt.UID, f.opt.GID)
 	n.mu.Unlock()
 }
+
+// withCreator records the calling process as the owner of a new file,
+// directory or special file, as POSIX has it (the creator's uid and gid),
+// when that differs from the mount's --uid and --gid; otherwise nothing is
+// stored and the defaults show.
+func (f *FS) withCreator(ctx context.Context, a metadata.Attrs) metadata.Attrs {
+	c, ok := fuse.FromContext(ctx)
+	if !ok || (c.Uid == f.opt.UID && c.Gid == f.opt.GID) {
+		return a
+	}
+	a.UID, a.GID, a.HasOwner = c.Uid, c.Gid, true
+	return a
+}

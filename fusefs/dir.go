@@ -444,7 +444,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	key := childKey(d.prefix(), name)
 	n := newFileNode(f, key)
-	w, err := f.newWriter(ctx, n, fileAttrs(mode), true, flags&syscall.O_ACCMODE == syscall.O_RDWR)
+	w, err := f.newWriter(ctx, n, f.withCreator(ctx, fileAttrs(mode)), true, flags&syscall.O_ACCMODE == syscall.O_RDWR)
 	if err != nil {
 		f.dirChanged(d.prefix())
 		return nil, nil, 0, f.logErr("create", key, err)
@@ -477,7 +477,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	}
 	now := time.Now()
 	meta := map[string]string{}
-	newDirAttrs(mode, now).Apply(meta)
+	f.withCreator(ctx, newDirAttrs(mode, now)).Apply(meta)
 	info, err := f.store.Put(ctx, key+"/", nil, meta)
 	if err != nil {
 		f.dirChanged(d.prefix())

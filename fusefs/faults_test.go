@@ -15,6 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/metadata"
 	"github.com/csefs/csefs/objectstore"
 	"github.com/csefs/csefs/objectstore/faultstore"
 )
@@ -234,5 +235,63 @@ func TestFaultStoreLoseReply(t *testing.T) {
 	rc.Close()
 	if string(b) != "v" {
 		t.Fatalf("applied %q", b)
+	}
+}
+
+// TestRenameInstructionFileRacesOverwrite: a rename in instruction-file mode
+// copies the object (pinned to the version it looked at), then its
+// instruction file. An overwrite that lands between the two must not pair
+// the old body with the new version's instruction file at the destination
+// (and then delete the source): the instruction file's copy is pinned to the
+// ETag that was read, so the rename fails with ESTALE, leaves no destination,
+// and the source keeps the new version.
+func TestRenameInstructionFileRacesOverwrite(t *testing.T) {
+	ctx := context.Background()
+	st, err := objectstore.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fst := faultstore.New(st)
+	p, err := cse.NewKeyringProvider([]cse.MasterKey{{Name: "k", AES: bytes.Repeat([]byte{7}, 32)}}, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, root, err := New(Options{
+		Store: fst, Provider: p, StorageMode: InstructionFile, URIPrefix: "file:///test/", StagingDir: t.TempDir(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := root.(*dirNode)
+	writeObj(t, f, "a", []byte("version one"))
+	gate := fst.GateNext(faultstore.Copy, metadata.InstructionKey("b")) // keyed by the destination
+	done := make(chan syscall.Errno, 1)
+	go func() { done <- d.Rename(ctx, "a", d, "b", 0) }()
+	select {
+	case <-gate.Entered():
+	case errno := <-done:
+		t.Fatalf("rename ended (%v) before copying the instruction file", errno)
+	case <-time.After(time.Minute):
+		t.Fatal("rename never reached the instruction file's copy")
+	}
+	writeObj(t, f, "a", []byte("version two, longer"))
+	gate.Release()
+	var errno syscall.Errno
+	select {
+	case errno = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("rename hangs")
+	}
+	if errno != syscall.ESTALE {
+		t.Errorf("rename over a racing overwrite: %v, want ESTALE", errno)
+	}
+	if got := readObj(t, f, "a"); string(got) != "version two, longer" {
+		t.Errorf("source after the race: %q", got)
+	}
+	for _, k := range []string{"b", metadata.InstructionKey("b")} {
+		if _, err := st.Head(ctx, k); !errors.Is(err, objectstore.ErrNotFound) {
+			t.Errorf("%s after the failed rename: %v, want not found", k, err)
+		}
 	}
 }

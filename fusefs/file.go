@@ -93,7 +93,7 @@ func (n *fileNode) removeWriter(w *writeHandle) {
 }
 
 // streaming returns the size and mode of a streaming upload in progress.
-func (n *fileNode) streaming() (int64, uint32, bool) {
+func (n *fileNode) streaming() (int64, metadata.Attrs, bool) {
 	n.mu.Lock()
 	ws := make([]*writeHandle, 0, len(n.writers))
 	for w := range n.writers {
@@ -101,11 +101,11 @@ func (n *fileNode) streaming() (int64, uint32, bool) {
 	}
 	n.mu.Unlock()
 	for _, w := range ws {
-		if size, mode, ok := w.status(); ok {
-			return size, mode, true
+		if size, attrs, ok := w.status(); ok {
+			return size, attrs, true
 		}
 	}
-	return 0, 0, false
+	return 0, metadata.Attrs{}, false
 }
 
 // stageFile returns the node's staging file; a handle in stage mode holds a
@@ -320,15 +320,15 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 
 func (n *fileNode) getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	f := n.fsys
-	if size, mode, ok := n.streaming(); ok {
-		f.pendingAttr(&out.Attr, size, mode)
+	if size, attrs, ok := n.streaming(); ok {
+		f.pendingAttr(&out.Attr, size, attrs)
 		return 0
 	}
 	if sf := n.stageFile(); sf != nil {
 		n.mu.Lock()
-		mode := n.stageAttrs.Mode & 0o7777
+		attrs := n.stageAttrs
 		n.mu.Unlock()
-		f.pendingAttr(&out.Attr, sf.Size(), mode)
+		f.pendingAttr(&out.Attr, sf.Size(), attrs)
 		return 0
 	}
 	if r, ok := fh.(*readHandle); ok {
@@ -348,12 +348,19 @@ func (n *fileNode) getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	return 0
 }
 
-// pendingAttr fills the attributes of a file with changes not yet uploaded;
-// mode is its permission bits, 0000 included.
-func (f *FS) pendingAttr(a *fuse.Attr, size int64, mode uint32) {
+// pendingAttr fills the attributes of a file with changes not yet uploaded,
+// from the attributes its new version will carry (a mode of 0000 included).
+func (f *FS) pendingAttr(a *fuse.Attr, size int64, attrs metadata.Attrs) {
+	mode := f.opt.FileMode
+	if attrs.HasMode {
+		mode = attrs.Mode & 0o7777
+	}
 	a.Mode = syscall.S_IFREG | mode
 	a.Nlink = 1
 	a.Uid, a.Gid = f.opt.UID, f.opt.GID
+	if attrs.HasOwner {
+		a.Uid, a.Gid = attrs.UID, attrs.GID
+	}
 	a.Size = uint64(size)
 	a.Blocks = (a.Size + 511) / 512
 	a.Blksize = 1 << 20
@@ -364,11 +371,8 @@ func (f *FS) pendingAttr(a *fuse.Attr, size int64, mode uint32) {
 
 // fillAttr fills the attributes of a node that is being created.
 func (n *fileNode) fillAttr(a *fuse.Attr) {
-	size, mode, ok := n.streaming()
-	if !ok {
-		mode = n.fsys.opt.FileMode
-	}
-	n.fsys.pendingAttr(a, size, mode)
+	size, attrs, _ := n.streaming()
+	n.fsys.pendingAttr(a, size, attrs)
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {

@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -174,5 +175,41 @@ func TestSecondMvDoesNotNest(t *testing.T) {
 	writeObj(t, f, "z", []byte("z"))
 	if errno := root.Rename(ctx, "z", root, "zz", 0); errno != 0 {
 		t.Errorf("unrelated rename: %v", errno)
+	}
+}
+
+func TestOwnerState(t *testing.T) {
+	me := SelfOwner()
+	if me.Boot == "" || me.PidNS == "" || me.Start == "" {
+		t.Fatalf("SelfOwner %+v lacks boot, pid namespace or start time", me)
+	}
+	parent := me
+	parent.PID, parent.Start = os.Getppid(), procStart(os.Getppid())
+	reused := parent
+	reused.Start = "1"
+	rebooted := me
+	rebooted.Boot = "another-boot"
+	elsewhere := me
+	elsewhere.Host, elsewhere.Machine, elsewhere.Boot = "elsewhere", "m2", "b2"
+	container := me
+	container.PidNS = "pid:[1]"
+	cloned := rebooted
+	cloned.Host = "clone"
+	for _, tc := range []struct {
+		name string
+		o    Owner
+		want OwnerState
+	}{
+		{"self", me, OwnerSelf},
+		{"running", parent, OwnerAlive},
+		{"pid reused", reused, OwnerDead},
+		{"rebooted", rebooted, OwnerDead},
+		{"other machine", elsewhere, OwnerUnknown},
+		{"other pid namespace", container, OwnerUnknown},
+		{"same machine-id, other host and boot", cloned, OwnerUnknown},
+	} {
+		if got := tc.o.State(); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

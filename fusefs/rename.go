@@ -266,13 +266,15 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) 
 			return err
 		}
 	}
-	// Pinned to the version that was looked at: a newer src written
-	// meanwhile is not moved under an old envelope, nor deleted below.
+	// Pinned to the version that was looked at (a newer src written
+	// meanwhile fails the copy with ESTALE), and so is the instruction
+	// file's copy. The deletes below are not conditional: S3 has no
+	// conditional DELETE for an ETag on unversioned buckets.
 	if _, err := f.store.Copy(ctx, src, dst, objectstore.CopyOptions{IfMatch: o.info.ETag}); err != nil {
 		return err
 	}
 	if o.instr {
-		if _, err := f.store.Copy(ctx, metadata.InstructionKey(src), metadata.InstructionKey(dst), objectstore.CopyOptions{}); err != nil {
+		if _, err := f.store.Copy(ctx, metadata.InstructionKey(src), metadata.InstructionKey(dst), objectstore.CopyOptions{IfMatch: o.instrETag}); err != nil {
 			// dst without its envelope is unreadable: take it away; the
 			// source is intact.
 			if derr := f.store.Delete(context.WithoutCancel(ctx), dst); derr != nil {

@@ -101,7 +101,7 @@ func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, rdev uint
 	} else if k != entryNone {
 		return nil, syscall.EEXIST
 	}
-	u, err := f.beginUpload(ctx, key, attrs)
+	u, err := f.beginUpload(ctx, key, f.withCreator(ctx, attrs))
 	if err != nil {
 		return nil, f.logErr("mknod", key, err)
 	}

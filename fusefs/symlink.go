@@ -97,7 +97,7 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 	} else if k != entryNone {
 		return nil, syscall.EEXIST
 	}
-	o, err := f.putSymlink(ctx, key, target)
+	o, err := f.putSymlink(ctx, key, target, f.withCreator(ctx, symlinkAttrs()))
 	if err != nil {
 		return nil, f.logErr("symlink", key, err)
 	}
@@ -107,8 +107,8 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 }
 
 // putSymlink uploads a symlink object through the ordinary upload path.
-func (f *FS) putSymlink(ctx context.Context, key, target string) (*object, error) {
-	u, err := f.beginUpload(ctx, key, symlinkAttrs())
+func (f *FS) putSymlink(ctx context.Context, key, target string, attrs metadata.Attrs) (*object, error) {
+	u, err := f.beginUpload(ctx, key, attrs)
 	if err != nil {
 		return nil, err
 	}

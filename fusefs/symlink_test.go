@@ -16,7 +16,7 @@ func TestSymlinkRoundTrip(t *testing.T) {
 		ctx := context.Background()
 		f, _, st := newTestFS(t, ObjectMetadata, encrypt)
 		for _, target := range []string{"x", "../a/b c", strings.Repeat("d/", 2000)} {
-			if _, err := f.putSymlink(ctx, "l", target); err != nil {
+			if _, err := f.putSymlink(ctx, "l", target, symlinkAttrs()); err != nil {
 				t.Fatal(err)
 			}
 			meta := rawMeta(t, st, "l")
@@ -45,7 +45,7 @@ func TestSymlinkRoundTrip(t *testing.T) {
 func TestSymlinkTampered(t *testing.T) {
 	ctx := context.Background()
 	f, _, st := newTestFS(t, ObjectMetadata, true)
-	if _, err := f.putSymlink(ctx, "l", "target"); err != nil {
+	if _, err := f.putSymlink(ctx, "l", "target", symlinkAttrs()); err != nil {
 		t.Fatal(err)
 	}
 	body := getBody(t, st, "l")
@@ -62,7 +62,7 @@ func TestSymlinkTampered(t *testing.T) {
 func TestSymlinkSetattr(t *testing.T) {
 	ctx := context.Background()
 	f, _, st := newTestFS(t, ObjectMetadata, true)
-	if _, err := f.putSymlink(ctx, "l", "t"); err != nil {
+	if _, err := f.putSymlink(ctx, "l", "t", symlinkAttrs()); err != nil {
 		t.Fatal(err)
 	}
 	var out fuse.AttrOut

@@ -169,15 +169,15 @@ func (w *writeHandle) restage(ctx context.Context) error {
 	return nil
 }
 
-// status reports the size and mode bits a stat should show.
-func (w *writeHandle) status() (size int64, mode uint32, ok bool) {
+// status reports the size and attributes a stat should show.
+func (w *writeHandle) status() (size int64, attrs metadata.Attrs, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
 	case w.mode == modeStream && !w.done:
-		return w.up.written, w.attrs.Mode & 0o7777, true
+		return w.up.written, w.attrs, true
 	}
-	return 0, 0, false
+	return 0, metadata.Attrs{}, false
 }
 
 func (w *writeHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {

@@ -66,15 +66,16 @@ type Config struct {
 	FileMode      uint32
 	DirMode       uint32
 
-	StagingDir string // encrypted staging files of non-sequential writes
+	StagingDir   string // encrypted staging files of non-sequential writes
+	StagingLimit int64  // bound on their total size (ENOSPC past it)
 	// CacheDir, if set, is the encrypted persistent read cache (package
 	// cache), bounded by CacheSize.
 	CacheDir  string
 	CacheSize int64
+
 	// AllowCoreDumps leaves the core size limit and the dumpable flag as
 	// inherited (harden.go); for debugging only.
 	AllowCoreDumps bool
-	StagingLimit   int64 // bound on their total size (ENOSPC past it)
 
 	MemoryTarget string // soft Go heap limit, e.g. "160MiB" ("0": none)
 	// MemoryBudget bounds the read-ahead and upload part buffers of all open

@@ -65,7 +65,7 @@
 // path, a Ctrl-C included (rclone runs in its own process group, so the
 // terminal's SIGINT reaches only the bench, which then unmounts).
 //
-// -only takes workload names (write, read, create, ls, pread; write and
+// -only takes workload names (write, read, create, ls, pread, fleet; write and
 // read always run together) and "rclone", which runs the rclone column
 // alone, without csefs or the SDK: -only rclone,ls measures rclone's ls -l.
 //
@@ -117,6 +117,7 @@ type options struct {
 	files         int
 	creates       int
 	preads        int
+	fleet         int // objects of the fleet workload
 	rclone        string
 	only          map[string]bool // workloads; nil: all
 	rcloneOnly    bool            // -only named rclone: the rclone column alone
@@ -131,7 +132,7 @@ func (o *options) want(phase string) bool { return len(o.only) == 0 || o.only[ph
 func parseOnly(s string) (only map[string]bool, rcloneOnly bool, err error) {
 	for _, p := range strings.Split(s, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "write", "read", "create", "ls", "pread", "reread":
+		case "write", "read", "create", "ls", "pread", "reread", "fleet":
 			if only == nil {
 				only = map[string]bool{}
 			}
@@ -154,6 +155,7 @@ func main() {
 	flag.IntVar(&o.files, "files", 10000, "entries in the ls -l directory")
 	flag.IntVar(&o.creates, "creates", 1000, "4 KiB files created in the create workload")
 	flag.IntVar(&o.preads, "preads", 500, "random 4 KiB preads in the pread workload")
+	flag.IntVar(&o.fleet, "fleet", 1000, "4 KiB objects for the fleet workload (csefs encrypt, verify, rewrap)")
 	flag.StringVar(&o.rclone, "rclone", "auto", "rclone+crypt column: auto (when rclone is installed) or off")
 	flag.StringVar(&only, "only", "", "comma-separated workloads: write,read,create,ls,pread,reread,rclone (default all)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (mount logs)")
@@ -169,8 +171,8 @@ func main() {
 			fatalf("-big %q: %v", big, err)
 		}
 	}
-	if o.runs < 1 || o.files < 1 || o.creates < 1 || o.preads < 1 {
-		fatalf("-runs, -files, -creates and -preads must be positive")
+	if o.runs < 1 || o.files < 1 || o.creates < 1 || o.preads < 1 || o.fleet < 1 {
+		fatalf("-runs, -files, -creates, -preads and -fleet must be positive")
 	}
 	if o.rclone != "auto" && o.rclone != "off" {
 		fatalf("-rclone must be auto or off")
@@ -414,6 +416,7 @@ func (b *bench) run() error {
 		{"ls", b.ls, b.rcloneLs},
 		{"pread", b.pread, b.rclonePread},
 		{"reread", b.reread, nil},
+		{"fleet", b.fleetTools, nil},
 	} {
 		if !b.opt.want(w.name) {
 			continue

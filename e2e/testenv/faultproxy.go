@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -334,13 +335,19 @@ func (p *FaultProxy) forward(w http.ResponseWriter, r *http.Request, cut int64) 
 		return
 	}
 	io.CopyN(w, resp.Body, cut)
-	hijackReset(w)
+	resetAfter(w, true)
 }
 
-// hijackReset takes over the client's connection (flushing what was
-// written) and resets it.
-func hijackReset(w http.ResponseWriter) {
-	if f, ok := w.(http.Flusher); ok {
+// hijackReset takes over the client's connection and resets it; nothing of
+// a reply reaches the client.
+func hijackReset(w http.ResponseWriter) { resetAfter(w, false) }
+
+// resetAfter resets the client's connection, first flushing the status,
+// headers and body bytes written so far when flush is set (a cut body). A
+// flush with nothing written would send "200 OK" headers, which a HEAD takes
+// for a whole reply.
+func resetAfter(w http.ResponseWriter, flush bool) {
+	if f, ok := w.(http.Flusher); ok && flush {
 		f.Flush()
 	}
 	hj, ok := w.(http.Hijacker)
@@ -443,4 +450,11 @@ func (k *KMSServer) Via(p *FaultProxy) *KMSServer {
 	c := *k
 	c.Endpoint = p.URL
 	return &c
+}
+
+// Counts returns the requests seen and the faults injected, by operation.
+func (p *FaultProxy) Counts() (requests, faults map[string]int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.requests), maps.Clone(p.faults)
 }
