@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -165,6 +166,15 @@ func TestSSEModes(t *testing.T) {
 			}
 			if got, err := os.ReadFile(m.path("dir", "moved.txt")); err != nil || !bytes.Equal(got, small) {
 				t.Errorf("mount read of dir/moved.txt: %v", err)
+			}
+			// csefs inspect shows the SSE state (SSE-C needs the key to HEAD).
+			args := append([]string{"inspect", "--json"}, w.plainArgs(append([]string{"--cse", "off"}, tc.args...)...)...)
+			cmd := exec.Command(csefsBin(t), append(args, "s3://"+w.Bucket+"/"+prefix+"/big.bin")...)
+			cmd.Env = w.env
+			out, err := cmd.Output()
+			want := map[string]string{"s3": `"sse":"SSE-S3"`, "kms": `"sse":"SSE-KMS`, "c": `"sse":"SSE-C"`}[tc.mode]
+			if err != nil || !strings.Contains(string(out), want) {
+				t.Errorf("csefs inspect: %v, output lacks %s:\n%s", err, want, out)
 			}
 		})
 	}

@@ -32,6 +32,7 @@ type Description struct {
 	WrappedBytes int               `json:"wrapped_key_bytes,omitempty"`
 	PlainSize    *int64            `json:"plaintext_size,omitempty"`
 	Attributes   map[string]string `json:"csefs_attributes,omitempty"`
+	SSE          string            `json:"sse,omitempty"`    // S3's server-side encryption: SSE-S3, SSE-KMS KEY, SSE-C
 	Unwrap       string            `json:"unwrap,omitempty"` // "ok" or the error, with --unwrap
 	Error        string            `json:"error,omitempty"`
 }
@@ -62,6 +63,7 @@ func (o *Options) describe(ctx context.Context, key string, unwrap bool) (*Descr
 	obj, err := resolve(ctx, o.Store, key)
 	if obj != nil {
 		d.Size, d.ETag, d.LastModified = obj.info.Size, obj.info.ETag, obj.info.LastModified
+		d.SSE = obj.info.SSE
 		d.Attributes = map[string]string{}
 		for k, v := range obj.info.Metadata {
 			if strings.HasPrefix(strings.ToLower(k), "csefs-") {
@@ -150,6 +152,7 @@ func (d *Description) text() string {
 		f("plaintext size", "unknown (CBC without a recorded length)")
 	}
 	f("etag", d.ETag)
+	f("server-side", d.SSE)
 	for _, k := range slices.Sorted(maps.Keys(d.Attributes)) {
 		f(k, d.Attributes[k])
 	}

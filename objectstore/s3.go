@@ -234,6 +234,7 @@ func (s *S3Store) Head(ctx context.Context, key string) (*Info, error) {
 	return &Info{
 		Key: key, Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag),
 		LastModified: aws.ToTime(out.LastModified), Metadata: lowerMeta(out.Metadata),
+		SSE: sseOf(out.ServerSideEncryption, out.SSEKMSKeyId, out.SSECustomerAlgorithm),
 	}, nil
 }
 
@@ -285,6 +286,7 @@ func (s *S3Store) Get(ctx context.Context, key string, opt GetOptions) (io.ReadC
 	info := &Info{
 		Key: key, Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag),
 		LastModified: aws.ToTime(out.LastModified), Metadata: lowerMeta(out.Metadata),
+		SSE: sseOf(out.ServerSideEncryption, out.SSEKMSKeyId, out.SSECustomerAlgorithm),
 	}
 	if cr := aws.ToString(out.ContentRange); cr != "" {
 		if i := strings.LastIndexByte(cr, '/'); i >= 0 {

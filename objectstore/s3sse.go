@@ -138,6 +138,22 @@ func (s *S3Store) sseHead(in *s3.HeadObjectInput) {
 	in.SSECustomerAlgorithm, in.SSECustomerKey, in.SSECustomerKeyMD5 = s.ssec.alg, s.ssec.key, s.ssec.keyMD5
 }
 
+// sseOf describes the server-side encryption of a HEAD or GET reply.
+func sseOf(mode types.ServerSideEncryption, kmsKey, customerAlg *string) string {
+	switch {
+	case aws.ToString(customerAlg) != "":
+		return "SSE-C"
+	case mode == types.ServerSideEncryptionAes256:
+		return "SSE-S3"
+	case mode == types.ServerSideEncryptionAwsKms || mode == types.ServerSideEncryptionAwsKmsDsse:
+		if k := aws.ToString(kmsKey); k != "" {
+			return "SSE-KMS " + k
+		}
+		return "SSE-KMS"
+	}
+	return string(mode)
+}
+
 // classifyRead is classify for a GET or HEAD of an object: where S3 refuses
 // the SSE-C parameters (a wrong key is 403; a key for an object that is not
 // SSE-C, or none for one that is, is 400 InvalidRequest or InvalidArgument),
