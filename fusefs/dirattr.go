@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"sync"
 	"syscall"
@@ -167,7 +168,11 @@ func (f *FS) touchDir(prefix string) {
 	}
 }
 
-// flushDir stores prefix's changed mtime in its marker, if it has one.
+// flushDir stores prefix's changed mtime in its marker, if it has one. A
+// copy that loses to another writer of the marker (412: another mount's
+// flush, chmod or utimes) reads the marker again and retries, up to
+// attrCopyAttempts times, as persistAttrs does: an fsync(2) of the
+// directory must not fail because another mount changed it too.
 func (f *FS) flushDir(ctx context.Context, prefix string) error {
 	f.dirs.mu.Lock()
 	st := f.dirs.m[prefix]
@@ -178,24 +183,20 @@ func (f *FS) flushDir(ctx context.Context, prefix string) error {
 	mtime := st.mtime
 	st.dirty = false
 	f.dirs.mu.Unlock()
-	info, err := f.store.Head(ctx, prefix)
-	if isNotFound(err) {
-		return nil // no marker: the mtime stays in memory
+	var err error
+	stored := false
+	for attempt := 0; attempt < attrCopyAttempts; attempt++ {
+		stored, err = f.storeDirMtime(ctx, prefix, mtime)
+		if !errors.Is(err, objectstore.ErrPreconditionFailed) {
+			break
+		}
 	}
 	if err != nil {
 		f.redirty(prefix, mtime)
 		return err
 	}
-	meta := maps.Clone(info.Metadata)
-	if meta == nil {
-		meta = map[string]string{}
-	}
-	a := metadata.ParseAttrs(meta)
-	a.Mtime, a.HasMtime = mtime, true
-	a.Apply(meta)
-	if _, err := f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag}); err != nil {
-		f.redirty(prefix, mtime)
-		return err
+	if !stored {
+		return nil // no marker: the mtime stays in memory
 	}
 	f.dirs.mu.Lock()
 	defer f.dirs.mu.Unlock()
@@ -206,6 +207,30 @@ func (f *FS) flushDir(ctx context.Context, prefix string) error {
 		}
 	}
 	return nil
+}
+
+// storeDirMtime is one round of flushDir: it copies prefix's marker onto
+// itself with mtime set, pinned to the ETag of its HEAD. It reports false,
+// and no error, when there is no marker.
+func (f *FS) storeDirMtime(ctx context.Context, prefix string, mtime time.Time) (bool, error) {
+	info, err := f.store.Head(ctx, prefix)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	meta := maps.Clone(info.Metadata)
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	a := metadata.ParseAttrs(meta)
+	a.Mtime, a.HasMtime = mtime, true
+	a.Apply(meta)
+	if _, err := f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag}); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // redirty marks a failed flush's mtime as still to be stored, unless a

@@ -295,3 +295,35 @@ func TestRenameInstructionFileRacesOverwrite(t *testing.T) {
 		}
 	}
 }
+
+// TestFlushDirRetriesLostCopy: storing a directory's mtime (fsync(2) of the
+// directory, or the delayed flush) whose marker copy loses to another writer
+// of the marker (412) reads the marker again and retries, so the fsync
+// succeeds and the mtime is stored.
+func TestFlushDirRetriesLostCopy(t *testing.T) {
+	ctx := context.Background()
+	f, fst, local, _ := newFaultFS(t)
+	if _, err := local.Put(ctx, "d/", nil, map[string]string{"other": "kept"}); err != nil {
+		t.Fatal(err)
+	}
+	mtime := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	f.dirs.mu.Lock()
+	st := f.dirStateLocked("d/")
+	st.mtime, st.dirty = mtime, true
+	f.dirs.mu.Unlock()
+	fst.FailNext(faultstore.Copy, objectstore.ErrPreconditionFailed)
+	if err := f.flushDir(ctx, "d/"); err != nil {
+		t.Fatalf("flushDir after one lost copy: %v (errno %v)", err, toErrno(err))
+	}
+	if c := fst.Calls(faultstore.Copy); c != 2 {
+		t.Errorf("%d copies, want 2 (one 412, one retry)", c)
+	}
+	info, err := local.Head(ctx, "d/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := metadata.ParseAttrs(info.Metadata)
+	if !a.HasMtime || !a.Mtime.Equal(mtime) || info.Metadata["other"] != "kept" {
+		t.Errorf("marker metadata %v: mtime %v (%v), want %v and other=kept", info.Metadata, a.Mtime, a.HasMtime, mtime)
+	}
+}
