@@ -262,8 +262,21 @@ func (f *FS) FlushDirs(ctx context.Context) {
 
 // setDirMeta applies chmod, chown and utimes to a directory: the marker is
 // copied onto itself with its metadata replaced, or created with them. The
-// root keeps them in memory.
+// root keeps them in memory. A copy that loses to another writer of the
+// marker (412) is retried on a fresh HEAD, up to attrCopyAttempts times.
 func (f *FS) setDirMeta(ctx context.Context, prefix string, c attrChange) error {
+	var err error
+	for attempt := 0; attempt < attrCopyAttempts; attempt++ {
+		err = f.setDirMetaOnce(ctx, prefix, c)
+		if !errors.Is(err, objectstore.ErrPreconditionFailed) {
+			return err
+		}
+	}
+	return err
+}
+
+// setDirMetaOnce is one round of setDirMeta.
+func (f *FS) setDirMetaOnce(ctx context.Context, prefix string, c attrChange) error {
 	f.dirs.mu.Lock()
 	st := f.dirStateLocked(prefix)
 	local := st.mtime

@@ -327,3 +327,28 @@ func TestFlushDirRetriesLostCopy(t *testing.T) {
 		t.Errorf("marker metadata %v: mtime %v (%v), want %v and other=kept", info.Metadata, a.Mtime, a.HasMtime, mtime)
 	}
 }
+
+// TestSetDirMetaRetriesLostCopy: a chmod of a directory whose marker copy
+// loses to another writer of the marker (412) is retried on a fresh HEAD.
+func TestSetDirMetaRetriesLostCopy(t *testing.T) {
+	ctx := context.Background()
+	f, fst, local, _ := newFaultFS(t)
+	if _, err := local.Put(ctx, "d/", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	fst.FailNext(faultstore.Copy, objectstore.ErrPreconditionFailed)
+	c := changeFrom(setAttrIn(fuse.FATTR_MODE, 0o700, 0, 0, time.Time{}))
+	if err := f.setDirMeta(ctx, "d/", c); err != nil {
+		t.Fatalf("chmod of a directory after one lost copy: %v (errno %v)", err, toErrno(err))
+	}
+	if n := fst.Calls(faultstore.Copy); n != 2 {
+		t.Errorf("%d copies, want 2 (one 412, one retry)", n)
+	}
+	info, err := local.Head(ctx, "d/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := metadata.ParseAttrs(info.Metadata); a.Mode&0o7777 != 0o700 {
+		t.Errorf("marker mode %o, want 700", a.Mode&0o7777)
+	}
+}
