@@ -41,9 +41,7 @@ func reachable(t *testing.T, m *mounted) {
 // read it, also after a remount; a 0644 file beside it is readable by that
 // user, and a 0600 one is not.
 func TestPermissionsEnforced(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a command as another user")
-	}
+	needRoot(t, "to run a command as another user")
 	w := newWorld(t)
 	m := w.mount(t, "", "--allow-other")
 	reachable(t, m)
@@ -427,9 +425,7 @@ func mkdev(major, minor uint64) uint64 { return major<<8 | minor }
 // as a pipe; cp -a copies a tree with a fifo onto the mount; on s3:// and
 // file://.
 func TestSpecialFiles(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mknod of devices needs root")
-	}
+	needRoot(t, "for mknod of devices")
 	w := newWorld(t)
 	local := t.TempDir()
 	env := cleanEnv(t)
@@ -583,9 +579,7 @@ func TestNonEmptyMountpoint(t *testing.T) {
 // symlink and fifo another user creates belong to that user (also after a
 // remount), so the kernel lets that user chmod them and refuses others.
 func TestCreatorOwnsNewFiles(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a command as another user")
-	}
+	needRoot(t, "to run a command as another user")
 	w := newWorld(t)
 	m := w.mount(t, "", "--allow-other")
 	reachable(t, m)
