@@ -163,15 +163,27 @@ func TestPersistAttrsRacesOverwrite(t *testing.T) {
 	writeObj(t, f, "f", []byte("version one"))
 	gate := fst.GateNext(faultstore.Copy, "f")
 	n := newFileNode(f, "f")
-	done := make(chan syscall.Errno)
+	done := make(chan syscall.Errno, 1)
 	go func() {
 		var out fuse.AttrOut
 		done <- n.Setattr(ctx, nil, setAttrIn(fuse.FATTR_MODE, 0o600, 0, 0, time.Time{}), &out)
 	}()
-	<-gate.Entered()
+	select {
+	case <-gate.Entered():
+	case errno := <-done:
+		t.Fatalf("chmod ended (%v) before its copy", errno)
+	case <-time.After(time.Minute):
+		t.Fatal("chmod never reached its copy")
+	}
 	writeObj(t, f, "f", []byte("version two, longer"))
 	gate.Release()
-	if errno := <-done; errno != 0 {
+	var errno syscall.Errno
+	select {
+	case errno = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("chmod hangs")
+	}
+	if errno != 0 {
 		t.Fatalf("chmod: %v", errno)
 	}
 	if got := readObj(t, f, "f"); string(got) != "version two, longer" {
