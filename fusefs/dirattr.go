@@ -53,6 +53,27 @@ type dirState struct {
 type dirStates struct {
 	mu sync.Mutex
 	m  map[string]*dirState
+	// flushing serializes the flushes of one directory, so that an
+	// fsync(2) of it waits for a flush already storing its mtime instead
+	// of returning before that is durable. Held across the store's
+	// requests; entries are never removed (one small mutex per directory
+	// ever changed).
+	flushing map[string]*sync.Mutex
+}
+
+// flushLock returns prefix's flush mutex.
+func (f *FS) flushLock(prefix string) *sync.Mutex {
+	f.dirs.mu.Lock()
+	defer f.dirs.mu.Unlock()
+	if f.dirs.flushing == nil {
+		f.dirs.flushing = make(map[string]*sync.Mutex)
+	}
+	mu := f.dirs.flushing[prefix]
+	if mu == nil {
+		mu = new(sync.Mutex)
+		f.dirs.flushing[prefix] = mu
+	}
+	return mu
 }
 
 func (f *FS) dirStateLocked(prefix string) *dirState {
@@ -168,12 +189,16 @@ func (f *FS) touchDir(prefix string) {
 	}
 }
 
-// flushDir stores prefix's changed mtime in its marker, if it has one. A
-// copy that loses to another writer of the marker (412: another mount's
+// flushDir stores prefix's changed mtime in its marker, if it has one, and
+// returns once that is durable, also when another flush of prefix was
+// already under way (the timer's, while fsync(2) asks). A copy that loses to another writer of the marker (412: another mount's
 // flush, chmod or utimes) reads the marker again and retries, up to
 // attrCopyAttempts times, as persistAttrs does: an fsync(2) of the
 // directory must not fail because another mount changed it too.
 func (f *FS) flushDir(ctx context.Context, prefix string) error {
+	fl := f.flushLock(prefix)
+	fl.Lock()
+	defer fl.Unlock()
 	f.dirs.mu.Lock()
 	st := f.dirs.m[prefix]
 	if st == nil || !st.dirty {
