@@ -167,8 +167,10 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	ctx, done := d.fsys.untilKilled(ctx, "lookup", childKey(d.prefix(), name))
 	defer done()
 	f := d.fsys
-	if err := f.checkName(d.prefix(), name); err != nil {
-		// Before every create, mkdir, symlink, mknod and rename target.
+	if len(name) > f.lookupNameMax(d.prefix()) {
+		// No object can have it. A shorter name that is still too long to
+		// create (checkName) is refused by create, mkdir, symlink, mknod
+		// and rename themselves.
 		return nil, syscall.ENAMETOOLONG
 	}
 	if !validName(name) || metadata.IsInstructionKey(name) {

@@ -57,6 +57,8 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EXDEV
 	case errors.Is(err, errStagingFull):
 		return syscall.ENOSPC
+	case errors.Is(err, errNameTooLong):
+		return syscall.ENAMETOOLONG
 	case errors.Is(err, objectstore.ErrUnavailable), errors.Is(err, cse.ErrKeyService),
 		errors.Is(err, context.DeadlineExceeded):
 		return syscall.EIO

@@ -385,6 +385,15 @@ func (f *FS) nameMax(prefix string) int {
 	return max(0, min(f.opt.NameMax, f.opt.KeyMax-len(f.opt.KeyPrefix)-len(prefix)-keySuffixMax))
 }
 
+// lookupNameMax is the longest name of an object that can exist in
+// directory prefix: the key without the suffixes csefs reserves for what it
+// creates (a marker's "/" aside). Lookup refuses only longer names, so an
+// object another tool wrote with a name over nameMax, but within the store's
+// key limit, can still be opened.
+func (f *FS) lookupNameMax(prefix string) int {
+	return max(0, min(f.opt.NameMax, f.opt.KeyMax-len(f.opt.KeyPrefix)-len(prefix)))
+}
+
 // errNameTooLong: a name longer than the store can hold.
 var errNameTooLong = fmt.Errorf("fusefs: name too long for the store: %w", syscall.ENAMETOOLONG)
 

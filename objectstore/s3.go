@@ -556,10 +556,17 @@ func (s *S3Store) copyMultipart(ctx context.Context, srcInfo *Info, source, dst,
 		}
 		parts = append(parts, types.CompletedPart{ETag: out.CopyPartResult.ETag, PartNumber: aws.Int32(partNo)})
 	}
-	out, err := s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+	complete := &s3.CompleteMultipartUploadInput{
 		Bucket: &s.bucket, Key: &fullDst, UploadId: create.UploadId,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
-	})
+	}
+	if srcInfo.Key == dst {
+		// A self-copy (new metadata on the same body) must not replace a
+		// newer version written after the parts were copied: the parts
+		// are pinned to srcInfo.ETag, and so is the completion.
+		complete.IfMatch = aws.String(srcInfo.ETag)
+	}
+	out, err := s.client.CompleteMultipartUpload(ctx, complete)
 	if err != nil {
 		return fail(err)
 	}

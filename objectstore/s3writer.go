@@ -268,7 +268,7 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 		out, err := w.s.client.PutObject(ctx, in, w.s.bodyOpts()...)
 		if err != nil {
 			err = classify(err)
-			if info := w.s.landed(ctx, err, w.key, w.size, quote(md5hex(body)), w.meta); info != nil {
+			if info := w.s.landed(ctx, w.mayHaveLanded(err), w.key, w.size, quote(md5hex(body)), w.meta); info != nil {
 				return w.committed(info.ETag), nil
 			}
 			err = w.fail(fmt.Errorf("objectstore: put %q: %w", w.key, err))
@@ -296,7 +296,7 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 		// A lost reply: the SDK's retry of a Complete that did land gets
 		// NoSuchUpload, or the retries run out. Read the key back.
 		err = classify(err)
-		if info := w.s.landed(ctx, err, w.key, w.size, multipartETag(w.parts), w.meta); info != nil {
+		if info := w.s.landed(ctx, w.mayHaveLanded(err), w.key, w.size, multipartETag(w.parts), w.meta); info != nil {
 			w.s.uploadEvent(w.key, w.uploadID, true)
 			return w.committed(info.ETag), nil
 		}
@@ -370,6 +370,18 @@ func (w *s3Writer) Abort(ctx context.Context) error {
 func ambiguous(err error) bool {
 	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrAborted) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// mayHaveLanded is ambiguous for w's commit error, and also counts a 412 of
+// a conditional commit (CreateIfMatch): the SDK retries a commit whose reply
+// was lost, and if the first attempt landed, the object's ETag is now this
+// commit's own, so the retry's If-Match fails. landed then tells the two
+// apart by the object itself.
+func (w *s3Writer) mayHaveLanded(err error) error {
+	if w.ifMatch != "" && errors.Is(err, ErrPreconditionFailed) {
+		return fmt.Errorf("%w: a conditional commit's 412 (%w)", ErrUnavailable, err)
+	}
+	return err
 }
 
 // landed resolves an ambiguous commit of key (see above): it returns the
