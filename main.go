@@ -59,6 +59,7 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "read-only", Usage: "mount read-only"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)"},
 			&cli.BoolFlag{Name: "allow-non-empty", Usage: "mount over a mountpoint that is not empty, hiding its entries (refused by default)"},
+			&cli.BoolFlag{Name: "page-cache", Usage: "serve file data through the kernel's page cache instead of direct I/O: shared mmap then works on kernels before 6.6 and reads in small buffers are faster, but a reader in this mount may see a file being overwritten here half written"},
 			&cli.BoolFlag{Name: "attrs-from-list", Usage: "answer stat of listed files from the LIST alone, with no HEAD per file (fast ls -l of big directories): size = stored − 16, the mount's mode and owner, mtime = upload time; exact once a file is opened"},
 			&cli.BoolFlag{Name: "xattrs", Usage: "serve the read-only user.csefs.encryption attribute (getfattr); off, xattr calls fail with ENOTSUP and ls -l needs no extra round trips"},
 			&cli.IntFlag{Name: "uid", Value: os.Getuid(), Usage: "owner of every file and directory"},
@@ -100,6 +101,7 @@ func runMount(c *cli.Context) error {
 	cfg.AllowNonEmpty = c.Bool("allow-non-empty")
 	cfg.XAttrs = c.Bool("xattrs")
 	cfg.AttrsFromList = c.Bool("attrs-from-list")
+	cfg.PageCache = c.Bool("page-cache")
 	cfg.UID = uint32(c.Int("uid"))
 	cfg.GID = uint32(c.Int("gid"))
 	cfg.UploadConcurrency = c.Int("upload-concurrency")

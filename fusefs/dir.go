@@ -456,7 +456,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	f.touchDir(d.prefix())
 	n.fillAttr(&out.Attr)
 	ch := linked(d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}))
-	return ch, w, openFlags, 0
+	return ch, w, f.openFlags(), 0
 }
 
 func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

@@ -62,9 +62,11 @@ type Config struct {
 	XAttrs        bool
 	// AttrsFromList: fusefs.Options.AttrsFromList (--attrs-from-list).
 	AttrsFromList bool
-	UID, GID      uint32
-	FileMode      uint32
-	DirMode       uint32
+	// PageCache: fusefs.Options.PageCache (--page-cache).
+	PageCache bool
+	UID, GID  uint32
+	FileMode  uint32
+	DirMode   uint32
 
 	StagingDir   string // encrypted staging files of non-sequential writes
 	StagingLimit int64  // bound on their total size (ENOSPC past it)

@@ -112,6 +112,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		ReadOnly:            cfg.ReadOnly,
 		XAttrs:              cfg.XAttrs,
 		AttrsFromList:       cfg.AttrsFromList,
+		PageCache:           cfg.PageCache,
 		Budget:              budget,
 		UID:                 cfg.UID,
 		GID:                 cfg.GID,
@@ -165,6 +166,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	server, err := fs.Mount(cfg.Mountpoint, root, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
+	}
+	if w := fsys.MmapWarning(server.KernelSettings().Flags64()); w != "" {
+		log.Warn(w)
 	}
 	if err := setReadAhead(cfg.Mountpoint, opts.MaxReadAhead); err != nil {
 		log.Debug("kernel read-ahead left at its default", "cause", err.Error())
