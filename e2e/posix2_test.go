@@ -113,8 +113,8 @@ func TestDirFsync(t *testing.T) {
 }
 
 // TestChmodKeepsMtime: chmod and chown of a file whose mtime was never set
-// explicitly (its upload time) leave the mtime as it was, also after a
-// remount. The clock must move past the upload's second for the old code's
+// explicitly (its upload time) leave the mtime as it was and set the ctime,
+// also after a remount. The clock must move past the upload's second for the old code's
 // self-copy to show a new time, so the test waits for it.
 func TestChmodKeepsMtime(t *testing.T) {
 	w := newWorld(t)
@@ -131,6 +131,7 @@ func TestChmodKeepsMtime(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := st.ModTime()
+	changed := time.Now()
 	if err := os.Chmod(p, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -148,6 +149,10 @@ func TestChmodKeepsMtime(t *testing.T) {
 		}
 		if st.Mode().Perm() != 0o600 || st.Sys().(*syscall.Stat_t).Uid != 123 {
 			t.Errorf("mode %v uid %d, want 0600 and 123", st.Mode(), st.Sys().(*syscall.Stat_t).Uid)
+		}
+		// The ctime is the change's.
+		if ct := time.Unix(st.Sys().(*syscall.Stat_t).Ctim.Unix()); ct.Before(changed) {
+			t.Errorf("ctime %v after chmod and chown at %v", ct, changed)
 		}
 	}
 	check(m)

@@ -109,7 +109,8 @@ func (f *FS) fileAttr(o *object, a *fuse.Attr) {
 	if o.attrs.HasAtime {
 		at = o.attrs.Atime
 	}
-	a.SetTimes(&at, &mt, &mt)
+	ct := changeTime(o.attrs, mt)
+	a.SetTimes(&at, &mt, &ct)
 }
 
 // entryKind is what a name in a directory is.

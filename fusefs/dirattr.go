@@ -131,7 +131,8 @@ func (f *FS) fillDirAttr(a *fuse.Attr, st dirState) {
 	if st.attrs.HasAtime {
 		at = st.attrs.Atime
 	}
-	a.SetTimes(&at, &mt, &mt)
+	ct := changeTime(st.attrs, mt)
+	a.SetTimes(&at, &mt, &ct)
 }
 
 // dirAttrOf fills prefix's attributes, HEADing its marker if needed.
@@ -317,4 +318,13 @@ func (f *FS) renamedIn(d *dirNode, newParent any, name, newName string, errno sy
 			f.touchDir(nd.prefix())
 		}
 	}
+}
+
+// changeTime is the ctime to show: the last attribute change stored, or the
+// mtime if that is later (a write changes both).
+func changeTime(a metadata.Attrs, mtime time.Time) time.Time {
+	if a.HasCtime && a.Ctime.After(mtime) {
+		return a.Ctime
+	}
+	return mtime
 }
