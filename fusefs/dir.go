@@ -233,6 +233,16 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	return nil, syscall.ENOENT
 }
 
+// unlinkedChild says whether name's loaded inode is a file just unlinked.
+func (d *dirNode) unlinkedChild(name string) bool {
+	if ch := d.GetChild(name); ch != nil {
+		if n, ok := ch.Operations().(*fileNode); ok {
+			return n.unlinked.Load()
+		}
+	}
+	return false
+}
+
 // linked marks a file inode, which the kernel may still hold from before an
 // unlink (inode numbers come from the key), as having a name again.
 func linked(in *fs.Inode) *fs.Inode {
@@ -503,7 +513,18 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return syscall.EROFS
 	}
 	key := childKey(d.prefix(), name)
+	if n := f.pendingNode(key); n != nil {
+		// Being written, not yet committed: the name goes now, and the
+		// upload is not committed at close (write.go finishStream).
+		n.unlinked.Store(true)
+		f.setPending(key, n, false)
+	}
 	o, err := f.head(ctx, key)
+	if isNotFound(err) && d.unlinkedChild(name) {
+		f.listingRemove(d.prefix(), name)
+		f.touchDir(d.prefix())
+		return 0 // a new file that existed only as its open upload
+	}
 	if err != nil {
 		f.dirChanged(d.prefix())
 		return f.logErr("unlink", key, err)
