@@ -51,6 +51,10 @@ type dirState struct {
 type dirStates struct {
 	mu sync.Mutex
 	m  map[string]*dirState
+	// wmu serialises the read-modify-writes of markers (flushDir,
+	// setDirMeta) in this mount, so that a lazy mtime copy never puts back
+	// the metadata a chmod or chown just replaced.
+	wmu sync.Mutex
 }
 
 func (f *FS) dirStateLocked(prefix string) *dirState {
@@ -178,6 +182,8 @@ func (f *FS) flushDir(ctx context.Context, prefix string) error {
 	mtime := st.mtime
 	st.dirty = false
 	f.dirs.mu.Unlock()
+	f.dirs.wmu.Lock()
+	defer f.dirs.wmu.Unlock()
 	info, err := f.store.Head(ctx, prefix)
 	if isNotFound(err) {
 		return nil // no marker: the mtime stays in memory
@@ -239,6 +245,8 @@ func (f *FS) FlushDirs(ctx context.Context) {
 // copied onto itself with its metadata replaced, or created with them. The
 // root keeps them in memory.
 func (f *FS) setDirMeta(ctx context.Context, prefix string, c attrChange) error {
+	f.dirs.wmu.Lock()
+	defer f.dirs.wmu.Unlock()
 	f.dirs.mu.Lock()
 	st := f.dirStateLocked(prefix)
 	local := st.mtime
