@@ -45,6 +45,7 @@ type dirState struct {
 	mtime   time.Time      // set by a change through this mount; zero: none
 	dirty   bool           // mtime is not stored yet
 	pending bool           // a flush is scheduled
+	gen     uint64         // bumped by every marker write of this mount
 }
 
 // dirStates holds the states by prefix.
@@ -70,29 +71,39 @@ func (f *FS) dirStateLocked(prefix string) *dirState {
 }
 
 // dirInfo returns prefix's attributes, HEADing its marker when what is
-// known has expired. The root is never HEADed.
+// known has expired. The root is never HEADed. A HEAD that a marker write of
+// this mount overtook is not kept: it may show the metadata from before.
 func (f *FS) dirInfo(ctx context.Context, prefix string) (dirState, error) {
-	f.dirs.mu.Lock()
-	st := f.dirStateLocked(prefix)
-	if prefix == "" || (!st.at.IsZero() && time.Since(st.at) <= f.opt.MetadataTTL) {
-		defer f.dirs.mu.Unlock()
-		return *st, nil
+	for {
+		f.dirs.mu.Lock()
+		st := f.dirStateLocked(prefix)
+		if prefix == "" || (!st.at.IsZero() && time.Since(st.at) <= f.opt.MetadataTTL) {
+			out := *st
+			f.dirs.mu.Unlock()
+			return out, nil
+		}
+		gen := st.gen
+		f.dirs.mu.Unlock()
+		info, err := f.store.Head(ctx, prefix)
+		if err != nil && !isNotFound(err) {
+			return dirState{}, err
+		}
+		f.dirs.mu.Lock()
+		st = f.dirStateLocked(prefix)
+		if st.gen != gen {
+			f.dirs.mu.Unlock()
+			continue
+		}
+		st.at = time.Now()
+		st.marker = err == nil
+		st.attrs, st.upload = metadata.Attrs{}, time.Time{}
+		if err == nil {
+			st.attrs, st.upload = metadata.ParseAttrs(info.Metadata), info.LastModified
+		}
+		out := *st
+		f.dirs.mu.Unlock()
+		return out, nil
 	}
-	f.dirs.mu.Unlock()
-	info, err := f.store.Head(ctx, prefix)
-	if err != nil && !isNotFound(err) {
-		return dirState{}, err
-	}
-	f.dirs.mu.Lock()
-	defer f.dirs.mu.Unlock()
-	st = f.dirStateLocked(prefix)
-	st.at = time.Now()
-	st.marker = err == nil
-	st.attrs, st.upload = metadata.Attrs{}, time.Time{}
-	if err == nil {
-		st.attrs, st.upload = metadata.ParseAttrs(info.Metadata), info.LastModified
-	}
-	return *st, nil
 }
 
 // forgetDir drops what is known of prefix (and below), after rmdir or a
@@ -206,6 +217,7 @@ func (f *FS) flushDir(ctx context.Context, prefix string) error {
 	f.dirs.mu.Lock()
 	defer f.dirs.mu.Unlock()
 	if st := f.dirs.m[prefix]; st != nil {
+		st.gen++
 		st.at = time.Time{} // HEAD again for the stored state
 		if !st.dirty && st.mtime.Equal(mtime) {
 			st.mtime = time.Time{}
@@ -287,6 +299,7 @@ func (f *FS) setDirMeta(ctx context.Context, prefix string, c attrChange) error 
 	f.dirs.mu.Lock()
 	defer f.dirs.mu.Unlock()
 	st = f.dirStateLocked(prefix)
+	st.gen++
 	st.at = time.Time{}
 	if err == nil && st.mtime.Equal(local) {
 		st.mtime, st.dirty = time.Time{}, false
