@@ -111,8 +111,8 @@ func TestDirFsync(t *testing.T) {
 }
 
 // TestChmodKeepsMtime: chmod and chown of a file whose mtime was never set
-// explicitly (its upload time) leave the mtime as it was, also after a
-// remount. The clock must move past the upload's second for the old code's
+// explicitly (its upload time) leave the mtime as it was and set the ctime,
+// also after a remount. The clock must move past the upload's second for the old code's
 // self-copy to show a new time, so the test waits for it.
 func TestChmodKeepsMtime(t *testing.T) {
 	w := newWorld(t)
@@ -129,6 +129,7 @@ func TestChmodKeepsMtime(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := st.ModTime()
+	changed := time.Now()
 	if err := os.Chmod(p, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +147,10 @@ func TestChmodKeepsMtime(t *testing.T) {
 		}
 		if st.Mode().Perm() != 0o600 || st.Sys().(*syscall.Stat_t).Uid != 123 {
 			t.Errorf("mode %v uid %d, want 0600 and 123", st.Mode(), st.Sys().(*syscall.Stat_t).Uid)
+		}
+		// The ctime is the change's.
+		if ct := time.Unix(st.Sys().(*syscall.Stat_t).Ctim.Unix()); ct.Before(changed) {
+			t.Errorf("ctime %v after chmod and chown at %v", ct, changed)
 		}
 	}
 	check(m)
@@ -329,7 +334,8 @@ func TestAtime(t *testing.T) {
 }
 
 // TestUnlinkedOpenNlink: fstat of an open file that was unlinked reports
-// nlink 0; a new file of the same name has nlink 1.
+// nlink 0; a new file of the same name has nlink 1; writes to an unlinked
+// file, streamed or staged, are not committed by its fsync or close.
 func TestUnlinkedOpenNlink(t *testing.T) {
 	w := newWorld(t)
 	m := w.mount(t, "")
@@ -357,6 +363,45 @@ func TestUnlinkedOpenNlink(t *testing.T) {
 	}
 	if n := statT(t, p).Nlink; n != 1 {
 		t.Errorf("the new file of the same name: nlink %d, want 1", n)
+	}
+	// A file written after its unlink, streamed or staged, is not
+	// resurrected by its close: its directory can be removed.
+	for _, staged := range []bool{false, true} {
+		if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		q := m.path("d", "g")
+		if staged {
+			if err := os.WriteFile(q, []byte("old"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g, err := os.OpenFile(q, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close() // on failure: the mount cannot unmount while it is open
+		if _, err := g.Write([]byte("written before")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(q); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.Write([]byte(" and after the unlink")); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Sync(); err != nil {
+			t.Errorf("fsync of the unlinked file: %v", err)
+		}
+		if err := g.Close(); err != nil {
+			t.Errorf("close of the unlinked file: %v", err)
+		}
+		if _, err := os.Lstat(q); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("staged=%v: the unlinked file is back after close: %v", staged, err)
+		}
+		if err := os.Remove(m.path("d")); err != nil {
+			t.Errorf("staged=%v: rmdir after the unlinked file's close: %v", staged, err)
+		}
 	}
 }
 

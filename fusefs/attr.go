@@ -46,6 +46,8 @@ type attrChange struct {
 	setMtime bool
 	atime    time.Time
 	setAtime bool
+	ctime    time.Time // when the change was asked for: the new ctime
+	setCtime bool
 }
 
 func changeFrom(in *fuse.SetAttrIn) attrChange {
@@ -55,6 +57,9 @@ func changeFrom(in *fuse.SetAttrIn) attrChange {
 	c.gid, c.setGID = in.GetGID()
 	c.mtime, c.setMtime = in.GetMTime()
 	c.atime, c.setAtime = in.GetATime()
+	if !c.empty() {
+		c.ctime, c.setCtime = time.Now(), true
+	}
 	return c
 }
 
@@ -78,6 +83,9 @@ func (c attrChange) then(d attrChange) attrChange {
 	}
 	if d.setAtime {
 		c.atime, c.setAtime = d.atime, true
+	}
+	if d.setCtime {
+		c.ctime, c.setCtime = d.ctime, true
 	}
 	return c
 }
@@ -110,6 +118,9 @@ func (c attrChange) apply(a metadata.Attrs, uid, gid uint32) metadata.Attrs {
 	}
 	if c.setAtime {
 		a.Atime, a.HasAtime = c.atime, true
+	}
+	if c.setCtime {
+		a.Ctime, a.HasCtime = c.ctime, true
 	}
 	return a
 }

@@ -45,7 +45,13 @@ func TestAttrChangeApply(t *testing.T) {
 		{"mtime", setAttrIn(fuse.FATTR_MTIME, 0, 0, 0, mt), metadata.Attrs{},
 			metadata.Attrs{Mtime: mt, HasMtime: true}},
 	} {
+		before := time.Now()
 		got := changeFrom(tc.in).apply(tc.cur, 1000, 1000)
+		// Every change sets the ctime to the time it was asked for.
+		if changed := tc.in.Valid != 0; got.HasCtime != changed || (changed && got.Ctime.Before(before)) {
+			t.Errorf("%s: ctime %v (set: %v), want now if anything changed", tc.name, got.Ctime, got.HasCtime)
+		}
+		got.Ctime, got.HasCtime = time.Time{}, false
 		if got != tc.want {
 			t.Errorf("%s: got %+v, want %+v", tc.name, got, tc.want)
 		}

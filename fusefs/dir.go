@@ -109,7 +109,8 @@ func (f *FS) fileAttr(o *object, a *fuse.Attr) {
 	if o.attrs.HasAtime {
 		at = o.attrs.Atime
 	}
-	a.SetTimes(&at, &mt, &mt)
+	ct := changeTime(o.attrs, mt)
+	a.SetTimes(&at, &mt, &ct)
 }
 
 // entryKind is what a name in a directory is.
@@ -232,6 +233,16 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return linked(d.NewInode(ctx, newFileNode(f, key), fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)})), 0
 	}
 	return nil, syscall.ENOENT
+}
+
+// unlinkedChild says whether name's loaded inode is a file just unlinked.
+func (d *dirNode) unlinkedChild(name string) bool {
+	if ch := d.GetChild(name); ch != nil {
+		if n, ok := ch.Operations().(*fileNode); ok {
+			return n.unlinked.Load()
+		}
+	}
+	return false
 }
 
 // linked marks a file inode, which the kernel may still hold from before an
@@ -504,7 +515,18 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return syscall.EROFS
 	}
 	key := childKey(d.prefix(), name)
+	if n := f.pendingNode(key); n != nil {
+		// Being written, not yet committed: the name goes now, and the
+		// upload is not committed at close (write.go finishStream).
+		n.unlinked.Store(true)
+		f.setPending(key, n, false)
+	}
 	o, err := f.head(ctx, key)
+	if isNotFound(err) && d.unlinkedChild(name) {
+		f.listingRemove(d.prefix(), name)
+		f.touchDir(d.prefix())
+		return 0 // a new file that existed only as its open upload
+	}
 	if err != nil {
 		f.dirChanged(d.prefix())
 		return f.logErr("unlink", key, err)

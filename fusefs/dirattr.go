@@ -47,6 +47,7 @@ type dirState struct {
 	mtime   time.Time      // set by a change through this mount; zero: none
 	dirty   bool           // mtime is not stored yet
 	pending bool           // a flush is scheduled
+	gen     uint64         // bumped by every marker write of this mount
 }
 
 // dirStates holds the states by prefix.
@@ -59,6 +60,10 @@ type dirStates struct {
 	// requests; entries are never removed (one small mutex per directory
 	// ever changed).
 	flushing map[string]*sync.Mutex
+	// wmu serialises the read-modify-writes of markers (flushDir,
+	// setDirMeta) in this mount, so that a lazy mtime copy never puts back
+	// the metadata a chmod or chown just replaced.
+	wmu sync.Mutex
 }
 
 // flushLock returns prefix's flush mutex.
@@ -89,29 +94,39 @@ func (f *FS) dirStateLocked(prefix string) *dirState {
 }
 
 // dirInfo returns prefix's attributes, HEADing its marker when what is
-// known has expired. The root is never HEADed.
+// known has expired. The root is never HEADed. A HEAD that a marker write of
+// this mount overtook is not kept: it may show the metadata from before.
 func (f *FS) dirInfo(ctx context.Context, prefix string) (dirState, error) {
-	f.dirs.mu.Lock()
-	st := f.dirStateLocked(prefix)
-	if prefix == "" || (!st.at.IsZero() && time.Since(st.at) <= f.opt.MetadataTTL) {
-		defer f.dirs.mu.Unlock()
-		return *st, nil
+	for {
+		f.dirs.mu.Lock()
+		st := f.dirStateLocked(prefix)
+		if prefix == "" || (!st.at.IsZero() && time.Since(st.at) <= f.opt.MetadataTTL) {
+			out := *st
+			f.dirs.mu.Unlock()
+			return out, nil
+		}
+		gen := st.gen
+		f.dirs.mu.Unlock()
+		info, err := f.store.Head(ctx, prefix)
+		if err != nil && !isNotFound(err) {
+			return dirState{}, err
+		}
+		f.dirs.mu.Lock()
+		st = f.dirStateLocked(prefix)
+		if st.gen != gen {
+			f.dirs.mu.Unlock()
+			continue
+		}
+		st.at = time.Now()
+		st.marker = err == nil
+		st.attrs, st.upload = metadata.Attrs{}, time.Time{}
+		if err == nil {
+			st.attrs, st.upload = metadata.ParseAttrs(info.Metadata), info.LastModified
+		}
+		out := *st
+		f.dirs.mu.Unlock()
+		return out, nil
 	}
-	f.dirs.mu.Unlock()
-	info, err := f.store.Head(ctx, prefix)
-	if err != nil && !isNotFound(err) {
-		return dirState{}, err
-	}
-	f.dirs.mu.Lock()
-	defer f.dirs.mu.Unlock()
-	st = f.dirStateLocked(prefix)
-	st.at = time.Now()
-	st.marker = err == nil
-	st.attrs, st.upload = metadata.Attrs{}, time.Time{}
-	if err == nil {
-		st.attrs, st.upload = metadata.ParseAttrs(info.Metadata), info.LastModified
-	}
-	return *st, nil
 }
 
 // forgetDir drops what is known of prefix (and below), after rmdir or a
@@ -154,7 +169,8 @@ func (f *FS) fillDirAttr(a *fuse.Attr, st dirState) {
 	if st.attrs.HasAtime {
 		at = st.attrs.Atime
 	}
-	a.SetTimes(&at, &mt, &mt)
+	ct := changeTime(st.attrs, mt)
+	a.SetTimes(&at, &mt, &ct)
 }
 
 // dirAttrOf fills prefix's attributes, HEADing its marker if needed.
@@ -226,6 +242,7 @@ func (f *FS) flushDir(ctx context.Context, prefix string) error {
 	f.dirs.mu.Lock()
 	defer f.dirs.mu.Unlock()
 	if st := f.dirs.m[prefix]; st != nil {
+		st.gen++
 		st.at = time.Time{} // HEAD again for the stored state
 		if !st.dirty && st.mtime.Equal(mtime) {
 			st.mtime = time.Time{}
@@ -238,6 +255,8 @@ func (f *FS) flushDir(ctx context.Context, prefix string) error {
 // itself with mtime set, pinned to the ETag of its HEAD. It reports false,
 // and no error, when there is no marker.
 func (f *FS) storeDirMtime(ctx context.Context, prefix string, mtime time.Time) (bool, error) {
+	f.dirs.wmu.Lock()
+	defer f.dirs.wmu.Unlock()
 	info, err := f.store.Head(ctx, prefix)
 	if isNotFound(err) {
 		return false, nil
@@ -314,6 +333,8 @@ func (f *FS) setDirMetaOnce(ctx context.Context, prefix string, c attrChange) er
 		return nil
 	}
 	f.dirs.mu.Unlock()
+	f.dirs.wmu.Lock()
+	defer f.dirs.wmu.Unlock()
 	info, err := f.store.Head(ctx, prefix)
 	var a metadata.Attrs
 	meta := map[string]string{}
@@ -342,6 +363,7 @@ func (f *FS) setDirMetaOnce(ctx context.Context, prefix string, c attrChange) er
 	f.dirs.mu.Lock()
 	defer f.dirs.mu.Unlock()
 	st = f.dirStateLocked(prefix)
+	st.gen++
 	st.at = time.Time{}
 	if err == nil && st.mtime.Equal(local) {
 		st.mtime, st.dirty = time.Time{}, false
@@ -381,4 +403,13 @@ func (f *FS) renamedIn(d *dirNode, newParent any, name, newName string, errno sy
 			f.touchDir(nd.prefix())
 		}
 	}
+}
+
+// changeTime is the ctime to show: the last attribute change stored, or the
+// mtime if that is later (a write changes both).
+func changeTime(a metadata.Attrs, mtime time.Time) time.Time {
+	if a.HasCtime && a.Ctime.After(mtime) {
+		return a.Ctime
+	}
+	return mtime
 }

@@ -211,8 +211,8 @@ func (n *fileNode) flushStageLocked(ctx context.Context) error {
 	n.mu.Lock()
 	sf, dirty, attrs := n.stage, n.stageDirty, n.stageAttrs
 	n.mu.Unlock()
-	if sf == nil || !dirty {
-		return nil
+	if sf == nil || !dirty || n.unlinked.Load() {
+		return nil // unchanged, or unlinked while open: nothing to store
 	}
 	f := n.fsys
 	committed := false

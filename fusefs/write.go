@@ -420,6 +420,12 @@ func (w *writeHandle) commit(ctx context.Context) error {
 func (w *writeHandle) finishStream(ctx context.Context, cause error) {
 	w.done = true
 	w.fsys.setPending(w.key, w.node, false)
+	if cause == nil && w.node.unlinked.Load() {
+		// Unlinked while open: its data lives only as long as the
+		// descriptor, as a local file's would; nothing is committed.
+		w.up.abort(ctx)
+		return
+	}
 	if cause == nil {
 		o, err := w.up.commit(ctx)
 		if err == nil {

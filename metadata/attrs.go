@@ -17,6 +17,9 @@ const (
 	// AttrAtime is the access time, as AttrMtime, when one was set
 	// explicitly (utimes); without it atime reads as mtime.
 	AttrAtime = "csefs-atime"
+	// AttrCtime is the time of the last attribute change (chmod, chown,
+	// utimes), as AttrMtime; the ctime shown is the later of it and mtime.
+	AttrCtime = "csefs-ctime"
 	// AttrUID and AttrGID are the owner as decimal ids; both must be valid for
 	// Attrs.HasOwner.
 	AttrUID = "csefs-uid"
@@ -44,6 +47,8 @@ type Attrs struct {
 	HasMtime bool
 	Atime    time.Time
 	HasAtime bool
+	Ctime    time.Time
+	HasCtime bool
 	UID, GID uint32
 	HasOwner bool
 	Symlink  bool
@@ -75,6 +80,11 @@ func ParseAttrs(meta map[string]string) Attrs {
 			a.Atime, a.HasAtime = time.Unix(0, n), true
 		} else if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 			a.Atime, a.HasAtime = t, true
+		}
+	}
+	if v, ok := Lookup(meta, AttrCtime); ok {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			a.Ctime, a.HasCtime = time.Unix(0, n), true
 		}
 	}
 	u, uok := Lookup(meta, AttrUID)
@@ -120,6 +130,7 @@ func (a Attrs) Apply(meta map[string]string) {
 	set(AttrMode, strconv.FormatUint(uint64(a.Mode), 8), a.HasMode)
 	set(AttrMtime, strconv.FormatInt(a.Mtime.UnixNano(), 10), a.HasMtime)
 	set(AttrAtime, strconv.FormatInt(a.Atime.UnixNano(), 10), a.HasAtime)
+	set(AttrCtime, strconv.FormatInt(a.Ctime.UnixNano(), 10), a.HasCtime)
 	set(AttrUID, strconv.FormatUint(uint64(a.UID), 10), a.HasOwner)
 	set(AttrGID, strconv.FormatUint(uint64(a.GID), 10), a.HasOwner)
 	set(AttrSymlink, "1", a.Symlink)

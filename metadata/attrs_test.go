@@ -16,7 +16,7 @@ func TestAttrsRoundTrip(t *testing.T) {
 		{Mtime: time.Unix(0, 0), HasMtime: true, InstructionFile: true},
 		{UID: 1<<32 - 1, GID: 1<<32 - 2, HasOwner: true},
 		{Mode: 0o20640, HasMode: true, Rdev: 0x10305, HasRdev: true},
-		{Mode: 0o10644, HasMode: true, Atime: mtime.Add(-time.Hour), HasAtime: true},
+		{Mode: 0o10644, HasMode: true, Atime: mtime.Add(-time.Hour), HasAtime: true, Ctime: mtime.Add(time.Hour), HasCtime: true},
 	}
 	for _, a := range tests {
 		meta := map[string]string{"x-amz-iv": "keep", "Csefs-Mode": "stale", "csefs-symlink": "1"}
@@ -25,11 +25,12 @@ func TestAttrsRoundTrip(t *testing.T) {
 			t.Fatal("Apply touched other keys")
 		}
 		got := ParseAttrs(meta)
-		if !got.Mtime.Equal(a.Mtime) || !got.Atime.Equal(a.Atime) {
+		if !got.Mtime.Equal(a.Mtime) || !got.Atime.Equal(a.Atime) || !got.Ctime.Equal(a.Ctime) {
 			t.Errorf("mtime %v atime %v, want %v and %v", got.Mtime, got.Atime, a.Mtime, a.Atime)
 		}
 		got.Mtime, a.Mtime = time.Time{}, time.Time{}
 		got.Atime, a.Atime = time.Time{}, time.Time{}
+		got.Ctime, a.Ctime = time.Time{}, time.Time{}
 		if got != a {
 			t.Errorf("got %+v, want %+v (meta %v)", got, a, meta)
 		}
