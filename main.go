@@ -28,7 +28,7 @@ func main() {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "csefs",
 		Usage: "mount S3 as a directory with EMRFS-compatible client-side encryption",
 		// --zone values hold ARNs and prefixes: never split them at commas.
@@ -41,6 +41,8 @@ func newApp() *cli.App {
 			recoverCommand(),
 		},
 	}
+	app.Commands = append(app.Commands, fleetCommands()...)
+	return app
 }
 
 func mountCommand() *cli.Command {
@@ -48,17 +50,7 @@ func mountCommand() *cli.Command {
 		Name:      "mount",
 		Usage:     "mount a bucket, prefix or local directory",
 		ArgsUsage: "s3://BUCKET[/PREFIX]|file:///ABS/DIR MOUNTPOINT",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
-			&cli.StringFlag{Name: "kms-endpoint-url", Usage: "KMS endpoint URL (default: AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL, or AWS)"},
-			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
-			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
-			&cli.StringFlag{Name: "cse", Usage: "encryption mode: kms, custom or off (default: kms for s3://, custom for file://)"},
-			&cli.StringFlag{Name: "kms-key-id", Usage: "KMS key for new objects: key id, key ARN, alias/NAME or alias ARN"},
-			&cli.StringFlag{Name: "kms-wrap", Value: "kms+context", Usage: "KMS wrapping for new objects: kms+context, or kms for the legacy EMRFS context {\"kms_cmk_id\": KEY}"},
-			&cli.StringFlag{Name: "storage-mode", Value: "object-metadata", Usage: "where new objects keep their envelope: object-metadata or instruction-file"},
-			&cli.StringFlag{Name: "commitment-policy", Value: "forbid-encrypt-allow-decrypt", Usage: "key commitment, as the S3 Encryption Clients name it: forbid-encrypt-allow-decrypt writes V2 (EMRFS and every client read it) and reads V2 and V3; require-encrypt-allow-decrypt writes V3 (key-committing, suite 115; Go v4, v3.2.0+, Java v4 read it) and reads both; require-encrypt-require-decrypt writes V3 and refuses objects without commitment (EACCES)"},
-			&cli.StringFlag{Name: "keyring", Usage: "keyring file for --cse custom (default for file:// sources: " + mount.DefaultKeyring() + ", created if missing)"},
+		Flags: append(append(connectionFlags(), keyFlags()...), []cli.Flag{
 			&cli.StringFlag{Name: "plaintext", Value: "allow", Usage: "objects without an envelope: allow (read them as they are) or deny (EACCES)"},
 			&cli.StringFlag{Name: "verify-threshold", Value: "8MiB", Usage: "GCM objects up to this size are authenticated whole before any byte is returned"},
 			&cli.BoolFlag{Name: "strict-ranged-reads", Usage: "authenticate a whole large object before serving random reads from it"},
@@ -81,26 +73,13 @@ func mountCommand() *cli.Command {
 			&cli.IntFlag{Name: "upload-concurrency", Value: 4, Usage: "parts of one file uploaded in parallel"},
 			&cli.IntFlag{Name: "key-cache-size", Value: 1024, Usage: "unwrapped data keys kept in memory"},
 			&cli.DurationFlag{Name: "key-cache-ttl", Value: 10 * time.Minute, Usage: "how long an unwrapped data key is kept"},
-			&cli.DurationFlag{Name: "s3-retry-deadline", Value: objectstore.DefaultRetryDeadline, Usage: "how long one S3 request keeps retrying (backoff with jitter) through an outage, throttling or lost replies before the operation fails with EIO"},
-			&cli.DurationFlag{Name: "kms-timeout", Value: 10 * time.Second, Usage: "how long one KMS request may take before it is retried"},
-			&cli.DurationFlag{Name: "kms-deadline", Value: 30 * time.Second, Usage: "how long one KMS call keeps retrying before open/create fails with EIO (\"KMS timeout\" in the log)"},
 			&cli.IntFlag{Name: "kms-key-ahead", Value: 4, Usage: "unused data keys each KMS key generates ahead, so creates do not wait for KMS; each lives at most a minute in memory (0: off)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-file", Usage: "log destination (default: stderr in the foreground, a file beside the pid file in the background)"},
 			&cli.StringFlag{Name: "pprof-addr", Usage: "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060"},
 			&cli.BoolFlag{Name: "allow-core-dumps", Usage: "debugging only: keep the core size limit and let the daemon be dumped; by default it sets RLIMIT_CORE 0 and PR_SET_DUMPABLE 0, since its memory holds data keys and plaintext"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request (very verbose; go-fuse prints the first bytes of each read and write, so never use it on real data)"},
-			&cli.StringFlag{Name: "emrfs-site", Usage: "read EMRFS settings (fs.s3.cse.*) from this emrfs-site.xml; flags given explicitly win"},
-			&cli.StringFlag{Name: "security-configuration", Usage: "read S3 encryption settings from this EMR security configuration JSON (CSE-KMS, CSE-Custom; Overrides for the mounted bucket); flags given explicitly win"},
-			&cli.StringFlag{Name: "kms-region", Usage: "KMS region when it differs from --region (fs.s3.cse.kms.region)"},
-			&cli.StringFlag{Name: "zones-file", Usage: "encryption zones: JSON {\"zones\":[{\"prefix\":\"finance/\",\"key\":\"kms:alias/fin\"},…]}; renames across zones fail with EXDEV (mv then copies, re-encrypting)"},
-			&cli.StringSliceFlag{Name: "zone", Usage: "an encryption zone PREFIX=kms:KEYID or PREFIX=keyring:NAME (repeatable; PREFIX is a bucket key prefix)"},
-			&cli.BoolFlag{Name: "materials-description", Usage: "store EMRFS's materials description with new objects: Path (the S3 URI) and JobflowId (with kms+context, part of the KMS encryption context)"},
-			&cli.StringFlag{Name: "job-flow-id", Usage: "cluster id for JobflowId (default: jobFlowId of --job-flow-json)"},
-			&cli.StringFlag{Name: "job-flow-json", Usage: "EMR's job-flow.json, read for the cluster id (default: " + mount.DefaultJobFlowJSON + " when present)"},
-			&cli.StringFlag{Name: "materials-provider", Usage: "exec:/path/to/program: a program that makes and unwraps data keys (--cse custom; protocol in csefs docs)"},
-			&cli.DurationFlag{Name: "materials-provider-timeout", Value: 10 * time.Second, Usage: "how long one run of the --materials-provider program may take"},
-		},
+		}...),
 		Action: runMount,
 	}
 }
@@ -109,55 +88,28 @@ func runMount(c *cli.Context) error {
 	if c.NArg() != 2 {
 		return fmt.Errorf("mount needs a source and a mountpoint; see csefs mount --help")
 	}
-	cfg := mount.Config{
-		Source:            c.Args().Get(0),
-		Mountpoint:        c.Args().Get(1),
-		EndpointURL:       c.String("endpoint-url"),
-		KMSEndpointURL:    c.String("kms-endpoint-url"),
-		Region:            c.String("region"),
-		PathStyle:         c.Bool("path-style"),
-		CSE:               c.String("cse"),
-		KMSKeyID:          c.String("kms-key-id"),
-		KMSWrap:           c.String("kms-wrap"),
-		StorageMode:       c.String("storage-mode"),
-		CommitmentPolicy:  c.String("commitment-policy"),
-		Keyring:           c.String("keyring"),
-		Plaintext:         c.String("plaintext"),
-		StrictRanged:      c.Bool("strict-ranged-reads"),
-		MetadataTTL:       c.Duration("metadata-ttl"),
-		ReadOnly:          c.Bool("read-only"),
-		AllowOther:        c.Bool("allow-other"),
-		AllowNonEmpty:     c.Bool("allow-non-empty"),
-		XAttrs:            c.Bool("xattrs"),
-		AttrsFromList:     c.Bool("attrs-from-list"),
-		UID:               uint32(c.Int("uid")),
-		GID:               uint32(c.Int("gid")),
-		UploadConcurrency: c.Int("upload-concurrency"),
-		MemoryTarget:      c.String("memory-target"),
-		StagingDir:        c.String("staging-dir"),
-		KeyCacheSize:      c.Int("key-cache-size"),
-		KeyCacheTTL:       c.Duration("key-cache-ttl"),
-		KMSKeyAhead:       c.Int("kms-key-ahead"),
-		S3RetryDeadline:   c.Duration("s3-retry-deadline"),
-		KMSTimeout:        c.Duration("kms-timeout"),
-		KMSDeadline:       c.Duration("kms-deadline"),
-		LogLevel:          c.String("log-level"),
-		FuseDebug:         c.Bool("fuse-debug"),
-		AllowCoreDumps:    c.Bool("allow-core-dumps"),
-		PprofAddr:         c.String("pprof-addr"),
-
-		EMRFSSite:                c.String("emrfs-site"),
-		SecurityConfiguration:    c.String("security-configuration"),
-		KMSRegion:                c.String("kms-region"),
-		ZonesFile:                c.String("zones-file"),
-		Zones:                    c.StringSlice("zone"),
-		MaterialsDescription:     c.Bool("materials-description"),
-		JobFlowID:                c.String("job-flow-id"),
-		JobFlowJSON:              c.String("job-flow-json"),
-		MaterialsProvider:        c.String("materials-provider"),
-		MaterialsProviderTimeout: c.Duration("materials-provider-timeout"),
-		IsSet:                    c.IsSet,
-	}
+	cfg := readConfig(c, c.Args().Get(0))
+	cfg.Mountpoint = c.Args().Get(1)
+	cfg.Plaintext = c.String("plaintext")
+	cfg.StrictRanged = c.Bool("strict-ranged-reads")
+	cfg.MetadataTTL = c.Duration("metadata-ttl")
+	cfg.ReadOnly = c.Bool("read-only")
+	cfg.AllowOther = c.Bool("allow-other")
+	cfg.AllowNonEmpty = c.Bool("allow-non-empty")
+	cfg.XAttrs = c.Bool("xattrs")
+	cfg.AttrsFromList = c.Bool("attrs-from-list")
+	cfg.UID = uint32(c.Int("uid"))
+	cfg.GID = uint32(c.Int("gid"))
+	cfg.UploadConcurrency = c.Int("upload-concurrency")
+	cfg.MemoryTarget = c.String("memory-target")
+	cfg.StagingDir = c.String("staging-dir")
+	cfg.KeyCacheSize = c.Int("key-cache-size")
+	cfg.KeyCacheTTL = c.Duration("key-cache-ttl")
+	cfg.KMSKeyAhead = c.Int("kms-key-ahead")
+	cfg.LogLevel = c.String("log-level")
+	cfg.FuseDebug = c.Bool("fuse-debug")
+	cfg.AllowCoreDumps = c.Bool("allow-core-dumps")
+	cfg.PprofAddr = c.String("pprof-addr")
 	var err error
 	if cfg.VerifyThreshold, err = mount.ParseSize(c.String("verify-threshold")); err != nil {
 		return fmt.Errorf("--verify-threshold: %w", err)
@@ -414,4 +366,72 @@ func parseMode(s string) (uint32, error) {
 		return 0, fmt.Errorf("%q is not an octal mode", s)
 	}
 	return uint32(n), nil
+}
+
+// connectionFlags are the flags that reach the store and KMS; mount and the
+// bucket tools share them (readConfig reads them).
+func connectionFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
+		&cli.StringFlag{Name: "kms-endpoint-url", Usage: "KMS endpoint URL (default: AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL, or AWS)"},
+		&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
+		&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
+		&cli.DurationFlag{Name: "s3-retry-deadline", Value: objectstore.DefaultRetryDeadline, Usage: "how long one S3 request keeps retrying (backoff with jitter) through an outage, throttling or lost replies before the operation fails with EIO"},
+		&cli.DurationFlag{Name: "kms-timeout", Value: 10 * time.Second, Usage: "how long one KMS request may take before it is retried"},
+		&cli.DurationFlag{Name: "kms-deadline", Value: 30 * time.Second, Usage: "how long one KMS call keeps retrying before open/create fails with EIO (\"KMS timeout\" in the log)"},
+		&cli.StringFlag{Name: "kms-region", Usage: "KMS region when it differs from --region (fs.s3.cse.kms.region)"},
+	}
+}
+
+// keyFlags are the flags that choose the keys, the format and the
+// configuration files; mount and the bucket tools share them.
+func keyFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "cse", Usage: "encryption mode: kms, custom or off (default: kms for s3://, custom for file://)"},
+		&cli.StringFlag{Name: "kms-key-id", Usage: "KMS key for new objects: key id, key ARN, alias/NAME or alias ARN"},
+		&cli.StringFlag{Name: "kms-wrap", Value: "kms+context", Usage: "KMS wrapping for new objects: kms+context, or kms for the legacy EMRFS context {\"kms_cmk_id\": KEY}"},
+		&cli.StringFlag{Name: "storage-mode", Value: "object-metadata", Usage: "where new objects keep their envelope: object-metadata or instruction-file"},
+		&cli.StringFlag{Name: "commitment-policy", Value: "forbid-encrypt-allow-decrypt", Usage: "key commitment, as the S3 Encryption Clients name it: forbid-encrypt-allow-decrypt writes V2 (EMRFS and every client read it) and reads V2 and V3; require-encrypt-allow-decrypt writes V3 (key-committing, suite 115; Go v4, v3.2.0+, Java v4 read it) and reads both; require-encrypt-require-decrypt writes V3 and refuses objects without commitment (EACCES)"},
+		&cli.StringFlag{Name: "keyring", Usage: "keyring file for --cse custom (default for file:// sources: " + mount.DefaultKeyring() + ", created if missing)"},
+		&cli.StringFlag{Name: "emrfs-site", Usage: "read EMRFS settings (fs.s3.cse.*) from this emrfs-site.xml; flags given explicitly win"},
+		&cli.StringFlag{Name: "security-configuration", Usage: "read S3 encryption settings from this EMR security configuration JSON (CSE-KMS, CSE-Custom; Overrides for the mounted bucket); flags given explicitly win"},
+		&cli.StringFlag{Name: "zones-file", Usage: "encryption zones: JSON {\"zones\":[{\"prefix\":\"finance/\",\"key\":\"kms:alias/fin\"},…]}; renames across zones fail with EXDEV (mv then copies, re-encrypting)"},
+		&cli.StringSliceFlag{Name: "zone", Usage: "an encryption zone PREFIX=kms:KEYID or PREFIX=keyring:NAME (repeatable; PREFIX is a bucket key prefix)"},
+		&cli.BoolFlag{Name: "materials-description", Usage: "store EMRFS's materials description with new objects: Path (the S3 URI) and JobflowId (with kms+context, part of the KMS encryption context)"},
+		&cli.StringFlag{Name: "job-flow-id", Usage: "cluster id for JobflowId (default: jobFlowId of --job-flow-json)"},
+		&cli.StringFlag{Name: "job-flow-json", Usage: "EMR's job-flow.json, read for the cluster id (default: " + mount.DefaultJobFlowJSON + " when present)"},
+		&cli.StringFlag{Name: "materials-provider", Usage: "exec:/path/to/program: a program that makes and unwraps data keys (--cse custom; protocol in csefs docs)"},
+		&cli.DurationFlag{Name: "materials-provider-timeout", Value: 10 * time.Second, Usage: "how long one run of the --materials-provider program may take"},
+	}
+}
+
+// readConfig reads connectionFlags and keyFlags into a mount.Config.
+func readConfig(c *cli.Context, source string) mount.Config {
+	return mount.Config{
+		Source:                   source,
+		EndpointURL:              c.String("endpoint-url"),
+		KMSEndpointURL:           c.String("kms-endpoint-url"),
+		Region:                   c.String("region"),
+		PathStyle:                c.Bool("path-style"),
+		S3RetryDeadline:          c.Duration("s3-retry-deadline"),
+		KMSTimeout:               c.Duration("kms-timeout"),
+		KMSDeadline:              c.Duration("kms-deadline"),
+		KMSRegion:                c.String("kms-region"),
+		CSE:                      c.String("cse"),
+		KMSKeyID:                 c.String("kms-key-id"),
+		KMSWrap:                  c.String("kms-wrap"),
+		StorageMode:              c.String("storage-mode"),
+		CommitmentPolicy:         c.String("commitment-policy"),
+		Keyring:                  c.String("keyring"),
+		EMRFSSite:                c.String("emrfs-site"),
+		SecurityConfiguration:    c.String("security-configuration"),
+		ZonesFile:                c.String("zones-file"),
+		Zones:                    c.StringSlice("zone"),
+		MaterialsDescription:     c.Bool("materials-description"),
+		JobFlowID:                c.String("job-flow-id"),
+		JobFlowJSON:              c.String("job-flow-json"),
+		MaterialsProvider:        c.String("materials-provider"),
+		MaterialsProviderTimeout: c.Duration("materials-provider-timeout"),
+		IsSet:                    c.IsSet,
+	}
 }

@@ -48,6 +48,9 @@ type s3Writer struct {
 	key  string // relative
 	full string // with prefix
 	meta map[string]string
+	// ifMatch, when set (CreateIfMatch), is sent as If-Match with the
+	// PutObject or CompleteMultipartUpload that makes the object visible.
+	ifMatch string
 
 	// bg carries the part uploads. It keeps Create's values but not its
 	// cancellation (a FUSE request context ends long before the file is
@@ -257,6 +260,7 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 		out, err := w.s.client.PutObject(ctx, &s3.PutObjectInput{
 			Bucket: &w.s.bucket, Key: &w.full, Body: bytes.NewReader(body),
 			ContentLength: aws.Int64(int64(len(body))), Metadata: w.meta,
+			IfMatch: ifMatch(w.ifMatch),
 		}, w.s.bodyOpts()...)
 		if err != nil {
 			err = classify(err)
@@ -282,6 +286,7 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 	out, err := w.s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: &w.s.bucket, Key: &w.full, UploadId: &w.uploadID,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: w.parts},
+		IfMatch:         ifMatch(w.ifMatch),
 	})
 	if err != nil {
 		// A lost reply: the SDK's retry of a Complete that did land gets
