@@ -171,3 +171,48 @@ func TestSameMountReadersSeeWholeVersions(t *testing.T) {
 		t.Errorf("only %d whole reads in %d overwrites", whole, versions)
 	}
 }
+
+// TestMmapShared: with every handle direct I/O, MAP_SHARED still works
+// (CAP_DIRECT_IO_ALLOW_MMAP): a change made through a shared writable map
+// is uploaded at close, and a read-only shared map shows it.
+func TestMmapShared(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount(t, "")
+	if err := os.WriteFile(m.path("f"), []byte("hello world, mmap me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(m.path("f"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := syscall.Mmap(int(f.Fd()), 0, 20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		f.Close()
+		t.Fatalf("mmap MAP_SHARED read-write: %v", err)
+	}
+	copy(b, "HELLO")
+	if err := syscall.Munmap(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const want = "HELLO world, mmap me"
+	if got, err := os.ReadFile(m.path("f")); err != nil || string(got) != want {
+		t.Fatalf("after the mapped write: %q, %v", got, err)
+	}
+	r, err := os.Open(m.path("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err = syscall.Mmap(int(r.Fd()), 0, 20, syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap MAP_SHARED read-only: %v", err)
+	}
+	got := string(b)
+	syscall.Munmap(b)
+	if got != want {
+		t.Errorf("read-only map: %q, want %q", got, want)
+	}
+}
