@@ -28,9 +28,12 @@ func main() {
 }
 
 func newApp() *cli.App {
+	// --version only: -v is the bucket tools' --verbose.
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version, VCS revision and Go toolchain of this build"}
 	app := &cli.App{
-		Name:  "csefs",
-		Usage: "mount S3 as a directory with EMRFS-compatible client-side encryption",
+		Name:    "csefs",
+		Version: mount.Version(),
+		Usage:   "mount S3 as a directory with EMRFS-compatible client-side encryption",
 		// --zone values hold ARNs and prefixes: never split them at commas.
 		DisableSliceFlagSeparator: true,
 		Commands: []*cli.Command{

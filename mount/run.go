@@ -159,7 +159,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		_ = os.WriteFile(pidfile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600)
 		defer os.Remove(pidfile)
 	}
-	log.Info("mounted", "source", src.uri(), "mountpoint", cfg.Mountpoint, "cse", cfg.CSE)
+	log.Info("mounted", "source", src.uri(), "mountpoint", cfg.Mountpoint, "cse", cfg.CSE, "version", Version())
 	readied = true
 	if ready != nil {
 		ready(nil)
