@@ -21,7 +21,17 @@ import (
 )
 
 func main() {
-	if err := newApp().Run(os.Args); err != nil {
+	app := newApp()
+	args, fake, err := rewriteArgs(app, os.Args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "csefs:", err)
+		os.Exit(1)
+	}
+	if fake { // mount -f: everything but the mount itself
+		return
+	}
+	os.Args = args // a daemonized mount re-executes these
+	if err := app.Run(args); err != nil {
 		fmt.Fprintln(os.Stderr, "csefs:", err)
 		os.Exit(1)
 	}
@@ -59,7 +69,8 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "strict-ranged-reads", Usage: "authenticate a whole large object before serving random reads from it"},
 			&cli.DurationFlag{Name: "metadata-ttl", Value: 5 * time.Second, Usage: "how long listings and object attributes are trusted before S3 is asked again"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground instead of daemonizing"},
-			&cli.BoolFlag{Name: "read-only", Usage: "mount read-only"},
+			&cli.BoolFlag{Name: "read-only", Usage: "mount read-only (-o ro)"},
+			&cli.BoolFlag{Name: "noexec", Usage: "do not let files on the mount be executed (-o noexec)"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)"},
 			&cli.BoolFlag{Name: "allow-non-empty", Usage: "mount over a mountpoint that is not empty, hiding its entries (refused by default)"},
 			&cli.BoolFlag{Name: "attrs-from-list", Usage: "answer stat of listed files from the LIST alone, with no HEAD per file (fast ls -l of big directories): size = stored − 16, the mount's mode and owner, mtime = upload time; exact once a file is opened"},
@@ -97,6 +108,7 @@ func runMount(c *cli.Context) error {
 	cfg.StrictRanged = c.Bool("strict-ranged-reads")
 	cfg.MetadataTTL = c.Duration("metadata-ttl")
 	cfg.ReadOnly = c.Bool("read-only")
+	cfg.NoExec = c.Bool("noexec")
 	cfg.AllowOther = c.Bool("allow-other")
 	cfg.AllowNonEmpty = c.Bool("allow-non-empty")
 	cfg.XAttrs = c.Bool("xattrs")

@@ -4,10 +4,15 @@ package e2e
 // systemd readiness, logs and metrics (docs/operations.md).
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/csefs/csefs/e2e/testenv"
 )
 
 // TestVersion: csefs --version names the module version, the VCS revision
@@ -41,5 +46,106 @@ func TestVersion(t *testing.T) {
 	m.Unmount(t)
 	if log := m.logText(t); !strings.Contains(log, ver) {
 		t.Errorf("mount log lacks the version %q:\n%s", ver, log)
+	}
+}
+
+// s3Options is w.s3Args as one -o list.
+func (w *world) s3Options(extra ...string) string {
+	return strings.Join(append([]string{
+		"endpoint-url=" + w.S3.Endpoint, "path-style", "region=" + w.S3.Region,
+		"kms-endpoint-url=" + w.KMS.Endpoint, "cse=kms", "kms-key-id=" + w.KMS.KeyID,
+	}, extra...), ",")
+}
+
+// inMountNamespace runs script with sh in a private mount namespace where
+// csefs is installed as /usr/local/bin/csefs (a bind mount of the test's
+// build), as an operator installs it: mount(8) runs helpers with no PATH,
+// so mount.fuse3 finds csefs only in the shell's default one. Mounts made
+// in the namespace are invisible outside it; the script unmounts them.
+func inMountNamespace(t *testing.T, env []string, script string) string {
+	t.Helper()
+	bin := csefsBin(t)
+	if _, err := exec.LookPath("mount.fuse3"); err != nil {
+		if _, err := os.Stat("/sbin/mount.fuse3"); err != nil {
+			testenv.Unavailable(t, "no mount.fuse3 (apt-get install fuse3)")
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("mount(8) of a FUSE type from a test needs root")
+	}
+	full := "set -e\nmount --bind " + filepath.Dir(bin) + " /usr/local/bin\n" + script
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", full)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("in a mount namespace: %v\nscript:\n%s\noutput:\n%s", err, script, out)
+	}
+	return string(out)
+}
+
+// TestMountHelper: `mount -t fuse.csefs -o OPTIONS SOURCE DIR` (mount(8)
+// runs mount.fuse3, which runs `csefs SOURCE DIR -o OPTIONS`) and an fstab
+// line mounted with `mount DIR` (from a private fstab, mount -T) both mount
+// and serve encrypted files; ro and uid=NAME are honoured, _netdev, nofail,
+// x-systemd.*, defaults, dev and suid are accepted; the mount is nosuid and
+// nodev whatever the options. The helper's own argv form
+// (`mount.fuse.csefs SOURCE DIR -o OPTIONS -t fuse.csefs`, how mount(8)
+// runs a mount.fuse.csefs link) mounts too.
+func TestMountHelper(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+	mnt, mnt2, mnt3 := filepath.Join(dir, "mnt"), filepath.Join(dir, "mnt2"), filepath.Join(dir, "mnt3")
+	for _, d := range []string{mnt, mnt2, mnt3} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := "s3://" + w.Bucket + "/data"
+	fstab := filepath.Join(dir, "fstab")
+	line := fmt.Sprintf("%s %s fuse.csefs _netdev,nofail,noauto,x-systemd.requires=network-online.target,defaults,ro,uid=nobody,%s 0 0\n",
+		src, mnt2, w.s3Options("log-file="+filepath.Join(dir, "fstab.log")))
+	if err := os.WriteFile(fstab, []byte(line), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	helper := filepath.Join(dir, "mount.fuse.csefs")
+	if err := os.Symlink(csefsBin(t), helper); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf(`
+trap 'set +e; csefs unmount %[1]s 2>/dev/null; csefs unmount %[2]s 2>/dev/null; csefs unmount %[3]s 2>/dev/null; true' EXIT
+mount -t fuse.csefs -o _netdev,nofail,%[4]s %[5]s %[1]s
+echo hello > %[1]s/a.txt
+cat %[1]s/a.txt
+grep " %[1]s " /proc/self/mounts
+mount -T %[6]s %[2]s
+echo "fstab: $(cat %[2]s/a.txt) owner $(stat -c %%u %[2]s/a.txt)"
+if touch %[2]s/b.txt 2>/dev/null; then echo "ro mount is writable"; exit 1; fi
+grep " %[2]s " /proc/self/mounts
+%[7]s %[5]s %[3]s -o %[4]s -t fuse.csefs
+echo "helper: $(cat %[3]s/a.txt)"
+csefs unmount %[1]s
+csefs unmount %[2]s
+csefs unmount %[3]s
+`, mnt, mnt2, mnt3, w.s3Options("log-file="+filepath.Join(dir, "mount.log")), src, fstab, helper)
+	out := inMountNamespace(t, w.env, script)
+	t.Logf("output:\n%s", out)
+	for _, want := range []string{"hello\n", "fstab: hello owner 65534", "helper: hello"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 3 && f[2] == "fuse.csefs" {
+			opts := "," + f[3] + ","
+			if !strings.Contains(opts, ",nosuid,") || !strings.Contains(opts, ",nodev,") {
+				t.Errorf("mount is not nosuid,nodev: %s", l)
+			}
+			if f[1] == mnt2 && !strings.Contains(opts, ",ro,") {
+				t.Errorf("fstab mount with ro is not read-only: %s", l)
+			}
+		}
+	}
+	if _, meta := w.head(t, "data/a.txt"); meta["x-amz-key-v2"] == "" {
+		t.Errorf("data/a.txt is not encrypted: %v", meta)
 	}
 }

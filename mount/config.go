@@ -42,6 +42,7 @@ type Config struct {
 	MetadataTTL     time.Duration
 
 	ReadOnly   bool
+	NoExec     bool // files cannot be executed (MS_NOEXEC)
 	AllowOther bool
 	// AllowNonEmpty mounts over a mountpoint that has entries (hiding them).
 	AllowNonEmpty bool

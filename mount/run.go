@@ -142,6 +142,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if cfg.ReadOnly {
 		opts.Options = append(opts.Options, "ro")
 	}
+	if cfg.NoExec {
+		opts.Options = append(opts.Options, "noexec")
+	}
 	if cfg.AllowOther {
 		// Other users see decrypted files: let the kernel enforce the mode
 		// bits, which it does not do for FUSE by default.
