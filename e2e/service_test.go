@@ -5,12 +5,15 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/csefs/csefs/e2e/testenv"
 )
@@ -144,6 +147,137 @@ csefs unmount %[3]s
 				t.Errorf("fstab mount with ro is not read-only: %s", l)
 			}
 		}
+	}
+	if _, meta := w.head(t, "data/a.txt"); meta["x-amz-key-v2"] == "" {
+		t.Errorf("data/a.txt is not encrypted: %v", meta)
+	}
+}
+
+// notifySocket listens on a unix datagram socket for sd_notify messages, as
+// systemd does for a Type=notify service; messages arrive on the channel.
+func notifySocket(t *testing.T) (string, <-chan string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ch := make(chan string, 16)
+	go func() {
+		defer close(ch)
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			ch <- string(buf[:n])
+		}
+	}()
+	return path, ch
+}
+
+// waitNotify waits up to a minute for a message containing want, failing
+// the test if the process exits first or the time passes.
+func waitNotify(t *testing.T, ch <-chan string, want string, exited <-chan error) string {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				t.Fatalf("notify socket closed before %q", want)
+			}
+			if strings.Contains(m, want) {
+				return m
+			}
+		case err := <-exited:
+			t.Fatalf("csefs exited (%v) before sending %q", err, want)
+		case <-timeout:
+			t.Fatalf("no %q on NOTIFY_SOCKET within a minute", want)
+		}
+	}
+}
+
+// TestSystemdNotify runs the ExecStart and ExecStop lines of the example
+// unit contrib/systemd/csefs-data.service (pointed at the test servers) as
+// systemd would for Type=notify: READY=1 (with MAINPID) arrives on
+// NOTIFY_SOCKET, by then the mount serves, logs go to stderr, ExecStop
+// unmounts, STOPPING=1 arrives and the process exits 0. The unit passes
+// systemd-analyze verify.
+func TestSystemdNotify(t *testing.T) {
+	w := newWorld(t)
+	bin := csefsBin(t)
+	unit, err := os.ReadFile("../contrib/systemd/csefs-data.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "mnt")
+	r := strings.NewReplacer("/usr/local/bin/csefs", bin, "/mnt/data", mnt,
+		"s3://my-bucket/data", "s3://"+w.Bucket+"/data",
+		"--cse kms --kms-key-id alias/my-key", strings.Join(w.s3Args(), " "))
+	text := r.Replace(string(unit))
+	if path, err := exec.LookPath("systemd-analyze"); err == nil {
+		f := filepath.Join(dir, "csefs-data.service")
+		if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(path, "verify", f).CombinedOutput(); err != nil {
+			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+		}
+	}
+	lines := map[string]string{}
+	for _, l := range strings.Split(text, "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok && strings.HasPrefix(k, "Exec") {
+			lines[k] = v
+		}
+	}
+	if !strings.Contains(text, "Type=notify") || lines["ExecStart"] == "" || lines["ExecStop"] == "" {
+		t.Fatalf("unit lacks Type=notify, ExecStart or ExecStop:\n%s", text)
+	}
+	sock, msgs := notifySocket(t)
+	env := append(withEnv(w.env, "NOTIFY_SOCKET", sock), "INVOCATION_ID=test")
+
+	run(t, "sh", "-c", lines["ExecStartPre"])
+	start := exec.Command("sh", "-c", "exec "+lines["ExecStart"])
+	start.Env = env
+	var stderr strings.Builder
+	start.Stderr = &stderr
+	if err := start.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- start.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			start.Process.Signal(syscall.SIGTERM)
+			<-exited
+		}
+	})
+	ready := waitNotify(t, msgs, "READY=1", exited)
+	if !strings.Contains(ready, fmt.Sprintf("MAINPID=%d", start.Process.Pid)) {
+		t.Errorf("READY message %q lacks MAINPID=%d", ready, start.Process.Pid)
+	}
+	// Ready means serving: no polling needed.
+	if err := os.WriteFile(filepath.Join(mnt, "a.txt"), []byte("hello"), 0o644); err != nil {
+		t.Fatalf("write right after READY=1: %v", err)
+	}
+	stop := exec.Command("sh", "-c", lines["ExecStop"])
+	stop.Env = env
+	if out, err := stop.CombinedOutput(); err != nil {
+		t.Fatalf("ExecStop: %v\n%s", err, out)
+	}
+	waitNotify(t, msgs, "STOPPING=1", nil)
+	if err := <-exited; err != nil {
+		t.Errorf("csefs exited with %v", err)
+	}
+	exited <- nil
+	if log := stderr.String(); !strings.Contains(log, "msg=mounted") || !strings.Contains(log, "msg=unmounted") {
+		t.Errorf("stderr (the journal) lacks the mounted and unmounted lines:\n%s", log)
 	}
 	if _, meta := w.head(t, "data/a.txt"); meta["x-amz-key-v2"] == "" {
 		t.Errorf("data/a.txt is not encrypted: %v", meta)

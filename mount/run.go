@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -167,12 +168,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if ready != nil {
 		ready(nil)
 	}
+	// systemd Type=notify: the mount is usable now.
+	if err := sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d\nSTATUS=serving %s on %s", os.Getpid(), src.uri(), cfg.Mountpoint)); err != nil {
+		log.Warn("systemd notification failed", "socket", os.Getenv("NOTIFY_SOCKET"), "cause", err.Error())
+	}
+	var stopping sync.Once
+	notifyStopping := func() {
+		stopping.Do(func() { _ = sdNotify("STOPPING=1\nSTATUS=unmounting, finishing uploads") })
+	}
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	go func() {
 		for sig := range sigs {
+			notifyStopping()
 			log.Info("signal: unmounting", "signal", sig.String())
 			if err := unmountServer(server, cfg.Mountpoint, 30*time.Second); err != nil {
 				log.Error("unmount after signal failed", "cause", err.Error())
@@ -180,6 +190,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		}
 	}()
 	server.Wait()
+	notifyStopping()
 	fsys.WaitUploads(30 * time.Second)
 	keys.Close() // zero the data keys generated ahead
 	if c, ok := provider.(*keycache.Cache); ok {
