@@ -89,7 +89,8 @@ func mountCommand() *cli.Command {
 			&cli.DurationFlag{Name: "key-cache-ttl", Value: 10 * time.Minute, Usage: "how long an unwrapped data key is kept"},
 			&cli.IntFlag{Name: "kms-key-ahead", Value: 4, Usage: "unused data keys each KMS key generates ahead, so creates do not wait for KMS; each lives at most a minute in memory (0: off)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
-			&cli.StringFlag{Name: "log-file", Usage: "log destination (default: stderr in the foreground, a file beside the pid file in the background)"},
+			&cli.StringFlag{Name: "log-file", Usage: "log destination, reopened on SIGHUP (default: stderr in the foreground or under systemd; in the background /var/log/csefs/MOUNTPOINT.log for root, else $XDG_STATE_HOME/csefs/log/MOUNTPOINT.log)"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log line format: text (logfmt) or json"},
 			&cli.StringFlag{Name: "pprof-addr", Usage: "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060"},
 			&cli.BoolFlag{Name: "allow-core-dumps", Usage: "debugging only: keep the core size limit and let the daemon be dumped; by default it sets RLIMIT_CORE 0 and PR_SET_DUMPABLE 0, since its memory holds data keys and plaintext"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request (very verbose; go-fuse prints the first bytes of each read and write, so never use it on real data)"},
@@ -146,25 +147,24 @@ func runMount(c *cli.Context) error {
 	}
 	if !c.Bool("foreground") && !mount.IsDaemonChild() {
 		logPath := c.String("log-file")
-		if logPath == "" {
+		if logPath == "" && !mount.UnderSystemd() {
 			mnt, _ := filepath.Abs(cfg.Mountpoint)
 			logPath = mount.DefaultLogFile(mnt)
-			if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
-				return err
-			}
 		}
 		return mount.Daemonize(nil, logPath)
 	}
 	var out io.Writer = os.Stderr
-	if p := c.String("log-file"); p != "" && !mount.IsDaemonChild() {
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if lf := mount.DaemonLogFile(); lf != nil {
+		cfg.ReopenLog = lf.Reopen
+	} else if p := c.String("log-file"); p != "" {
+		lf, err := mount.OpenLogFile(p)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		out = f
+		defer lf.Close()
+		out, cfg.ReopenLog = lf, lf.Reopen
 	}
-	log, err := mount.Logger(cfg.LogLevel, out)
+	log, err := mount.NewLogger(cfg.LogLevel, c.String("log-format"), out)
 	if err != nil {
 		return err
 	}

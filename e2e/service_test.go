@@ -4,6 +4,8 @@ package e2e
 // systemd readiness, logs and metrics (docs/operations.md).
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -281,5 +283,120 @@ func TestSystemdNotify(t *testing.T) {
 	}
 	if _, meta := w.head(t, "data/a.txt"); meta["x-amz-key-v2"] == "" {
 		t.Errorf("data/a.txt is not encrypted: %v", meta)
+	}
+}
+
+// pollFile waits up to a minute for the file at path to contain want.
+func pollFile(t *testing.T, path, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), want) {
+			return string(b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s lacks %q after a minute:\n%s", path, want, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLogs: a background mount without --log-file logs to
+// /var/log/csefs/NAME.log as root (the state directory otherwise);
+// --log-format json writes one JSON object per line; after logrotate's
+// rename and SIGHUP the daemon writes to a new file at the old path; a
+// mount that fails leaves no log behind, neither the default one nor a
+// --log-file it would have created, and under systemd ($JOURNAL_STREAM) a
+// background mount logs to its stderr.
+func TestLogs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the default log directory of root")
+	}
+	w := newWorld(t)
+	bin := csefsBin(t)
+	src := "s3://" + w.Bucket + "/logs"
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defLog := filepath.Join("/var/log/csefs", strings.ReplaceAll(strings.Trim(mnt, "/"), "/", "_")+".log")
+	t.Cleanup(func() { os.Remove(defLog) })
+	csefs := func(env []string, args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+
+	// A failed mount (no such bucket) leaves no log.
+	bad := append([]string{"mount"}, w.s3Args()...)
+	if out, err := csefs(w.env, append(bad, "s3://no-such-bucket-csefs", mnt)...); err == nil || !strings.Contains(out, "no such bucket") {
+		t.Fatalf("mount of a missing bucket: %v\n%s", err, out)
+	}
+	given := filepath.Join(dir, "logs", "given.log")
+	if out, err := csefs(w.env, append(bad, "--log-file", given, "s3://no-such-bucket-csefs", mnt)...); err == nil {
+		t.Fatalf("mount of a missing bucket succeeded:\n%s", out)
+	}
+	for _, p := range []string{defLog, given} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("failed mount left %s behind (%v)", p, err)
+		}
+	}
+
+	// The default log, in JSON.
+	if out, err := csefs(w.env, append(append([]string{"mount"}, w.s3Args("--log-format", "json")...), src, mnt)...); err != nil {
+		t.Fatalf("mount: %v\n%s", err, out)
+	}
+	m := &mounted{Dir: mnt, env: w.env}
+	t.Cleanup(func() { csefs(w.env, "unmount", mnt) })
+	text := pollFile(t, defLog, `"msg":"mounted"`)
+	for _, l := range strings.Split(strings.TrimSpace(text), "\n") {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(l), &v); err != nil || v["level"] == nil || v["msg"] == nil {
+			t.Errorf("log line is not a JSON object with level and msg: %q (%v)", l, err)
+		}
+	}
+	// logrotate: rename, SIGHUP, the old path gets a new file.
+	rotated := defLog + ".1"
+	t.Cleanup(func() { os.Remove(rotated) })
+	if err := os.Rename(defLog, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(m.daemonPid(t), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	pollFile(t, defLog, "log file reopened")
+	if out, err := csefs(w.env, "unmount", mnt); err != nil {
+		t.Fatalf("unmount: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(defLog); !strings.Contains(string(b), `"msg":"unmounted"`) {
+		t.Errorf("after SIGHUP the unmounted line is not in the new %s:\n%s", defLog, b)
+	}
+	if b, _ := os.ReadFile(rotated); strings.Contains(string(b), "unmounted") {
+		t.Errorf("the rotated log still got lines after SIGHUP:\n%s", b)
+	}
+
+	// Under systemd: stderr, no file.
+	os.Remove(defLog)
+	env := withEnv(w.env, "JOURNAL_STREAM", "8:1234")
+	cmd := exec.Command(bin, append(append([]string{"mount"}, w.s3Args()...), src, mnt)...)
+	cmd.Env = env
+	f, err := os.Create(filepath.Join(dir, "journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("mount under systemd: %v", err)
+	}
+	if out, err := csefs(w.env, "unmount", mnt); err != nil {
+		t.Fatalf("unmount: %v\n%s", err, out)
+	}
+	pollFile(t, f.Name(), "msg=unmounted")
+	f.Close()
+	if _, err := os.Stat(defLog); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("under systemd a log file was written: %v", err)
 	}
 }

@@ -81,7 +81,10 @@ type Config struct {
 	KMSTimeout  time.Duration
 	KMSDeadline time.Duration
 
-	LogLevel  string
+	LogLevel string
+	// ReopenLog, if set, is called on SIGHUP to reopen the log file (for
+	// logrotate); a failure is logged to the old file.
+	ReopenLog func() error
 	FuseDebug bool
 	PprofAddr string // serve net/http/pprof on this loopback address (profiling)
 

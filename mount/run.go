@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -28,24 +27,6 @@ import (
 	"github.com/csefs/csefs/keycache"
 	"github.com/csefs/csefs/objectstore"
 )
-
-// Logger builds the logger for a log level name and destination.
-func Logger(level string, w io.Writer) (*slog.Logger, error) {
-	var l slog.Level
-	switch strings.ToLower(level) {
-	case "", "info":
-		l = slog.LevelInfo
-	case "debug":
-		l = slog.LevelDebug
-	case "warn", "warning":
-		l = slog.LevelWarn
-	case "error":
-		l = slog.LevelError
-	default:
-		return nil, fmt.Errorf("--log-level %q: expected debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
 
 // Run mounts cfg and serves it until it is unmounted or a SIGTERM/SIGINT
 // arrives. ready is called once: with nil when the mount is usable, or with
@@ -178,10 +159,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	}
 
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	go func() {
 		for sig := range sigs {
+			if sig == syscall.SIGHUP {
+				// logrotate: reopen the log file; never unmount.
+				if cfg.ReopenLog != nil {
+					if err := cfg.ReopenLog(); err != nil {
+						log.Error("reopening the log file failed", "cause", err.Error())
+					} else {
+						log.Info("log file reopened (SIGHUP)")
+					}
+				}
+				continue
+			}
 			notifyStopping()
 			log.Info("signal: unmounting", "signal", sig.String())
 			if err := unmountServer(server, cfg.Mountpoint, 30*time.Second); err != nil {
