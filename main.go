@@ -91,6 +91,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-file", Usage: "log destination, reopened on SIGHUP (default: stderr in the foreground or under systemd; in the background /var/log/csefs/MOUNTPOINT.log for root, else $XDG_STATE_HOME/csefs/log/MOUNTPOINT.log)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log line format: text (logfmt) or json"},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://HOST:PORT/metrics; a bare PORT or :PORT listens on 127.0.0.1 only (off by default)"},
 			&cli.StringFlag{Name: "pprof-addr", Usage: "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060"},
 			&cli.BoolFlag{Name: "allow-core-dumps", Usage: "debugging only: keep the core size limit and let the daemon be dumped; by default it sets RLIMIT_CORE 0 and PR_SET_DUMPABLE 0, since its memory holds data keys and plaintext"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request (very verbose; go-fuse prints the first bytes of each read and write, so never use it on real data)"},
@@ -126,6 +127,7 @@ func runMount(c *cli.Context) error {
 	cfg.FuseDebug = c.Bool("fuse-debug")
 	cfg.AllowCoreDumps = c.Bool("allow-core-dumps")
 	cfg.PprofAddr = c.String("pprof-addr")
+	cfg.MetricsAddr = c.String("metrics-addr")
 	var err error
 	if cfg.VerifyThreshold, err = mount.ParseSize(c.String("verify-threshold")); err != nil {
 		return fmt.Errorf("--verify-threshold: %w", err)

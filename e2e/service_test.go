@@ -7,11 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -398,5 +401,165 @@ func TestLogs(t *testing.T) {
 	f.Close()
 	if _, err := os.Stat(defLog); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("under systemd a log file was written: %v", err)
+	}
+}
+
+// scrape reads /metrics into series -> value ("name{labels}" as printed).
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	out := map[string]float64{"_text": 0}
+	for _, l := range strings.Split(string(body), "\n") {
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err != nil {
+			t.Fatalf("bad metrics line %q", l)
+		}
+		out[l[:i]] = v
+	}
+	metricsText[url] = string(body)
+	return out
+}
+
+var metricsText = map[string]string{}
+
+// sum adds the series of family name whose labels contain every one of
+// labels (`op="GetObject"`).
+func sum(m map[string]float64, name string, labels ...string) float64 {
+	var s float64
+	for k, v := range m {
+		fam, rest, _ := strings.Cut(k, "{")
+		if fam != name {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(rest, l)
+		}
+		if ok {
+			s += v
+		}
+	}
+	return s
+}
+
+// TestMetrics scrapes /metrics of a mount before and after a cold read (a
+// KMS Decrypt, a key cache miss), a warm read (a hit, no KMS call), a write
+// and a read of a tampered object, and checks each counter moved as it
+// should; the families are all there, with the Go runtime's, and the text
+// names no object and no key.
+func TestMetrics(t *testing.T) {
+	w := newWorld(t)
+	const size = 300 << 10
+	// The objects are written by another mount, so that this one's key
+	// cache starts cold.
+	writer := w.mount(t, "m")
+	src := randomFile(t, t.TempDir(), "secret-name-a", size)
+	run(t, "cp", src, writer.path("secret-name-a"))
+	run(t, "cp", src, writer.path("secret-name-tampered"))
+	writer.Unmount(t)
+	body, meta := w.getRaw(t, "m/secret-name-tampered")
+	body[100] ^= 1
+	w.putRaw(t, "m/secret-name-tampered", body, meta)
+
+	m := w.mount(t, "m", "--metrics-addr", "127.0.0.1:0", "--kms-key-ahead", "0")
+	url := ""
+	for _, l := range strings.Split(pollFile(t, m.Log, "serving metrics"), "\n") {
+		if i := strings.Index(l, "url=http://"); i >= 0 {
+			url = strings.Fields(l[i+len("url="):])[0]
+		}
+	}
+	if !strings.HasPrefix(url, "http://127.0.0.1:") {
+		t.Fatalf("no loopback metrics url in the log:\n%s", m.logText(t))
+	}
+	before := scrape(t, url)
+	for _, fam := range []string{"csefs_kms_requests_total", "csefs_kms_request_seconds", "csefs_keycache_hits_total",
+		"csefs_keycache_misses_total", "csefs_s3_requests_total", "csefs_s3_request_seconds", "csefs_read_bytes_total",
+		"csefs_written_bytes_total", "csefs_auth_failures_total", "csefs_uploads_in_flight", "csefs_staging_bytes",
+		"csefs_memory_budget_bytes", "go_goroutines", "go_memstats_heap_alloc_bytes", "process_resident_memory_bytes"} {
+		if !strings.Contains(metricsText[url], "# TYPE "+fam+" ") {
+			t.Errorf("/metrics lacks the family %s", fam)
+		}
+	}
+	if got := sum(before, "csefs_memory_budget_bytes", `state="free"`); got != 128<<20 {
+		t.Errorf("memory budget free = %v, want 128 MiB", got)
+	}
+
+	delta := func(a, b map[string]float64, name string, labels ...string) float64 {
+		return sum(b, name, labels...) - sum(a, name, labels...)
+	}
+	// Cold read.
+	run(t, "cat", m.path("secret-name-a"))
+	cold := scrape(t, url)
+	if d := delta(before, cold, "csefs_read_bytes_total"); d != size {
+		t.Errorf("cold read: read bytes +%v, want +%d", d, size)
+	}
+	if d := delta(before, cold, "csefs_keycache_misses_total"); d != 1 {
+		t.Errorf("cold read: key cache misses +%v, want +1", d)
+	}
+	if d := delta(before, cold, "csefs_kms_requests_total", `op="Decrypt"`, `result="ok"`); d != 1 {
+		t.Errorf("cold read: KMS Decrypt ok +%v, want +1", d)
+	}
+	if d := delta(before, cold, "csefs_kms_request_seconds_count", `op="Decrypt"`); d != 1 {
+		t.Errorf("cold read: KMS Decrypt timings +%v, want +1", d)
+	}
+	if d := delta(before, cold, "csefs_s3_requests_total", `op="GetObject"`, `result="ok"`); d < 1 {
+		t.Errorf("cold read: S3 GetObject ok +%v, want at least 1", d)
+	}
+	// Warm read: the key comes from the cache.
+	run(t, "cat", m.path("secret-name-a"))
+	warm := scrape(t, url)
+	if d := delta(cold, warm, "csefs_read_bytes_total"); d != size {
+		t.Errorf("warm read: read bytes +%v, want +%d", d, size)
+	}
+	if d := delta(cold, warm, "csefs_keycache_hits_total"); d < 1 {
+		t.Errorf("warm read: key cache hits +%v, want at least 1", d)
+	}
+	if d := delta(cold, warm, "csefs_kms_requests_total"); d != 0 {
+		t.Errorf("warm read: KMS requests +%v, want none", d)
+	}
+	// A write: bytes, a data key from KMS, a PUT.
+	run(t, "cp", src, m.path("secret-name-new"))
+	wrote := scrape(t, url)
+	if d := delta(warm, wrote, "csefs_written_bytes_total"); d != size {
+		t.Errorf("write: written bytes +%v, want +%d", d, size)
+	}
+	if d := delta(warm, wrote, "csefs_kms_requests_total", `op="GenerateDataKey"`, `result="ok"`); d != 1 {
+		t.Errorf("write: KMS GenerateDataKey +%v, want +1", d)
+	}
+	if d := delta(warm, wrote, "csefs_s3_requests_total", `op="PutObject"`, `result="ok"`); d < 1 {
+		t.Errorf("write: S3 PutObject ok +%v, want at least 1", d)
+	}
+	if got := sum(wrote, "csefs_uploads_in_flight"); got != 0 {
+		t.Errorf("uploads in flight after cp = %v, want 0", got)
+	}
+	// A tampered object.
+	if out, err := exec.Command("cat", m.path("secret-name-tampered")).Output(); err == nil {
+		t.Fatalf("cat of a tampered object succeeded (%d bytes)", len(out))
+	}
+	bad := scrape(t, url)
+	if d := delta(wrote, bad, "csefs_auth_failures_total", `reason="authentication"`); d < 1 {
+		t.Errorf("tampered read: auth failures +%v, want at least 1", d)
+	}
+	if d := delta(wrote, bad, "csefs_auth_failures_total", `reason="truncated"`); d != 0 {
+		t.Errorf("tampered read: truncated +%v, want 0", d)
+	}
+	for u, text := range metricsText {
+		for _, secret := range []string{"secret-name", w.KMS.KeyID, w.Bucket} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s names %q", u, secret)
+			}
+		}
 	}
 }

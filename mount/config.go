@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/metrics"
 )
 
 // Config is everything the command line can say about one mount.
@@ -87,6 +88,10 @@ type Config struct {
 	ReopenLog func() error
 	FuseDebug bool
 	PprofAddr string // serve net/http/pprof on this loopback address (profiling)
+	// MetricsAddr serves Prometheus metrics at /metrics on HOST:PORT (a bare
+	// PORT or :PORT is loopback); "" serves none.
+	MetricsAddr string
+	metrics     *metrics.Metrics // set by Run when MetricsAddr is
 
 	// Configuration files and key selection (emrfs.go, secconfig.go,
 	// zones.go, provider.go).

@@ -207,7 +207,7 @@ func buildProvider(ctx context.Context, cfg *Config, src source, loadAWS func() 
 			policy := retryPolicy("KMS", cfg.KMSDeadline, cfg.KMSTimeout, log)
 			kc = kms.NewFromConfig(*c, func(o *kms.Options) {
 				o.Retryer = policy.Retryer()
-				o.APIOptions = append(o.APIOptions, policy.Middleware)
+				o.APIOptions = append(o.APIOptions, policy.Middleware, cfg.metrics.KMSMiddleware)
 				if cfg.KMSEndpointURL != "" {
 					o.BaseEndpoint = aws.String(cfg.KMSEndpointURL)
 				}

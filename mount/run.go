@@ -25,6 +25,7 @@ import (
 	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/fusefs"
 	"github.com/csefs/csefs/keycache"
+	"github.com/csefs/csefs/metrics"
 	"github.com/csefs/csefs/objectstore"
 )
 
@@ -59,6 +60,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	}
 	// One bound for the read-ahead and upload parts of all open files.
 	budget := objectstore.NewBudget(cfg.MemoryBudget)
+	if cfg.MetricsAddr != "" {
+		if _, err := metrics.ListenAddr(cfg.MetricsAddr); err != nil {
+			return err
+		}
+		cfg.metrics = metrics.New()
+	}
 	store, keys, err := build(ctx, cfg, src, budget, log)
 	if err != nil {
 		return err
@@ -94,6 +101,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		ZoneOf:              keys.ZoneOf,
 		CommitmentPolicy:    policy,
 		CommitmentPolicyFor: keys.PolicyFor,
+		Metrics:             fsMetrics(cfg.metrics),
 	})
 	if err != nil {
 		return err
@@ -118,6 +126,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	// has been read by now.
 	if err := leaveCwd(); err != nil {
 		return err
+	}
+	if cfg.metrics != nil {
+		registerGauges(cfg.metrics, fsys, provider, budget)
+		mctx, stopMetrics := context.WithCancel(ctx)
+		defer stopMetrics()
+		addr, err := cfg.metrics.Serve(mctx, cfg.MetricsAddr, log)
+		if err != nil {
+			return err
+		}
+		log.Info("serving metrics", "url", "http://"+addr+"/metrics")
 	}
 	opts := fsys.MountOptions(src.uri(), cfg.AllowOther, cfg.FuseDebug)
 	opts.DirectMount = os.Geteuid() == 0
@@ -342,7 +360,7 @@ func newS3Client(c aws.Config, cfg Config, log *slog.Logger) *s3.Client {
 	policy := retryPolicy("S3", cfg.S3RetryDeadline, 0, log)
 	return s3.NewFromConfig(c, func(o *s3.Options) {
 		o.Retryer = policy.Retryer()
-		o.APIOptions = append(o.APIOptions, policy.Middleware)
+		o.APIOptions = append(o.APIOptions, policy.Middleware, cfg.metrics.S3Middleware)
 		if cfg.EndpointURL != "" {
 			o.BaseEndpoint = aws.String(cfg.EndpointURL)
 		}
