@@ -10,12 +10,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -561,5 +563,224 @@ func TestMetrics(t *testing.T) {
 				t.Errorf("%s names %q", u, secret)
 			}
 		}
+	}
+}
+
+// blackHole listens on loopback, accepts every connection and never
+// answers: an endpoint behind a firewall that drops replies, or a hung
+// server.
+func blackHole(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// closedPort is a loopback URL where nothing listens: port 1 (tcpmux),
+// which no test server takes (a port just closed can be taken again by
+// any server of the machine).
+func closedPort(t *testing.T) string {
+	c, err := net.Dial("tcp", "127.0.0.1:1")
+	if err == nil {
+		c.Close()
+		t.Skip("something listens on 127.0.0.1:1")
+	}
+	return "http://127.0.0.1:1"
+}
+
+// TestMountTimeToFail: each bad endpoint fails mount with a message that
+// says what happened and names the endpoint, in bounded time (logged; the
+// bound checked is only that the mount-time deadline, not the 60 s retry
+// deadline of normal operations, ended it).
+func TestMountTimeToFail(t *testing.T) {
+	w := newWorld(t)
+	src := "s3://" + w.Bucket
+	notS3 := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "text/html")
+		rw.WriteHeader(404)
+		io.WriteString(rw, "<html><body>Not Found</body></html>")
+	}))
+	t.Cleanup(notS3.Close)
+	flags := func(s3, kms string) []string {
+		return []string{"--endpoint-url", s3, "--path-style", "--region", w.S3.Region,
+			"--kms-endpoint-url", kms, "--cse", "kms", "--kms-key-id", w.KMS.KeyID}
+	}
+	hole, refused := blackHole(t), closedPort(t)
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		words []string
+	}{
+		{"s3-black-hole", flags(hole, w.KMS.Endpoint), []string{"S3 endpoint " + hole + " accepted the connection but did not answer within 10s"}},
+		{"s3-refused", flags(refused, w.KMS.Endpoint), []string{"S3 endpoint " + refused + " is unreachable: connection refused"}},
+		{"not-s3-404", flags(notS3.URL, w.KMS.Endpoint), []string{notS3.URL + " is not an S3 endpoint"}},
+		{"kms-black-hole", flags(w.S3.Endpoint, hole), []string{"KMS endpoint " + hole + " accepted the connection but did not answer within 10s"}},
+		{"kms-refused", flags(w.S3.Endpoint, refused), []string{"KMS endpoint " + refused + " is unreachable"}},
+		{"not-kms-404", flags(w.S3.Endpoint, notS3.URL), []string{notS3.URL + " is not a KMS endpoint"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mnt := filepath.Join(t.TempDir(), "mnt")
+			if err := os.Mkdir(mnt, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			out, err := mountAt(t, w.env, src, mnt, tc.args...)
+			took := time.Since(start)
+			t.Logf("failed after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
+			wantMountError(t, out, err, tc.words...)
+			if strings.Contains(strings.ToLower(out), "denied") || strings.Contains(out, "no such bucket") {
+				t.Errorf("message blames access or the bucket: %s", out)
+			}
+			if took > 45*time.Second {
+				t.Errorf("took %v: the mount-time check deadline did not apply", took)
+			}
+		})
+	}
+}
+
+// TestMountFUSEMissing: without /dev/fuse (a private mount namespace with
+// a /dev that lacks it), and, for a user other than root, without
+// fusermount3 or with fusermount3 refusing, mount says exactly that; the
+// refusal carries fusermount3's own reason.
+func TestMountFUSEMissing(t *testing.T) {
+	requireFUSE(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to build the namespaces and switch users")
+	}
+	bin := csefsBin(t)
+	// A world-readable copy of the binary and directories owned by nobody.
+	base, err := os.MkdirTemp("", "csefs-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(base, "csefs")
+	run(t, "cp", bin, exe)
+	for _, d := range []string{"home", "run", "store", "mnt"} {
+		if err := os.Mkdir(filepath.Join(base, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if d != "mnt" { // the mountpoint stays root's: fusermount3 refuses it
+			if err := os.Chown(filepath.Join(base, d), 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=" + filepath.Join(base, "home"),
+		"XDG_RUNTIME_DIR=" + filepath.Join(base, "run")}
+	mountCmd := exe + " mount --foreground file://" + filepath.Join(base, "store") + " " + filepath.Join(base, "mnt")
+	asNobody := "setpriv --reuid=65534 --regid=65534 --clear-groups "
+	for _, tc := range []struct {
+		name, script, want string
+	}{
+		{"no-dev-fuse", "mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 && " + mountCmd,
+			"no /dev/fuse: load the fuse kernel module"},
+		{"no-fusermount3", "for f in /usr/bin/fusermount3 /usr/bin/fusermount /bin/fusermount3 /bin/fusermount; do [ -e $f ] && mount --bind /dev/null $f; done; " + asNobody + mountCmd,
+			"fusermount3 not found"},
+		// fusermount3's reason: here it cannot open /dev/fuse (mode 0600
+		// in some containers) or has no write access to the mountpoint.
+		{"fusermount3-refuses", asNobody + mountCmd, "fusermount3: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", tc.script)
+			cmd.Env = env
+			start := time.Now()
+			out, err := cmd.CombinedOutput()
+			t.Logf("failed after %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
+			if err == nil {
+				exec.Command("umount", "-l", filepath.Join(base, "mnt")).Run()
+				t.Fatalf("mount succeeded")
+			}
+			last := ""
+			for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if strings.HasPrefix(l, "csefs: ") {
+					last = l
+				}
+			}
+			if !strings.Contains(last, tc.want) {
+				t.Errorf("error line %q lacks %q", last, tc.want)
+			}
+			if tc.name == "fusermount3-refuses" && !strings.Contains(last, "failed to open /dev/fuse") && !strings.Contains(last, "no write access to mountpoint") {
+				t.Errorf("error line %q lacks fusermount3's reason", last)
+			}
+		})
+	}
+}
+
+// TestKeyringNewForOldStore: a file:// store with encrypted objects, mounted
+// by a user (another $HOME) whose default keyring does not exist yet, is
+// refused with a message naming the store and the keyring, and no keyring
+// is created; --keyring with the keyring that wrote them mounts and reads.
+func TestKeyringNewForOldStore(t *testing.T) {
+	requireFUSE(t)
+	store := t.TempDir()
+	env := cleanEnv(t)
+	m := mountWith(t, env, "file://"+store)
+	if err := os.WriteFile(m.path("a.txt"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.Unmount(t)
+	var home string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "HOME="); ok {
+			home = v
+		}
+	}
+	first := filepath.Join(home, ".config", "csefs", "keyring.json")
+	if _, err := os.Stat(first); err != nil {
+		t.Fatalf("the first mount's keyring: %v", err)
+	}
+
+	other := cleanEnv(t) // another $HOME: as another user, or with sudo
+	var otherHome string
+	for _, kv := range other {
+		if v, ok := strings.CutPrefix(kv, "HOME="); ok {
+			otherHome = v
+		}
+	}
+	second := filepath.Join(otherHome, ".config", "csefs", "keyring.json")
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := mountAt(t, other, "file://"+store, mnt)
+	wantMountError(t, out, err, "already holds encrypted objects")
+	for _, want := range []string{"file://" + store, second, "--keyring"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("message lacks %q: %s", want, out)
+		}
+	}
+	if _, err := os.Stat(second); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a keyring was created at %s (%v)", second, err)
+	}
+	m2 := mountWith(t, other, "file://"+store, "--keyring", first)
+	if b, err := os.ReadFile(m2.path("a.txt")); err != nil || string(b) != "hello" {
+		t.Errorf("read with --keyring: %q, %v", b, err)
 	}
 }

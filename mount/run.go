@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/fusefs"
@@ -47,6 +48,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		return err
 	}
 	if err := checkMountpoint(cfg.Mountpoint, cfg.AllowNonEmpty); err != nil {
+		return err
+	}
+	if err := checkFUSE(); err != nil {
 		return err
 	}
 	if err := protectMemory(cfg.AllowCoreDumps); err != nil {
@@ -150,7 +154,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		// bits, which it does not do for FUSE by default.
 		opts.Options = append(opts.Options, "default_permissions")
 	}
-	server, err := fs.Mount(cfg.Mountpoint, root, opts)
+	var server *fuse.Server
+	mountFUSE := func() error {
+		var err error
+		server, err = fs.Mount(cfg.Mountpoint, root, opts)
+		return err
+	}
+	if opts.DirectMount {
+		err = mountFUSE()
+	} else {
+		// fusermount3 prints why it refuses to the stderr it inherits.
+		var reason string
+		if reason, err = captureStderr(mountFUSE); err != nil && reason != "" {
+			err = fmt.Errorf("%s (%s)", reason, strings.TrimSpace(err.Error()))
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
@@ -310,9 +328,19 @@ func build(ctx context.Context, cfg Config, src source, budget *objectstore.Budg
 		}
 		store = s
 	}
-	checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	checkCtx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	if err := store.Check(checkCtx); err != nil {
+		if src.scheme == "s3" {
+			endpoint := endpointOf("S3", cfg.EndpointURL, awsCfg, cfg.Region)
+			if msg := unreachable("S3", endpoint, err); msg != "" {
+				return nil, nil, fmt.Errorf("cannot reach %s: %s: %w", src.uri(), msg, err)
+			}
+			if status := notS3(err); status != 0 {
+				// Not %w: the chain would say "no such bucket".
+				return nil, nil, fmt.Errorf("%s is not an S3 endpoint: HTTP %d without an S3 request id to HeadBucket of %s (check --endpoint-url)", endpoint, status, src.bucket)
+			}
+		}
 		switch {
 		case errors.Is(err, objectstore.ErrNoSuchBucket):
 			return nil, nil, fmt.Errorf("no such bucket: %s: %w", src.uri(), err)
