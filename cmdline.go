@@ -30,6 +30,12 @@ func rewriteArgs(app *cli.App, args []string) ([]string, bool, error) {
 	if len(args) == 0 {
 		return args, false, nil
 	}
+	// urfave/cli completes only when its flag is the last argument.
+	const complete = "--generate-bash-completion"
+	if args[len(args)-1] == complete {
+		out, fake, err := rewriteArgs(app, args[:len(args)-1])
+		return append(out, complete), fake, err
+	}
 	fake := false
 	if helperNames[filepath.Base(args[0])] || len(args) > 2 && strings.Contains(args[1], "://") && findCommand(app.Commands, args[1]) == nil {
 		var err error

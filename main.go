@@ -55,6 +55,7 @@ func newApp() *cli.App {
 		},
 	}
 	app.Commands = append(app.Commands, fleetCommands()...)
+	polishApp(app)
 	return app
 }
 
@@ -135,6 +136,15 @@ func runMount(c *cli.Context) error {
 	if cfg.PartSize, err = mount.ParseSize(c.String("part-size")); err != nil {
 		return fmt.Errorf("--part-size: %w", err)
 	}
+	if err := mount.CheckPartSize(cfg.PartSize, c.String("part-size")); err != nil {
+		return fmt.Errorf("--part-size: %w", err)
+	}
+	if n := c.Int("upload-concurrency"); n < 1 {
+		return fmt.Errorf("--upload-concurrency %d: at least 1", n)
+	}
+	if n := c.Int("key-cache-size"); n < 0 {
+		return fmt.Errorf("--key-cache-size %d: 0 (off) or more", n)
+	}
 	if cfg.MemoryBudget, err = mount.ParseSize(c.String("memory-budget")); err != nil {
 		return fmt.Errorf("--memory-budget: %w", err)
 	}
@@ -191,7 +201,7 @@ func unmountCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return fmt.Errorf("unmount needs a mountpoint")
 			}
-			return mount.Unmount(c.Args().First(), c.Bool("lazy"), c.Duration("timeout"))
+			return mount.UnmountProgress(c.Args().First(), c.Bool("lazy"), c.Duration("timeout"), c.App.ErrWriter)
 		},
 	}
 }
@@ -273,21 +283,14 @@ func addKey(path, name string, spec cse.KeySpec, out io.Writer) error {
 // uploadsCommand lists and aborts the multipart uploads a crashed mount left
 // open (see mount/journal.go).
 func uploadsCommand() *cli.Command {
-	flags := func(extra ...cli.Flag) []cli.Flag {
-		return append([]cli.Flag{
-			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
-			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
-			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
-		}, extra...)
-	}
+	// The mount's connection flags, so a mount's command line can be
+	// reused as it is.
+	flags := func(extra ...cli.Flag) []cli.Flag { return append(connectionFlags(), extra...) }
 	config := func(c *cli.Context) (mount.Config, error) {
 		if c.NArg() != 1 {
 			return mount.Config{}, fmt.Errorf("%s needs one s3://BUCKET[/PREFIX]", c.Command.FullName())
 		}
-		return mount.Config{
-			Source: c.Args().First(), EndpointURL: c.String("endpoint-url"),
-			Region: c.String("region"), PathStyle: c.Bool("path-style"),
-		}, nil
+		return readConfig(c, c.Args().First()), nil
 	}
 	logger := func() *slog.Logger { l, _ := mount.Logger("info", os.Stderr); return l }
 	return &cli.Command{
@@ -352,18 +355,14 @@ func recoverCommand() *cli.Command {
 			"before its first copy. Every mount finishes, before serving, the renames of dead\n" +
 			"processes of this machine; this command does the same by hand, and with --older-than\n" +
 			"also those of other machines, which it cannot see running: make sure none is.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
-			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
-			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
+		Flags: append(connectionFlags(),
 			&cli.DurationFlag{Name: "older-than", Usage: "also finish renames of other machines (or containers) begun at least this long ago"},
-		},
+		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return fmt.Errorf("recover needs one source")
 			}
-			cfg := mount.Config{Source: c.Args().First(), EndpointURL: c.String("endpoint-url"),
-				Region: c.String("region"), PathStyle: c.Bool("path-style")}
+			cfg := readConfig(c, c.Args().First())
 			log, _ := mount.Logger("info", os.Stderr)
 			done, left, err := mount.RecoverRenames(c.Context, cfg, c.Duration("older-than"), log)
 			for _, in := range done {

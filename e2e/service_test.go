@@ -784,3 +784,142 @@ func TestKeyringNewForOldStore(t *testing.T) {
 		t.Errorf("read with --keyring: %q, %v", b, err)
 	}
 }
+
+// csefsOut runs csefs with args and returns its combined output and exit
+// code.
+func csefsOut(t *testing.T, env []string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(csefsBin(t), args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), 0
+}
+
+// TestCLI: flags after the positional arguments work (a real mount); bad
+// values and unknown flags print one line with a hint, sizes echoed as
+// typed; --help is grouped and has examples; completion scripts are
+// printed and the bash one completes; uploads takes the mount's connection
+// flags.
+func TestCLI(t *testing.T) {
+	w := newWorld(t)
+	src := "s3://" + w.Bucket + "/cli"
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Flags anywhere, including -o.
+	args := append([]string{"mount", src, mnt, "--log-file", filepath.Join(t.TempDir(), "log")}, w.s3Args()...)
+	if out, code := csefsOut(t, w.env, append(args, "-o", "ro")...); code != 0 {
+		t.Fatalf("mount with flags after the arguments: exit %d\n%s", code, out)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "x"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("-o ro after the arguments: write gave %v, want EROFS", err)
+	}
+	if out, code := csefsOut(t, w.env, "unmount", mnt, "--timeout", "1m"); code != 0 {
+		t.Fatalf("unmount with a flag after the mountpoint: exit %d\n%s", code, out)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"mount", "--part-size", "1", src, mnt}, `--part-size: "1" is outside S3's part size limits, 5MiB to 5GiB`},
+		{[]string{"mount", src, mnt, "--part-size", "10TiB"}, `--part-size: "10TiB" is outside S3's part size limits`},
+		{[]string{"mount", src, mnt, "--part-size", "10XB"}, `--part-size: "10XB" is not a size (units: B, K or KiB, M or MiB, G or GiB, T or TiB`},
+		{[]string{"mount", "--upload-concurrency", "0", src, mnt}, "--upload-concurrency 0: at least 1"},
+		{[]string{"mount", "--bogus", src, mnt}, "unknown flag --bogus (see csefs mount --help)"},
+		{[]string{"mount", src}, "mount needs a source and a mountpoint"},
+		{[]string{"uploads", "list", "--no-such", "s3://b"}, "unknown flag --no-such (see csefs uploads list --help)"},
+		{[]string{"frobnicate"}, `no command "frobnicate"`},
+	} {
+		out, code := csefsOut(t, w.env, append(tc.args, w.s3Args()...)...)
+		if code == 0 || !strings.Contains(out, tc.want) {
+			t.Errorf("csefs %s: exit %d, output %q, want %q", strings.Join(tc.args, " "), code, out, tc.want)
+		}
+		if n := strings.Count(strings.TrimSpace(out), "\n"); n != 0 {
+			t.Errorf("csefs %s: %d lines, want one:\n%s", strings.Join(tc.args, " "), n+1, out)
+		}
+	}
+
+	help, _ := csefsOut(t, w.env, "mount", "--help")
+	for _, want := range []string{"Connection", "Encryption and keys", "Writing and memory", "Logs, metrics and debugging", "EXAMPLES:", "mount -t fuse.csefs"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("csefs mount --help lacks %q", want)
+		}
+	}
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		if out, code := csefsOut(t, w.env, "completion", sh); code != 0 || !strings.Contains(out, "csefs") || !strings.Contains(out, "mount") && sh == "fish" {
+			t.Errorf("csefs completion %s: exit %d\n%s", sh, code, out)
+		}
+	}
+	script, _ := csefsOut(t, w.env, "completion", "bash")
+	f := filepath.Join(t.TempDir(), "c.bash")
+	if err := os.WriteFile(f, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := run(t, "bash", "-c", `source `+f+`; COMP_WORDS=(`+csefsBin(t)+` mou); COMP_CWORD=1; _csefs; echo "${COMPREPLY[@]}"; COMP_WORDS=(`+csefsBin(t)+` mount --metrics); COMP_CWORD=2; _csefs; echo "${COMPREPLY[@]}"`)
+	if got != "mount\n--metrics-addr\n" {
+		t.Errorf("bash completion of \"csefs mou\" and \"csefs mount --metrics\" = %q", got)
+	}
+
+	// uploads list with the mount's flags, --kms-endpoint-url included.
+	if out, code := csefsOut(t, w.env, append([]string{"uploads", "list", src}, w.s3Args()[:7]...)...); code != 0 {
+		t.Errorf("uploads list with the mount's connection flags: exit %d\n%s", code, out)
+	}
+}
+
+// TestUnmountProgress: unmount of a busy mount says, once a second at most,
+// what it waits for (a file open for writing is an upload to come), and
+// names what is left when it gives up.
+func TestUnmountProgress(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount(t, "busy")
+	if err := os.WriteFile(m.path("r.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wf, err := os.Create(m.path("w.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf, err := os.Open(m.path("r.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := exec.Command("sleep", "600")
+	holder.Stdout, holder.Stdin = wf, rf
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wf.Close()
+	rf.Close()
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+
+	out, code := csefsOut(t, w.env, "unmount", "--timeout", "2500ms", m.Dir)
+	t.Logf("unmount of a busy mount (exit %d):\n%s", code, out)
+	if code == 0 {
+		t.Fatal("unmount of a busy mount succeeded")
+	}
+	want := fmt.Sprintf("1 upload, 1 open file (pid %d sleep)", holder.Process.Pid)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if !strings.Contains(lines[0], "waiting for "+want) {
+		t.Errorf("first line %q lacks %q", lines[0], "waiting for "+want)
+	}
+	if last := lines[len(lines)-1]; !strings.Contains(last, "still "+want) {
+		t.Errorf("last line %q lacks %q", last, "still "+want)
+	}
+	if len(lines) > 4 { // 2.5 s: two or three progress lines and the error
+		t.Errorf("%d lines in 2.5 s, want one a second at most", len(lines))
+	}
+	holder.Process.Kill()
+	holder.Wait()
+	m.Unmount(t)
+	if n, _ := w.head(t, "busy/w.txt"); n < 0 {
+		t.Errorf("w.txt not uploaded")
+	}
+}
