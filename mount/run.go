@@ -180,6 +180,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		_ = os.WriteFile(pidfile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600)
 		defer os.Remove(pidfile)
 	}
+	// Signals are caught before readiness is reported: a SIGHUP (logrotate)
+	// or SIGTERM right after mount returns must not kill the daemon.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	log.Info("mounted", "source", src.uri(), "mountpoint", cfg.Mountpoint, "cse", cfg.CSE, "version", Version())
 	readied = true
 	if ready != nil {
@@ -194,9 +199,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		stopping.Do(func() { _ = sdNotify("STOPPING=1\nSTATUS=unmounting, finishing uploads") })
 	}
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	go func() {
 		for sig := range sigs {
 			if sig == syscall.SIGHUP {
@@ -510,8 +512,15 @@ func unescapeMountinfo(s string) string {
 
 // pidFile is where the daemon serving mnt records its pid, so that unmount
 // can wait for it to finish.
+//
+// It is $XDG_RUNTIME_DIR/csefs, else /run/csefs for root (system units and
+// sudo have no XDG_RUNTIME_DIR, and a unit's PrivateTmp would hide /tmp),
+// else $TMPDIR/csefs-UID/csefs.
 func pidFile(mnt string) string {
 	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" && os.Geteuid() == 0 {
+		dir = "/run"
+	}
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), fmt.Sprintf("csefs-%d", os.Getuid()))
 	}
