@@ -98,9 +98,9 @@ func inMountNamespace(t *testing.T, env []string, script string) string {
 // line mounted with `mount DIR` (from a private fstab, mount -T) both mount
 // and serve encrypted files; ro and uid=NAME are honoured, _netdev, nofail,
 // x-systemd.*, defaults, dev and suid are accepted; the mount is nosuid and
-// nodev whatever the options. The helper's own argv form
-// (`mount.fuse.csefs SOURCE DIR -o OPTIONS -t fuse.csefs`, how mount(8)
-// runs a mount.fuse.csefs link) mounts too.
+// nodev whatever the options. With a mount.fuse.csefs link in /sbin (and
+// no mount.fuse3 beside it), mount(8) runs the link, as
+// `mount.fuse.csefs SOURCE DIR -o OPTIONS`, and that mounts too.
 func TestMountHelper(t *testing.T) {
 	w := newWorld(t)
 	dir := t.TempDir()
@@ -117,8 +117,13 @@ func TestMountHelper(t *testing.T) {
 	if err := os.WriteFile(fstab, []byte(line), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	helper := filepath.Join(dir, "mount.fuse.csefs")
-	if err := os.Symlink(csefsBin(t), helper); err != nil {
+	// A directory to stand in for /sbin with only a mount.fuse.csefs link:
+	// mount(8) then runs that link, not mount.fuse3 (hidden with the rest).
+	sbin := filepath.Join(dir, "sbin")
+	if err := os.Mkdir(sbin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(csefsBin(t), filepath.Join(sbin, "mount.fuse.csefs")); err != nil {
 		t.Fatal(err)
 	}
 	script := fmt.Sprintf(`
@@ -131,15 +136,17 @@ mount -T %[6]s %[2]s
 echo "fstab: $(cat %[2]s/a.txt) owner $(stat -c %%u %[2]s/a.txt)"
 if touch %[2]s/b.txt 2>/dev/null; then echo "ro mount is writable"; exit 1; fi
 grep " %[2]s " /proc/self/mounts
-%[7]s %[5]s %[3]s -o %[4]s -t fuse.csefs
+mount --bind %[7]s /usr/sbin
+ls /sbin/
+mount -t fuse.csefs -o %[4]s %[5]s %[3]s
 echo "helper: $(cat %[3]s/a.txt)"
 csefs unmount %[1]s
 csefs unmount %[2]s
 csefs unmount %[3]s
-`, mnt, mnt2, mnt3, w.s3Options("log-file="+filepath.Join(dir, "mount.log")), src, fstab, helper)
+`, mnt, mnt2, mnt3, w.s3Options("log-file="+filepath.Join(dir, "mount.log")), src, fstab, sbin)
 	out := inMountNamespace(t, w.env, script)
 	t.Logf("output:\n%s", out)
-	for _, want := range []string{"hello\n", "fstab: hello owner 65534", "helper: hello"} {
+	for _, want := range []string{"hello\n", "fstab: hello owner 65534", "mount.fuse.csefs\nhelper: hello"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
