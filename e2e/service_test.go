@@ -319,8 +319,9 @@ func pollFile(t *testing.T, path, want string) string {
 // --log-format json writes one JSON object per line; after logrotate's
 // rename and SIGHUP the daemon writes to a new file at the old path; a
 // mount that fails leaves no log behind, neither the default one nor a
-// --log-file it would have created, and under systemd ($JOURNAL_STREAM) a
-// background mount logs to its stderr.
+// --log-file it would have created, and under systemd ($JOURNAL_STREAM
+// naming stderr) a background mount logs to its stderr, while a
+// JOURNAL_STREAM naming another file (inherited by a shell) is ignored.
 func TestLogs(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the default log directory of root")
@@ -391,20 +392,25 @@ func TestLogs(t *testing.T) {
 	}
 
 	// Under systemd: stderr, no file; and, as in a system unit, no
-	// XDG_RUNTIME_DIR: the pid file goes to /run/csefs.
+	// XDG_RUNTIME_DIR: the pid file goes to /run/csefs. JOURNAL_STREAM
+	// names stderr's device and inode, as systemd sets it.
 	os.Remove(defLog)
+	f, err := os.Create(filepath.Join(dir, "journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
 	var env []string
-	for _, kv := range withEnv(w.env, "JOURNAL_STREAM", "8:1234") {
+	for _, kv := range withEnv(w.env, "JOURNAL_STREAM", fmt.Sprintf("%d:%d", st.Dev, st.Ino)) {
 		if !strings.HasPrefix(kv, "XDG_RUNTIME_DIR=") {
 			env = append(env, kv)
 		}
 	}
 	cmd := exec.Command(bin, append(append([]string{"mount"}, w.s3Args()...), src, mnt)...)
 	cmd.Env = env
-	f, err := os.Create(filepath.Join(dir, "journal"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("mount under systemd: %v", err)
@@ -421,6 +427,17 @@ func TestLogs(t *testing.T) {
 	if _, err := os.Stat(defLog); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("under systemd a log file was written: %v", err)
 	}
+
+	// A shell started by a service inherits JOURNAL_STREAM with another
+	// stderr: that is not the journal, the default log file is used.
+	out, err := csefs(withEnv(w.env, "JOURNAL_STREAM", "1:2"), append(append([]string{"mount"}, w.s3Args()...), src, mnt)...)
+	if err != nil {
+		t.Fatalf("mount: %v\n%s", err, out)
+	}
+	if out, err := csefs(w.env, "unmount", mnt); err != nil {
+		t.Fatalf("unmount: %v\n%s", err, out)
+	}
+	pollFile(t, defLog, "msg=unmounted")
 }
 
 // scrape reads /metrics into series -> value ("name{labels}" as printed).

@@ -1,8 +1,10 @@
 package mount
 
 import (
+	"fmt"
 	"net"
 	"os"
+	"syscall"
 )
 
 // sdNotify sends state ("READY=1", "STOPPING=1", "STATUS=…", newline
@@ -27,9 +29,22 @@ func sdNotify(state string) error {
 	return err
 }
 
-// UnderSystemd reports whether this process runs as, or with its output
-// connected to, a systemd service ($NOTIFY_SOCKET or $JOURNAL_STREAM): its
-// logs then go to stderr, which is the journal.
+// UnderSystemd reports whether this process runs as a systemd service
+// ($NOTIFY_SOCKET) or with its stderr connected to the journal
+// ($JOURNAL_STREAM naming stderr's device and inode, as systemd.exec(5)
+// says to check: a shell started by a service inherits the variable with
+// another stderr): its logs then go to stderr, which is the journal.
 func UnderSystemd() bool {
-	return os.Getenv("NOTIFY_SOCKET") != "" || os.Getenv("JOURNAL_STREAM") != ""
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		return true
+	}
+	js := os.Getenv("JOURNAL_STREAM")
+	if js == "" {
+		return false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(2, &st); err != nil {
+		return false
+	}
+	return js == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 }
