@@ -21,16 +21,29 @@ import (
 )
 
 func main() {
-	if err := newApp().Run(os.Args); err != nil {
+	app := newApp()
+	args, fake, err := rewriteArgs(app, os.Args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "csefs:", err)
+		os.Exit(1)
+	}
+	if fake { // mount -f: everything but the mount itself
+		return
+	}
+	os.Args = args // a daemonized mount re-executes these
+	if err := app.Run(args); err != nil {
 		fmt.Fprintln(os.Stderr, "csefs:", err)
 		os.Exit(1)
 	}
 }
 
 func newApp() *cli.App {
+	// --version only: -v is the bucket tools' --verbose.
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version, VCS revision and Go toolchain of this build"}
 	app := &cli.App{
-		Name:  "csefs",
-		Usage: "mount S3 as a directory with EMRFS-compatible client-side encryption",
+		Name:    "csefs",
+		Version: mount.Version(),
+		Usage:   "mount S3 as a directory with EMRFS-compatible client-side encryption",
 		// --zone values hold ARNs and prefixes: never split them at commas.
 		DisableSliceFlagSeparator: true,
 		Commands: []*cli.Command{
@@ -42,6 +55,7 @@ func newApp() *cli.App {
 		},
 	}
 	app.Commands = append(app.Commands, fleetCommands()...)
+	polishApp(app)
 	return app
 }
 
@@ -56,7 +70,8 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "strict-ranged-reads", Usage: "authenticate a whole large object before serving random reads from it"},
 			&cli.DurationFlag{Name: "metadata-ttl", Value: 5 * time.Second, Usage: "how long listings and object attributes are trusted before S3 is asked again"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground instead of daemonizing"},
-			&cli.BoolFlag{Name: "read-only", Usage: "mount read-only"},
+			&cli.BoolFlag{Name: "read-only", Usage: "mount read-only (-o ro)"},
+			&cli.BoolFlag{Name: "noexec", Usage: "do not let files on the mount be executed (-o noexec)"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)"},
 			&cli.BoolFlag{Name: "allow-non-empty", Usage: "mount over a mountpoint that is not empty, hiding its entries (refused by default)"},
 			&cli.BoolFlag{Name: "page-cache", Usage: "serve file data through the kernel's page cache instead of direct I/O: shared mmap then works on kernels before 6.6 and reads in small buffers are faster, but a reader in this mount may see a file being overwritten here half written"},
@@ -78,7 +93,9 @@ func mountCommand() *cli.Command {
 			&cli.DurationFlag{Name: "key-cache-ttl", Value: 10 * time.Minute, Usage: "how long an unwrapped data key is kept"},
 			&cli.IntFlag{Name: "kms-key-ahead", Value: 4, Usage: "unused data keys each KMS key generates ahead, so creates do not wait for KMS; each lives at most a minute in memory (0: off)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
-			&cli.StringFlag{Name: "log-file", Usage: "log destination (default: stderr in the foreground, a file beside the pid file in the background)"},
+			&cli.StringFlag{Name: "log-file", Usage: "log destination, reopened on SIGHUP (default: stderr in the foreground or under systemd; in the background /var/log/csefs/MOUNTPOINT.log for root, else $XDG_STATE_HOME/csefs/log/MOUNTPOINT.log)"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log line format: text (logfmt) or json"},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://HOST:PORT/metrics; a bare PORT or :PORT listens on 127.0.0.1 only (off by default)"},
 			&cli.StringFlag{Name: "pprof-addr", Usage: "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060"},
 			&cli.BoolFlag{Name: "allow-core-dumps", Usage: "debugging only: keep the core size limit and let the daemon be dumped; by default it sets RLIMIT_CORE 0 and PR_SET_DUMPABLE 0, since its memory holds data keys and plaintext"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request (very verbose; go-fuse prints the first bytes of each read and write, so never use it on real data)"},
@@ -97,6 +114,7 @@ func runMount(c *cli.Context) error {
 	cfg.StrictRanged = c.Bool("strict-ranged-reads")
 	cfg.MetadataTTL = c.Duration("metadata-ttl")
 	cfg.ReadOnly = c.Bool("read-only")
+	cfg.NoExec = c.Bool("noexec")
 	cfg.AllowOther = c.Bool("allow-other")
 	cfg.AllowNonEmpty = c.Bool("allow-non-empty")
 	cfg.XAttrs = c.Bool("xattrs")
@@ -115,6 +133,7 @@ func runMount(c *cli.Context) error {
 	cfg.FuseDebug = c.Bool("fuse-debug")
 	cfg.AllowCoreDumps = c.Bool("allow-core-dumps")
 	cfg.PprofAddr = c.String("pprof-addr")
+	cfg.MetricsAddr = c.String("metrics-addr")
 	var err error
 	if cfg.VerifyThreshold, err = mount.ParseSize(c.String("verify-threshold")); err != nil {
 		return fmt.Errorf("--verify-threshold: %w", err)
@@ -124,6 +143,15 @@ func runMount(c *cli.Context) error {
 	}
 	if cfg.PartSize, err = mount.ParseSize(c.String("part-size")); err != nil {
 		return fmt.Errorf("--part-size: %w", err)
+	}
+	if err := mount.CheckPartSize(cfg.PartSize, c.String("part-size")); err != nil {
+		return fmt.Errorf("--part-size: %w", err)
+	}
+	if n := c.Int("upload-concurrency"); n < 1 {
+		return fmt.Errorf("--upload-concurrency %d: at least 1", n)
+	}
+	if n := c.Int("key-cache-size"); n < 0 {
+		return fmt.Errorf("--key-cache-size %d: 0 (off) or more", n)
 	}
 	if cfg.MemoryBudget, err = mount.ParseSize(c.String("memory-budget")); err != nil {
 		return fmt.Errorf("--memory-budget: %w", err)
@@ -139,25 +167,24 @@ func runMount(c *cli.Context) error {
 	}
 	if !c.Bool("foreground") && !mount.IsDaemonChild() {
 		logPath := c.String("log-file")
-		if logPath == "" {
+		if logPath == "" && !mount.UnderSystemd() {
 			mnt, _ := filepath.Abs(cfg.Mountpoint)
 			logPath = mount.DefaultLogFile(mnt)
-			if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
-				return err
-			}
 		}
 		return mount.Daemonize(nil, logPath)
 	}
 	var out io.Writer = os.Stderr
-	if p := c.String("log-file"); p != "" && !mount.IsDaemonChild() {
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if lf := mount.DaemonLogFile(); lf != nil {
+		cfg.ReopenLog = lf.Reopen
+	} else if p := c.String("log-file"); p != "" {
+		lf, err := mount.OpenLogFile(p)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		out = f
+		defer lf.Close()
+		out, cfg.ReopenLog = lf, lf.Reopen
 	}
-	log, err := mount.Logger(cfg.LogLevel, out)
+	log, err := mount.NewLogger(cfg.LogLevel, c.String("log-format"), out)
 	if err != nil {
 		return err
 	}
@@ -182,7 +209,7 @@ func unmountCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return fmt.Errorf("unmount needs a mountpoint")
 			}
-			return mount.Unmount(c.Args().First(), c.Bool("lazy"), c.Duration("timeout"))
+			return mount.UnmountProgress(c.Args().First(), c.Bool("lazy"), c.Duration("timeout"), c.App.ErrWriter)
 		},
 	}
 }
@@ -264,25 +291,14 @@ func addKey(path, name string, spec cse.KeySpec, out io.Writer) error {
 // uploadsCommand lists and aborts the multipart uploads a crashed mount left
 // open (see mount/journal.go).
 func uploadsCommand() *cli.Command {
-	flags := func(extra ...cli.Flag) []cli.Flag {
-		return append([]cli.Flag{
-			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
-			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
-			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
-			&cli.StringFlag{Name: "ca-bundle", Usage: "the mount's --ca-bundle"},
-			&cli.StringFlag{Name: "tls-artifacts", Usage: "the mount's --tls-artifacts"},
-			&cli.BoolFlag{Name: "allow-http", Usage: "the mount's --allow-http"},
-		}, extra...)
-	}
+	// The mount's connection flags, so a mount's command line can be
+	// reused as it is.
+	flags := func(extra ...cli.Flag) []cli.Flag { return append(connectionFlags(), extra...) }
 	config := func(c *cli.Context) (mount.Config, error) {
 		if c.NArg() != 1 {
 			return mount.Config{}, fmt.Errorf("%s needs one s3://BUCKET[/PREFIX]", c.Command.FullName())
 		}
-		return mount.Config{
-			Source: c.Args().First(), EndpointURL: c.String("endpoint-url"),
-			Region: c.String("region"), PathStyle: c.Bool("path-style"),
-			CABundle: c.String("ca-bundle"), TLSArtifacts: c.String("tls-artifacts"), AllowHTTP: c.Bool("allow-http"),
-		}, nil
+		return readConfig(c, c.Args().First()), nil
 	}
 	logger := func() *slog.Logger { l, _ := mount.Logger("info", os.Stderr); return l }
 	return &cli.Command{
@@ -347,26 +363,17 @@ func recoverCommand() *cli.Command {
 			"before its first copy. Every mount finishes, before serving, the renames of dead\n" +
 			"processes of this machine; this command does the same by hand, and with --older-than\n" +
 			"also those of other machines, which it cannot see running: make sure none is.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
-			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
-			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
+		Flags: append(connectionFlags(),
 			&cli.DurationFlag{Name: "older-than", Usage: "also finish renames of other machines (or containers) begun at least this long ago"},
 			&cli.StringFlag{Name: "sse", Usage: "the mount's --sse (the copies carry it)"},
 			&cli.StringFlag{Name: "sse-kms-key-id", Usage: "the mount's --sse-kms-key-id"},
 			&cli.StringFlag{Name: "sse-c-key-file", Usage: "the mount's --sse-c-key-file (SSE-C objects cannot be copied without it)"},
-			&cli.StringFlag{Name: "ca-bundle", Usage: "the mount's --ca-bundle"},
-			&cli.StringFlag{Name: "tls-artifacts", Usage: "the mount's --tls-artifacts"},
-			&cli.BoolFlag{Name: "allow-http", Usage: "the mount's --allow-http"},
-		},
+		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return fmt.Errorf("recover needs one source")
 			}
-			cfg := mount.Config{Source: c.Args().First(), EndpointURL: c.String("endpoint-url"),
-				Region: c.String("region"), PathStyle: c.Bool("path-style"),
-				SSE: c.String("sse"), SSEKMSKeyID: c.String("sse-kms-key-id"), SSECKeyFile: c.String("sse-c-key-file"),
-				CABundle: c.String("ca-bundle"), TLSArtifacts: c.String("tls-artifacts"), AllowHTTP: c.Bool("allow-http")}
+			cfg := readConfig(c, c.Args().First())
 			log, _ := mount.Logger("info", os.Stderr)
 			done, left, err := mount.RecoverRenames(c.Context, cfg, c.Duration("older-than"), log)
 			for _, in := range done {

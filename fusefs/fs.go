@@ -106,6 +106,8 @@ type Options struct {
 	// ReadAhead is the sequential read-ahead window in bytes.
 	ReadAhead int64
 	Logger    *slog.Logger
+	// Metrics receives byte and authentication-failure counts; nil: none.
+	Metrics Metrics
 	// MatDescFor, if set, returns materials-description entries for the new
 	// object uri (URIPrefix + key, e.g. s3://bucket/key), merged over MatDesc
 	// (EMRFS's {"Path": uri} with --materials-description).
@@ -314,6 +316,7 @@ func (f *FS) uri(key string) string { return f.opt.URIPrefix + key }
 // logErr logs a failed operation once and returns its errno.
 func (f *FS) logErr(op, key string, err error) syscall.Errno {
 	errno := toErrno(err)
+	f.countAuthFailure(err)
 	if errno == syscall.ENOENT || errno == syscall.EINTR {
 		return errno
 	}

@@ -186,7 +186,12 @@ func (r *readHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Err
 	return 0
 }
 
-func (r *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (r *readHandle) Read(ctx context.Context, dest []byte, off int64) (res fuse.ReadResult, errno syscall.Errno) {
+	defer func() {
+		if errno == 0 && res != nil {
+			r.fsys.countRead(res.Size())
+		}
+	}()
 	ctx, done := r.fsys.untilKilled(ctx, "read", r.obj.key)
 	defer done()
 	o := r.obj

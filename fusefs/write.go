@@ -189,6 +189,7 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n, err := w.write(ctx, data, off)
+	w.fsys.countWritten(n)
 	if err != nil {
 		return uint32(n), w.fsys.logErr("write", w.key, err)
 	}
@@ -280,7 +281,12 @@ func (w *writeHandle) write(ctx context.Context, data []byte, off int64) (int, e
 }
 
 // Read serves O_RDWR handles from the staging file once staged.
-func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (res fuse.ReadResult, errno syscall.Errno) {
+	defer func() {
+		if errno == 0 && res != nil {
+			w.fsys.countRead(res.Size())
+		}
+	}()
 	ctx = mutating(ctx) // it may end the upload and stage the file
 	w.mu.Lock()
 	defer w.mu.Unlock()

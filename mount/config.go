@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/metrics"
 )
 
 // Config is everything the command line can say about one mount.
@@ -56,6 +57,7 @@ type Config struct {
 	MetadataTTL     time.Duration
 
 	ReadOnly   bool
+	NoExec     bool // files cannot be executed (MS_NOEXEC)
 	AllowOther bool
 	// AllowNonEmpty mounts over a mountpoint that has entries (hiding them).
 	AllowNonEmpty bool
@@ -100,9 +102,16 @@ type Config struct {
 	KMSTimeout  time.Duration
 	KMSDeadline time.Duration
 
-	LogLevel  string
+	LogLevel string
+	// ReopenLog, if set, is called on SIGHUP to reopen the log file (for
+	// logrotate); a failure is logged to the old file.
+	ReopenLog func() error
 	FuseDebug bool
 	PprofAddr string // serve net/http/pprof on this loopback address (profiling)
+	// MetricsAddr serves Prometheus metrics at /metrics on HOST:PORT (a bare
+	// PORT or :PORT is loopback); "" serves none.
+	MetricsAddr string
+	metrics     *metrics.Metrics // set by Run when MetricsAddr is
 
 	// Configuration files and key selection (emrfs.go, secconfig.go,
 	// zones.go, provider.go).
@@ -294,21 +303,41 @@ func (c *Config) normalize() (source, error) {
 	return src, nil
 }
 
-// ParseSize reads "8MiB", "4M", "1048576" and the like.
+// SizeUnits lists the units ParseSize takes, for messages.
+const SizeUnits = "B, K or KiB, M or MiB, G or GiB, T or TiB (powers of 1024), or plain bytes"
+
+// ParseSize reads "8MiB", "4M", "1048576" and the like. Its error quotes s
+// as given and lists the units.
 func ParseSize(s string) (int64, error) {
-	mult := int64(1)
+	num, mult := s, int64(1)
 	for _, u := range []struct {
 		suffix string
 		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}} {
 		if len(s) > len(u.suffix) && s[len(s)-len(u.suffix):] == u.suffix {
-			s, mult = s[:len(s)-len(u.suffix)], u.mult
+			num, mult = s[:len(s)-len(u.suffix)], u.mult
 			break
 		}
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size", s)
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (units: %s)", s, SizeUnits)
 	}
 	return n * mult, nil
+}
+
+// S3's multipart limits: every part but the last at least 5 MiB, at most
+// 5 GiB.
+const (
+	MinPartSize = 5 << 20
+	MaxPartSize = 5 << 30
+)
+
+// CheckPartSize refuses a part size S3 would refuse; s is the value as
+// typed, for the message.
+func CheckPartSize(n int64, s string) error {
+	if n < MinPartSize || n > MaxPartSize {
+		return fmt.Errorf("%q is outside S3's part size limits, 5MiB to 5GiB", s)
+	}
+	return nil
 }

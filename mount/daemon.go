@@ -22,7 +22,12 @@ func IsDaemonChild() bool { return os.Getenv(envDaemon) == "3" }
 
 // Daemonize starts this program again in the background with the same
 // arguments plus extraArgs, and waits until the child reports that the mount
-// is ready (nil) or why it is not.
+// is ready (nil) or why it is not. The child's stdout and stderr go to
+// logPath (appended to, reopened by the child on SIGHUP), or with "" stay
+// this process's (systemd's journal). A log file this call created is
+// removed again when the mount fails with a reason, which the error
+// carries: a failed mount leaves no log behind. When the child dies without
+// one, the error names the log.
 func Daemonize(extraArgs []string, logPath string) error {
 	exe, err := os.Executable()
 	if err != nil {
@@ -33,22 +38,31 @@ func Daemonize(extraArgs []string, logPath string) error {
 		return err
 	}
 	defer r.Close()
+	env := append(os.Environ(), envDaemon+"=3")
 	var logf *os.File
+	created := false
 	if logPath != "" {
-		logf, err = os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if _, err := os.Stat(logPath); errors.Is(err, os.ErrNotExist) {
+			created = true
+		}
+		lf, err := OpenLogFile(logPath)
 		if err != nil {
 			w.Close()
-			return fmt.Errorf("log file: %w", err)
+			return err
 		}
+		logf = lf.f
 		defer logf.Close()
+		env = append(env, envLogFile+"="+logPath)
 	}
 	args := append(append([]string{}, os.Args[1:]...), extraArgs...)
 	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), envDaemon+"=3")
+	cmd.Env = env
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if logf != nil {
 		cmd.Stdout, cmd.Stderr = logf, logf
+	} else {
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	}
 	if err := cmd.Start(); err != nil {
 		w.Close()
@@ -63,10 +77,17 @@ func Daemonize(extraArgs []string, logPath string) error {
 		return nil
 	case strings.HasPrefix(msg, "error: "):
 		_ = cmd.Wait()
+		if created {
+			os.Remove(logPath)
+		}
 		return errors.New(strings.TrimPrefix(msg, "error: "))
 	}
 	err = cmd.Wait()
-	return fmt.Errorf("csefs daemon exited before the mount was ready (%v); see its log", err)
+	where := "stderr"
+	if logPath != "" {
+		where = logPath
+	}
+	return fmt.Errorf("csefs daemon exited before the mount was ready (%v); see its log: %s", err, where)
 }
 
 // ReadyFunc returns the function the child calls once with the mount's
@@ -85,11 +106,4 @@ func ReadyFunc() func(error) {
 		f.Close()
 		f = nil
 	}
-}
-
-// DefaultLogFile is where a background mount logs when --log-file is not
-// given: beside its pid file.
-func DefaultLogFile(mnt string) string {
-	p := pidFile(mnt)
-	return strings.TrimSuffix(p, ".pid") + ".log"
 }

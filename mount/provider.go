@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	smithy "github.com/aws/smithy-go"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -207,7 +209,7 @@ func buildProvider(ctx context.Context, cfg *Config, src source, loadAWS func() 
 			policy := retryPolicy("KMS", cfg.KMSDeadline, cfg.KMSTimeout, log)
 			kc = kms.NewFromConfig(*c, func(o *kms.Options) {
 				o.Retryer = policy.Retryer()
-				o.APIOptions = append(o.APIOptions, policy.Middleware)
+				o.APIOptions = append(o.APIOptions, policy.Middleware, cfg.metrics.KMSMiddleware)
 				if cfg.KMSEndpointURL != "" {
 					o.BaseEndpoint = aws.String(cfg.KMSEndpointURL)
 				}
@@ -220,10 +222,24 @@ func buildProvider(ctx context.Context, cfg *Config, src source, loadAWS func() 
 		if cfg.KMSWrap == "kms" {
 			wrap = cse.WrapKMS
 		}
-		checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		checkCtx, cancel := context.WithTimeout(ctx, checkTimeout)
 		defer cancel()
 		kp, err := cse.NewKMSProvider(checkCtx, kc, keyID, cse.KMSOptions{Wrap: wrap})
 		if err != nil {
+			c, _ := loadAWS()
+			endpoint := endpointOf("KMS", cfg.KMSEndpointURL, c, cfg.KMSRegion)
+			if errors.Is(err, cse.ErrKeyService) {
+				if msg := unreachable("KMS", endpoint, err); msg != "" {
+					return nil, fmt.Errorf("KMS key %s: %s: %w", keyID, msg, err)
+				}
+			}
+			// No request id and no KMS exception in the body: not KMS at all
+			// (local KMS emulators send exceptions without request ids).
+			var api smithy.APIError
+			isKMS := errors.As(err, &api) && strings.HasSuffix(api.ErrorCode(), "Exception")
+			if status := notS3(err); status != 0 && !isKMS {
+				return nil, fmt.Errorf("KMS key %s: %s is not a KMS endpoint: HTTP %d without a request id to DescribeKey (check --kms-endpoint-url)", keyID, endpoint, status)
+			}
 			return nil, fmt.Errorf("KMS key %s: %w", keyID, err)
 		}
 		var p cse.Provider = kp
@@ -348,6 +364,13 @@ func loadKeyring(path string, src source, kmsProvider func(string) (cse.Provider
 		}
 		path = DefaultKeyring()
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			if obj := encryptedObject(src.dir); obj != "" {
+				// A new key reads none of them: the default keyring is
+				// per user ($HOME), so another user, or sudo, finds none.
+				return nil, fmt.Errorf("%s already holds encrypted objects (%s), but the default keyring %s does not exist: a new keyring could not read them. "+
+					"Give the keyring that wrote them with --keyring FILE (the default depends on $HOME: another user or sudo has another one), "+
+					"or, to start a new key anyway, csefs keyring create FILE and --keyring FILE", src.uri(), obj, path)
+			}
 			if err := CreateKeyring(path); err != nil {
 				return nil, err
 			}
@@ -371,4 +394,22 @@ func loadKeyring(path string, src source, kmsProvider func(string) (cse.Provider
 		return nil, fmt.Errorf("keyring %s: %w", path, err)
 	}
 	return kr, nil
+}
+
+// encryptedObject returns the name of an object of the local store at dir
+// that carries an envelope (a ".NAME.csefs-meta.json" sidecar), or "".
+func encryptedObject(dir string) string {
+	found := ""
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if name := d.Name(); !d.IsDir() && strings.HasPrefix(name, ".") && strings.HasSuffix(name, ".csefs-meta.json") {
+			rel, _ := filepath.Rel(dir, filepath.Join(filepath.Dir(p), strings.TrimSuffix(strings.TrimPrefix(name, "."), ".csefs-meta.json")))
+			found = rel
+			return fs.SkipAll
+		}
+		return nil
+	})
+	return found
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -14,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -22,31 +22,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/csefs/csefs/cache"
 	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/fusefs"
 	"github.com/csefs/csefs/keycache"
+	"github.com/csefs/csefs/metrics"
 	"github.com/csefs/csefs/objectstore"
 )
-
-// Logger builds the logger for a log level name and destination.
-func Logger(level string, w io.Writer) (*slog.Logger, error) {
-	var l slog.Level
-	switch strings.ToLower(level) {
-	case "", "info":
-		l = slog.LevelInfo
-	case "debug":
-		l = slog.LevelDebug
-	case "warn", "warning":
-		l = slog.LevelWarn
-	case "error":
-		l = slog.LevelError
-	default:
-		return nil, fmt.Errorf("--log-level %q: expected debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
 
 // Run mounts cfg and serves it until it is unmounted or a SIGTERM/SIGINT
 // arrives. ready is called once: with nil when the mount is usable, or with
@@ -68,6 +52,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err := checkMountpoint(cfg.Mountpoint, cfg.AllowNonEmpty); err != nil {
 		return err
 	}
+	if err := checkFUSE(); err != nil {
+		return err
+	}
 	if err := protectMemory(cfg.AllowCoreDumps); err != nil {
 		return err
 	}
@@ -79,6 +66,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	}
 	// One bound for the read-ahead and upload parts of all open files.
 	budget := objectstore.NewBudget(cfg.MemoryBudget)
+	if cfg.MetricsAddr != "" {
+		if _, err := metrics.ListenAddr(cfg.MetricsAddr); err != nil {
+			return err
+		}
+		cfg.metrics = metrics.New()
+	}
 	store, keys, err := build(ctx, cfg, src, budget, log)
 	if err != nil {
 		return err
@@ -128,6 +121,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		ZoneOf:              keys.ZoneOf,
 		CommitmentPolicy:    policy,
 		CommitmentPolicyFor: keys.PolicyFor,
+		Metrics:             fsMetrics(cfg.metrics),
 	})
 	if err != nil {
 		return err
@@ -153,17 +147,44 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err := leaveCwd(); err != nil {
 		return err
 	}
+	if cfg.metrics != nil {
+		registerGauges(cfg.metrics, fsys, provider, budget)
+		mctx, stopMetrics := context.WithCancel(ctx)
+		defer stopMetrics()
+		addr, err := cfg.metrics.Serve(mctx, cfg.MetricsAddr, log)
+		if err != nil {
+			return err
+		}
+		log.Info("serving metrics", "url", "http://"+addr+"/metrics")
+	}
 	opts := fsys.MountOptions(src.uri(), cfg.AllowOther, cfg.FuseDebug)
 	opts.DirectMount = os.Geteuid() == 0
 	if cfg.ReadOnly {
 		opts.Options = append(opts.Options, "ro")
+	}
+	if cfg.NoExec {
+		opts.Options = append(opts.Options, "noexec")
 	}
 	if cfg.AllowOther {
 		// Other users see decrypted files: let the kernel enforce the mode
 		// bits, which it does not do for FUSE by default.
 		opts.Options = append(opts.Options, "default_permissions")
 	}
-	server, err := fs.Mount(cfg.Mountpoint, root, opts)
+	var server *fuse.Server
+	mountFUSE := func() error {
+		var err error
+		server, err = fs.Mount(cfg.Mountpoint, root, opts)
+		return err
+	}
+	if opts.DirectMount {
+		err = mountFUSE()
+	} else {
+		// fusermount3 prints why it refuses to the stderr it inherits.
+		var reason string
+		if reason, err = captureStderr(mountFUSE); err != nil && reason != "" {
+			err = fmt.Errorf("%s (%s)", reason, strings.TrimSpace(err.Error()))
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
@@ -178,17 +199,39 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		_ = os.WriteFile(pidfile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600)
 		defer os.Remove(pidfile)
 	}
-	log.Info("mounted", "source", src.uri(), "mountpoint", cfg.Mountpoint, "cse", cfg.CSE, "sse", sseName(cfg.SSE))
+	// Signals are caught before readiness is reported: a SIGHUP (logrotate)
+	// or SIGTERM right after mount returns must not kill the daemon.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	log.Info("mounted", "source", src.uri(), "mountpoint", cfg.Mountpoint, "cse", cfg.CSE, "sse", sseName(cfg.SSE), "version", Version())
 	readied = true
 	if ready != nil {
 		ready(nil)
 	}
+	// systemd Type=notify: the mount is usable now.
+	if err := sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d\nSTATUS=serving %s on %s", os.Getpid(), src.uri(), cfg.Mountpoint)); err != nil {
+		log.Warn("systemd notification failed", "socket", os.Getenv("NOTIFY_SOCKET"), "cause", err.Error())
+	}
+	var stopping sync.Once
+	notifyStopping := func() {
+		stopping.Do(func() { _ = sdNotify("STOPPING=1\nSTATUS=unmounting, finishing uploads") })
+	}
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	go func() {
 		for sig := range sigs {
+			if sig == syscall.SIGHUP {
+				// logrotate: reopen the log file; never unmount.
+				if cfg.ReopenLog != nil {
+					if err := cfg.ReopenLog(); err != nil {
+						log.Error("reopening the log file failed", "cause", err.Error())
+					} else {
+						log.Info("log file reopened (SIGHUP)")
+					}
+				}
+				continue
+			}
+			notifyStopping()
 			log.Info("signal: unmounting", "signal", sig.String())
 			if err := unmountServer(server, cfg.Mountpoint, 30*time.Second); err != nil {
 				log.Error("unmount after signal failed", "cause", err.Error())
@@ -196,6 +239,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		}
 	}()
 	server.Wait()
+	notifyStopping()
 	fsys.WaitUploads(30 * time.Second)
 	keys.Close() // zero the data keys generated ahead
 	if c, ok := provider.(*keycache.Cache); ok {
@@ -324,9 +368,19 @@ func build(ctx context.Context, cfg Config, src source, budget *objectstore.Budg
 		}
 		store = s
 	}
-	checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	checkCtx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	if err := store.Check(checkCtx); err != nil {
+		if src.scheme == "s3" {
+			endpoint := endpointOf("S3", cfg.EndpointURL, awsCfg, cfg.Region)
+			if msg := unreachable("S3", endpoint, err); msg != "" {
+				return nil, nil, fmt.Errorf("cannot reach %s: %s: %w", src.uri(), msg, err)
+			}
+			if status := notS3(err); status != 0 {
+				// Not %w: the chain would say "no such bucket".
+				return nil, nil, fmt.Errorf("%s is not an S3 endpoint: HTTP %d without an S3 request id to HeadBucket of %s (check --endpoint-url)", endpoint, status, src.bucket)
+			}
+		}
 		switch {
 		case errors.Is(err, objectstore.ErrNoSuchBucket):
 			return nil, nil, fmt.Errorf("no such bucket: %s: %w", src.uri(), err)
@@ -392,7 +446,7 @@ func newS3Client(c aws.Config, cfg Config, log *slog.Logger) *s3.Client {
 	policy := retryPolicy("S3", cfg.S3RetryDeadline, 0, log)
 	return s3.NewFromConfig(c, func(o *s3.Options) {
 		o.Retryer = policy.Retryer()
-		o.APIOptions = append(o.APIOptions, policy.Middleware)
+		o.APIOptions = append(o.APIOptions, policy.Middleware, cfg.metrics.S3Middleware)
 		if cfg.EndpointURL != "" {
 			o.BaseEndpoint = aws.String(cfg.EndpointURL)
 		}
@@ -514,8 +568,15 @@ func unescapeMountinfo(s string) string {
 
 // pidFile is where the daemon serving mnt records its pid, so that unmount
 // can wait for it to finish.
+//
+// It is $XDG_RUNTIME_DIR/csefs, else /run/csefs for root (system units and
+// sudo have no XDG_RUNTIME_DIR, and a unit's PrivateTmp would hide /tmp),
+// else $TMPDIR/csefs-UID/csefs.
 func pidFile(mnt string) string {
 	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" && os.Geteuid() == 0 {
+		dir = "/run"
+	}
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), fmt.Sprintf("csefs-%d", os.Getuid()))
 	}
