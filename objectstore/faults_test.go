@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -276,4 +277,38 @@ func TestS3LostConditionalCommitReply(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestS3AmbiguousCopyNeedsUniqueMetadata: a copy of a multipart source
+// (whose ETag does not carry over, so only size and metadata can prove a
+// copy landed) that never reached the server must not be taken as done
+// because the old dst has the same size and the same metadata (a plaintext
+// object's attributes): rename would then delete the source. Only a copy
+// marked WithUniqueMetadata (an envelope with its own IV) is proved by its
+// metadata, and such a copy whose reply was lost reports success.
+func TestS3AmbiguousCopyNeedsUniqueMetadata(t *testing.T) {
+	ctx := context.Background()
+	s, direct, p := proxiedStore(t, RetryPolicy{Deadline: time.Second, MaxBackoff: 100 * time.Millisecond})
+	body := randBytes(5, MinPartSize+10)
+	meta := map[string]string{"csefs-mode": "100644"}
+	src, err := commitBody(t, direct, "src", body, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(src.ETag, "-") {
+		t.Fatalf("source ETag %s is not a multipart one", src.ETag)
+	}
+	oldDst := randBytes(6, len(body))
+	mustPut(t, direct, "dst", oldDst, meta)
+	p.Add(testenv.Rule{Op: "CopyObject", Fault: testenv.Reset})
+	if _, err := s.Copy(ctx, "src", "dst", CopyOptions{IfMatch: src.ETag}); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("copy that never arrived onto an object of the same size and attributes: %v, want ErrUnavailable", err)
+	}
+	checkObject(t, direct, "dst", oldDst, meta)
+	p.Clear()
+	p.Add(testenv.Rule{Op: "CopyObject", Fault: testenv.LoseReply})
+	if _, err := s.Copy(WithUniqueMetadata(ctx), "src", "dst2", CopyOptions{IfMatch: src.ETag}); err != nil {
+		t.Errorf("marked copy applied, reply lost: %v, want success", err)
+	}
+	checkObject(t, direct, "dst2", body, meta)
 }

@@ -444,7 +444,7 @@ func (s *S3Store) Put(ctx context.Context, key string, body []byte, meta map[str
 	out, err := s.client.PutObject(ctx, in, s.bodyOpts()...)
 	if err != nil {
 		err = classify(err)
-		if info := s.landed(ctx, err, key, int64(len(body)), quote(md5hex(body)), meta); info != nil {
+		if info := s.landed(ctx, err, key, int64(len(body)), quote(md5hex(body)), meta, uniqueMetadata(ctx)); info != nil {
 			return info, nil
 		}
 		return nil, fmt.Errorf("objectstore: put %q: %w", key, err)
@@ -511,7 +511,7 @@ func (s *S3Store) Copy(ctx context.Context, src, dst string, opt CopyOptions) (*
 		if !md5Style(want) || strings.Contains(want, "-") {
 			want = ""
 		}
-		if info := s.landed(ctx, err, dst, srcInfo.Size, want, meta); info != nil {
+		if info := s.landed(ctx, err, dst, srcInfo.Size, want, meta, uniqueMetadata(ctx)); info != nil {
 			return info, nil
 		}
 		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", src, dst, err)
