@@ -312,3 +312,47 @@ func TestS3AmbiguousCopyNeedsUniqueMetadata(t *testing.T) {
 	}
 	checkObject(t, direct, "dst2", body, meta)
 }
+
+// TestS3LostMultipartCopyReply: a multipart copy (UploadPartCopy, above the
+// CopyObject limit; here a small threshold) whose CompleteMultipartUpload
+// was applied and its reply lost (once: the SDK's retry gets NoSuchUpload,
+// or 412 for a self-copy; or every attempt) reports success, and the copy
+// is there. A completion that never arrived still fails.
+func TestS3LostMultipartCopyReply(t *testing.T) {
+	ctx := context.Background()
+	for _, times := range []int{1, 0} {
+		t.Run(fmt.Sprint("times=", times), func(t *testing.T) {
+			s, direct, p := proxiedStore(t, RetryPolicy{Deadline: 2 * time.Second, MaxBackoff: 200 * time.Millisecond})
+			s.copyThreshold, s.copyPartSize = MinPartSize, MinPartSize
+			body := randBytes(11, 2*MinPartSize+100)
+			src := mustPut(t, direct, "src", body, map[string]string{"iv": "1"})
+			p.Add(testenv.Rule{Op: "CompleteMultipartUpload", Fault: testenv.LoseReply, Times: times})
+			if _, err := s.Copy(ctx, "src", "dst", CopyOptions{IfMatch: src.ETag}); err != nil {
+				t.Errorf("multipart copy after a lost reply: %v", err)
+			}
+			checkObject(t, direct, "dst", body, map[string]string{"iv": "1"})
+			n := p.Faults("CompleteMultipartUpload")
+			if n == 0 {
+				t.Fatal("no reply was lost")
+			}
+			p.Clear()
+			p.Add(testenv.Rule{Op: "CompleteMultipartUpload", Fault: testenv.LoseReply, Times: times})
+			meta := map[string]string{"iv": "1", "mode": "600"}
+			if _, err := s.Copy(ctx, "src", "src", CopyOptions{IfMatch: src.ETag, Metadata: meta}); err != nil {
+				t.Errorf("multipart self-copy after a lost reply: %v", err)
+			}
+			checkObject(t, direct, "src", body, meta)
+			if p.Faults("CompleteMultipartUpload") == n {
+				t.Fatal("no self-copy reply was lost")
+			}
+			p.Clear()
+			p.Add(testenv.Rule{Op: "CompleteMultipartUpload", Fault: testenv.Reset})
+			if _, err := s.Copy(ctx, "src", "dst3", CopyOptions{}); !errors.Is(err, ErrUnavailable) {
+				t.Errorf("multipart copy whose completion never arrived: %v, want ErrUnavailable", err)
+			}
+			if _, err := direct.Head(ctx, "dst3"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("dst3 after a failed copy: %v", err)
+			}
+		})
+	}
+}

@@ -568,6 +568,18 @@ func (s *S3Store) copyMultipart(ctx context.Context, srcInfo *Info, source, dst,
 	}
 	out, err := s.client.CompleteMultipartUpload(ctx, complete)
 	if err != nil {
+		// A lost reply, or NoSuchUpload on the SDK's retry, may hide a
+		// completion that was applied: read dst back (the parts' ETags
+		// give the multipart ETag where they are MD5s).
+		// A self-copy's retry may get 412 instead, dst's ETag being its
+		// own by then; a racing overwrite fails the comparison.
+		cerr := classify(err)
+		if srcInfo.Key == dst && errors.Is(cerr, ErrPreconditionFailed) {
+			cerr = fmt.Errorf("%w: a conditional completion's 412 (%w)", ErrUnavailable, cerr)
+		}
+		if info := s.landed(ctx, cerr, dst, srcInfo.Size, multipartETag(parts), meta, uniqueMetadata(ctx)); info != nil {
+			return info, nil
+		}
 		return fail(err)
 	}
 	return &Info{Key: dst, Size: srcInfo.Size, ETag: aws.ToString(out.ETag), LastModified: time.Now(), Metadata: lowerMeta(meta)}, nil
