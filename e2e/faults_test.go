@@ -476,3 +476,38 @@ func TestFaultKMSThrottled(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultPlainCopyNeverArrived: on a --cse off mount, mv of a multipart
+// file (whose ETag a copy does not keep) over a file of the same size,
+// while every CopyObject is reset before it reaches S3, must fail: the old
+// destination has the same size and the same attributes, which prove
+// nothing for a plaintext object. Before the fix the copy counted as
+// landed, mv reported success and deleted the source: its data was lost.
+func TestFaultPlainCopyNeverArrived(t *testing.T) {
+	w := newWorld(t)
+	p := testenv.NewFaultProxy(t, w.S3.Endpoint, testenv.S3Op)
+	args := []string{"--endpoint-url", p.URL, "--path-style", "--region", w.S3.Region,
+		"--cse", "off", "--part-size", "5MiB", "--s3-retry-deadline", "2s"}
+	m := mountWith(t, w.env, "s3://"+w.Bucket, args...)
+	a, b := randN(t, 6<<20), randN(t, 6<<20)
+	for name, data := range map[string][]byte{"a": a, "b": b} {
+		if werr, cerr := writeFile(m.path(name), data, 1<<20); werr != nil || cerr != nil {
+			t.Fatal(werr, cerr)
+		}
+	}
+	p.Add(testenv.Rule{Op: "CopyObject", Fault: testenv.Reset})
+	err := os.Rename(m.path("a"), m.path("b"))
+	p.Clear()
+	if p.Faults("CopyObject") == 0 {
+		t.Fatal("no CopyObject was reset")
+	}
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("mv whose copy never arrived: %v, want EIO", err)
+	}
+	if got, _ := w.getRaw(t, "b"); !bytes.Equal(got, b) {
+		t.Error("b changed")
+	}
+	if got, _ := w.getRaw(t, "a"); !bytes.Equal(got, a) {
+		t.Error("a, the source of the failed mv, is lost")
+	}
+}

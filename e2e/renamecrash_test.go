@@ -199,3 +199,39 @@ func TestRecoverCommand(t *testing.T) {
 	m3 := w.mount(t, "")
 	checkTree(t, m3.path("dst"), want)
 }
+
+// TestRecoverKeepsEditedDestination: a file under the destination of an
+// interrupted directory rename that was changed after the crash (both
+// trees are visible until the rename is finished) is not overwritten by
+// the recovery: csefs recover keeps it, leaves its source in place and
+// says so; the rest of the tree is moved and the intent is deleted.
+func TestRecoverKeepsEditedDestination(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount(t, "")
+	for rel, b := range map[string]string{"src/a": "1", "src/s/b": "22", "dst/a": "edited after the crash"} {
+		os.MkdirAll(filepath.Dir(m.path(rel)), 0o755)
+		if err := os.WriteFile(m.path(rel), []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.Unmount(t)
+	w.putRaw(t, ".csefs-renames/20260101T000000Z-0123456789abcdef", []byte(`{"op":"rename-dir","src":"src/","dst":"dst/",`+
+		`"host":"elsewhere","machine":"m","boot":"b","pidns":"pid:[1]","pid":4242,"start":"99","time":"2026-01-01T00:00:00Z"}`), nil)
+	flags := []string{"--endpoint-url", w.S3.Endpoint, "--path-style", "--region", w.S3.Region}
+	out := csefsIn(t, w.env, append(append([]string{"recover", "--older-than", "1h"}, flags...), "s3://"+w.Bucket)...)
+	if !strings.Contains(out, "finished\tsrc/\tdst/") || !strings.Contains(out, "rename recovery conflict") {
+		t.Errorf("csefs recover --older-than 1h (want it finished, the conflict logged):\n%s", out)
+	}
+	if left := w.listKeys(t, ".csefs-renames/"); len(left) != 0 {
+		t.Errorf("intents left: %v", left)
+	}
+	m2 := w.mount(t, "")
+	for rel, want := range map[string]string{"dst/a": "edited after the crash", "dst/s/b": "22", "src/a": "1"} {
+		if got, err := os.ReadFile(m2.path(rel)); err != nil || string(got) != want {
+			t.Errorf("%s: %q, %v; want %q", rel, got, err, want)
+		}
+	}
+	if _, err := os.Stat(m2.path("src", "s")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("src/s, moved whole: %v, want it gone", err)
+	}
+}

@@ -64,6 +64,8 @@ type dirStates struct {
 	// setDirMeta) in this mount, so that a lazy mtime copy never puts back
 	// the metadata a chmod or chown just replaced.
 	wmu sync.Mutex
+	// delay replaces dirFlushDelay if set (tests).
+	delay time.Duration
 }
 
 // flushLock returns prefix's flush mutex.
@@ -191,18 +193,54 @@ func (f *FS) touchDir(prefix string) {
 	st := f.dirStateLocked(prefix)
 	st.mtime, st.dirty = time.Now(), prefix != ""
 	if st.dirty && !st.pending && !f.opt.ReadOnly {
-		st.pending = true
-		time.AfterFunc(dirFlushDelay, func() {
-			f.dirs.mu.Lock()
-			if s := f.dirs.m[prefix]; s != nil {
-				s.pending = false
-			}
-			f.dirs.mu.Unlock()
-			if err := f.flushDir(context.Background(), prefix); err != nil {
-				f.log.Warn("could not store a directory's mtime", "object", f.uri(prefix), "cause", err.Error())
-			}
-		})
+		f.scheduleDirFlushLocked(prefix, st, 0)
 	}
+}
+
+// dirFlushRetries bounds the delayed flushes of one change that fail (the
+// store unreachable): they are retried after 2, 4, … times the delay, at
+// most dirFlushMaxDelay apart. After the last, the mtime stays dirty in
+// memory, and the next change, an fsync(2) of the directory or the unmount
+// stores it.
+const (
+	dirFlushRetries  = 8
+	dirFlushMaxDelay = time.Minute
+)
+
+// scheduleDirFlushLocked arms the delayed flush of prefix (st is its
+// state; f.dirs.mu held). failures is how many delayed flushes of this
+// change have failed so far; the delay doubles with each.
+func (f *FS) scheduleDirFlushLocked(prefix string, st *dirState, failures int) {
+	delay := f.dirs.delay
+	if delay == 0 {
+		delay = dirFlushDelay
+	}
+	delay = min(delay<<failures, max(dirFlushMaxDelay, delay))
+	st.pending = true
+	time.AfterFunc(delay, func() {
+		f.dirs.mu.Lock()
+		if s := f.dirs.m[prefix]; s != nil {
+			s.pending = false
+		}
+		f.dirs.mu.Unlock()
+		err := f.flushDir(context.Background(), prefix)
+		if err == nil {
+			return
+		}
+		f.dirs.mu.Lock()
+		defer f.dirs.mu.Unlock()
+		s := f.dirs.m[prefix]
+		if s == nil || !s.dirty || s.pending {
+			return // stored meanwhile, or another flush is armed
+		}
+		if failures+1 >= dirFlushRetries {
+			f.log.Error("could not store a directory's mtime; giving up until the next change, fsync or unmount",
+				"object", f.uri(prefix), "attempts", failures+1, "cause", err.Error())
+			return
+		}
+		f.log.Warn("could not store a directory's mtime; retrying", "object", f.uri(prefix), "attempt", failures+1, "cause", err.Error())
+		f.scheduleDirFlushLocked(prefix, s, failures+1)
+	})
 }
 
 // flushDir stores prefix's changed mtime in its marker, if it has one, and

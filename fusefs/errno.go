@@ -24,8 +24,6 @@ var (
 	errNotEmpty = errors.New("fusefs: directory not empty")
 	// errUnsupported: an operation csefs does not (yet) implement.
 	errUnsupported = errors.New("fusefs: operation not supported")
-	// errClosed: a write after the upload was committed.
-	errClosed = errors.New("fusefs: file already committed")
 	// errExists: creating what already exists.
 	errExists = errors.New("fusefs: file exists")
 )
@@ -101,8 +99,6 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EEXIST
 	case errors.Is(err, cse.ErrTooLarge), errors.Is(err, objectstore.ErrTooLarge):
 		return syscall.EFBIG
-	case errors.Is(err, errClosed):
-		return syscall.EBADF
 	default:
 		// Authentication failures, truncation, malformed envelopes, missing
 		// instruction files and every unclassified store error.

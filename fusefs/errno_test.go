@@ -49,7 +49,6 @@ func TestToErrno(t *testing.T) {
 		{wrap(errNotEmpty), syscall.ENOTEMPTY},
 		{wrap(errUnsupported), syscall.ENOTSUP},
 		{wrap(errExists), syscall.EEXIST},
-		{wrap(errClosed), syscall.EBADF},
 		{errors.New("some SDK error"), syscall.EIO},
 		// Network errnos never reach a program: EIO (the log has them).
 		{wrap(syscall.ECONNREFUSED), syscall.EIO},

@@ -423,3 +423,38 @@ func TestFlushDirWaitsForFlushInFlight(t *testing.T) {
 		t.Error("mtime not in the marker after fsync")
 	}
 }
+
+// TestDelayedDirFlushRetried: a delayed flush of a directory's mtime that
+// fails (the store unreachable, twice) is scheduled again, with backoff,
+// and stores the mtime once the store answers; nothing else (no fsync, no
+// further change) is needed.
+func TestDelayedDirFlushRetried(t *testing.T) {
+	ctx := context.Background()
+	f, fst, local, _ := newFaultFS(t)
+	f.dirs.delay = 5 * time.Millisecond
+	if _, err := local.Put(ctx, "d/", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	fst.Add(faultstore.Fault{Op: faultstore.Copy, Key: "d/", Err: objectstore.ErrUnavailable, Times: 2})
+	f.touchDir("d/")
+	f.dirs.mu.Lock()
+	want := f.dirs.m["d/"].mtime
+	f.dirs.mu.Unlock()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := local.Head(ctx, "d/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := metadata.ParseAttrs(info.Metadata); a.HasMtime && a.Mtime.Equal(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mtime was never stored after %d copies (2 failed)", fst.Calls(faultstore.Copy))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c := fst.Calls(faultstore.Copy); c != 3 {
+		t.Errorf("%d copies, want 3 (two failures, one success)", c)
+	}
+}

@@ -19,12 +19,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/csefs/csefs/metadata"
 	"github.com/csefs/csefs/objectstore"
 )
 
@@ -282,28 +284,123 @@ func (f *FS) state(in *RenameIntent) OwnerState {
 }
 
 // FinishRename rolls the intent in forward: every object still under its
-// source is copied to its place under the destination (again, for those a
-// crash left copied), then the source's objects and directory markers are
-// deleted, the source's parent kept, and the intent deleted. Safe to run
-// again after a failure; it must not run while the owner still does.
+// source is copied to its place under the destination, then the source's
+// objects and directory markers are deleted, the source's parent kept, and
+// the intent deleted. Safe to run again after a failure; it must not run
+// while the owner still does.
+//
+// A destination that exists already is never overwritten: both trees were
+// visible since the crash, and the destination may have been edited. If it
+// is the source's copy (the same size and metadata: a copy keeps the
+// envelope, with its unique IV, and the attributes), the copy is not redone.
+// (A plaintext object's metadata is not unique to it: its ETag must match
+// too.) If it differs, it is kept, its source is not deleted (nor the source's
+// directories), and the conflict is logged naming both; the rest of the
+// rename is finished and the intent deleted, so that later renames are not
+// blocked by it.
 func (f *FS) FinishRename(ctx context.Context, in *RenameIntent) error {
 	f.allDirsChanged()
 	defer f.allDirsChanged()
 	f.log.Info("finishing a directory rename interrupted before its end",
 		"from", f.uri(in.Src), "to", f.uri(in.Dst), "started", in.Time, "host", in.Host, "pid", in.PID)
-	keys, moves, err := f.copyTree(ctx, in.Src, in.Dst, false)
+	var keys, etags []string
+	err := f.store.List(ctx, in.Src, "", func(p objectstore.ListPage) error {
+		for _, o := range p.Objects {
+			keys = append(keys, o.Key)
+			etags = append(etags, o.ETag)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	if err := f.deleteTree(ctx, keys, moves, in.Src); err != nil {
+	moves, err := renameTargets(keys, in.Src, in.Dst)
+	if err != nil {
 		return err
 	}
-	f.keepDir(ctx, parentPrefix(strings.TrimSuffix(in.Src, "/")))
+	defer func() {
+		for _, m := range moves {
+			f.putStat(m[0], nil)
+			f.putStat(m[1], nil)
+		}
+	}()
+	conflict := make([]bool, len(moves))
+	err = forEach(ctx, len(moves), func(ctx context.Context, i int) error {
+		var err error
+		conflict[i], err = f.rollForward(ctx, moves[i][0], moves[i][1], etags[i])
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	var kept []string
+	var objs []string
+	for i, m := range moves {
+		switch {
+		case conflict[i]:
+			kept = append(kept, m[0])
+		case !strings.HasSuffix(m[0], "/"):
+			objs = append(objs, m[0])
+		}
+	}
+	if err := forEach(ctx, len(objs), func(ctx context.Context, i int) error {
+		return f.store.Delete(ctx, objs[i])
+	}); err != nil {
+		return err
+	}
+	for _, k := range treeDirs(keys, in.Src) {
+		if slices.ContainsFunc(kept, func(c string) bool { return strings.HasPrefix(c, k) }) {
+			continue // still holds a conflicting source
+		}
+		if err := f.store.Delete(ctx, k); err != nil {
+			return err
+		}
+	}
+	if len(kept) == 0 {
+		f.keepDir(ctx, parentPrefix(strings.TrimSuffix(in.Src, "/")))
+	}
 	if err := f.store.Delete(ctx, IntentPrefix+in.ID); err != nil {
 		return err
 	}
-	f.log.Info("directory rename finished", "from", f.uri(in.Src), "to", f.uri(in.Dst), "objects", len(keys))
+	if len(kept) > 0 {
+		f.log.Warn("directory rename finished, except for objects changed at the destination since the crash: those sources are left in place",
+			"from", f.uri(in.Src), "to", f.uri(in.Dst), "objects", len(keys), "conflicts", len(kept))
+	} else {
+		f.log.Info("directory rename finished", "from", f.uri(in.Src), "to", f.uri(in.Dst), "objects", len(keys))
+	}
 	return nil
+}
+
+// rollForward copies src (as listed with etag) to dst unless dst exists.
+// conflict says dst exists and is not src's copy (see FinishRename); then
+// src must be kept.
+func (f *FS) rollForward(ctx context.Context, src, dst, etag string) (conflict bool, err error) {
+	di, err := f.store.Head(ctx, dst)
+	if isNotFound(err) {
+		_, err = f.store.Copy(ctx, src, dst, objectstore.CopyOptions{IfMatch: etag})
+		return false, err
+	}
+	if err != nil {
+		return false, err
+	}
+	if strings.HasSuffix(src, "/") {
+		return false, nil // a directory marker: dst's stands (and its attributes)
+	}
+	si, err := f.store.Head(ctx, src)
+	if err != nil {
+		return false, err
+	}
+	if si.Size == di.Size && maps.Equal(si.Metadata, di.Metadata) {
+		// The copy the crashed rename made, if the metadata is unique
+		// to the object (an envelope, with its IV); a plaintext object's
+		// attributes are not, and then the ETag must match too.
+		if _, err := metadata.Detect(si.Metadata); err == nil || strings.Trim(si.ETag, `"`) == strings.Trim(di.ETag, `"`) {
+			return false, nil
+		}
+	}
+	f.log.Warn("rename recovery conflict: the destination changed after the crash; keeping it, and the source",
+		"source", f.uri(src), "destination", f.uri(dst))
+	return true, nil
 }
 
 // RecoverRenames finishes the stored intents that finish accepts (nil: those

@@ -213,3 +213,68 @@ func TestOwnerState(t *testing.T) {
 		}
 	}
 }
+
+// TestRecoverRenameKeepsLaterEdits: after a crash both trees are visible,
+// and a file under the destination edited then is not overwritten by the
+// recovery: its source is left in place (and logged), the rest of the
+// rename is finished, copies the crash left are not redone, and the intent
+// is deleted.
+func TestRecoverRenameKeepsLaterEdits(t *testing.T) {
+	for _, encrypt := range []bool{true, false} {
+		t.Run(map[bool]string{true: "encrypted", false: "plaintext"}[encrypt], func(t *testing.T) {
+			ctx := context.Background()
+			f, _, _ := newTestFS(t, ObjectMetadata, encrypt)
+			halfMoved(t, f)
+			writeObj(t, f, "n/a", []byte("edited after the crash"))
+			// Same size as its source: only the metadata tells them apart.
+			writeObj(t, f, "n/s/t/c", []byte("999"))
+			before, err := f.store.Head(ctx, "n/a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			putIntent(t, f, "1", "d/", "n/", deadOwner())
+			if done, err := f.RecoverRenames(ctx, nil); err != nil || len(done) != 1 {
+				t.Fatalf("recovered %+v, %v", done, err)
+			}
+			for k, v := range map[string]string{"n/a": "edited after the crash", "n/s/t/c": "999", "n/s/b": "22", "d/a": "1", "d/s/t/c": "333"} {
+				if got := readObj(t, f, k); string(got) != v {
+					t.Errorf("%s: %q, want %q", k, got, v)
+				}
+			}
+			if after, err := f.store.Head(ctx, "n/a"); err != nil || after.ETag != before.ETag {
+				t.Errorf("n/a was rewritten: %v %v", after, err)
+			}
+			if _, err := f.store.Head(ctx, "d/s/b"); !isNotFound(err) {
+				t.Errorf("d/s/b, moved, is still there: %v", err)
+			}
+			if left := intentKeys(t, f); len(left) != 0 {
+				t.Errorf("intents left: %v", left)
+			}
+		})
+	}
+}
+
+// TestRecoverRenameSkipsDoneCopies: a copy the crashed rename made (the
+// same size and metadata as its source) is not redone, and its source is
+// deleted.
+func TestRecoverRenameSkipsDoneCopies(t *testing.T) {
+	for _, encrypt := range []bool{true, false} {
+		t.Run(map[bool]string{true: "encrypted", false: "plaintext"}[encrypt], func(t *testing.T) {
+			ctx := context.Background()
+			f, _, _ := newTestFS(t, ObjectMetadata, encrypt)
+			files := halfMoved(t, f)
+			before, err := f.store.Head(ctx, "n/a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			putIntent(t, f, "1", "d/", "n/", deadOwner())
+			if done, err := f.RecoverRenames(ctx, nil); err != nil || len(done) != 1 {
+				t.Fatalf("recovered %+v, %v", done, err)
+			}
+			if after, err := f.store.Head(ctx, "n/a"); err != nil || after.ETag != before.ETag {
+				t.Errorf("n/a was copied again: %v %v", after, err)
+			}
+			checkMoved(t, f, files)
+		})
+	}
+}

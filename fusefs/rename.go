@@ -270,7 +270,13 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) 
 	// meanwhile fails the copy with ESTALE), and so is the instruction
 	// file's copy. The deletes below are not conditional: S3 has no
 	// conditional DELETE for an ETag on unversioned buckets.
-	if _, err := f.store.Copy(ctx, src, dst, objectstore.CopyOptions{IfMatch: o.info.ETag}); err != nil {
+	cctx := ctx
+	if o.env != nil && !o.instr {
+		// The copy keeps the envelope (unique IV and wrapped key): proof
+		// enough for a copy whose reply was lost.
+		cctx = objectstore.WithUniqueMetadata(ctx)
+	}
+	if _, err := f.store.Copy(cctx, src, dst, objectstore.CopyOptions{IfMatch: o.info.ETag}); err != nil {
 		return err
 	}
 	if o.instr {

@@ -77,6 +77,12 @@ func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) 
 		u.attrs.InstructionFile = u.instr
 	}
 	u.attrs.Apply(meta)
+	if u.env != nil && (!u.instr || len(u.env.ObjectMetadata()) > 0) {
+		// The object's metadata holds this write's fresh IV and wrapped
+		// key (or V3 message ID): it can prove a commit whose reply was
+		// lost. A plaintext object's attributes cannot.
+		ctx = objectstore.WithUniqueMetadata(ctx)
+	}
 	up, err := f.store.Create(ctx, key, meta)
 	if err != nil {
 		return nil, err

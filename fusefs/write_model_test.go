@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/csefs/csefs/metadata"
@@ -17,27 +19,98 @@ import (
 // TestWriteHandleModel drives one file through random sequences of the
 // write handle's operations (open with and without O_TRUNC, sequential and
 // random writes, reads through O_RDWR, fsync, flush, ftruncate, truncate by
-// path, chmod, close) and checks every result against an in-memory model of
-// the file: a read returns the model's bytes, and after every fsync, flush
-// and close the stored object is exactly the model. The sequences move the
-// handle between all its modes (undecided, streaming, staging, committed and
-// written again). Seeds are fixed, so a failure names its seed and replays.
-// Rename is not among the operations: it is exercised by rename_test.go.
+// path, chmod, rename to the other of two names, close) and checks every
+// result against an in-memory model of the file: a read returns the model's
+// bytes, and after every fsync, flush and close the stored object, under
+// the name the model follows, is exactly the model and the other name is
+// gone. The sequences move the handle between all its modes (undecided,
+// streaming, staging, committed and written again). Seeds are fixed, so a
+// failure names its seed and replays. FuzzWriteHandleModel lets the fuzzer
+// choose the operations.
 func TestWriteHandleModel(t *testing.T) {
 	seeds := 60 // 31 of these failed on the old code, most with EBADF
 	if testing.Short() {
 		seeds = 15
 	}
 	for seed := range seeds {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) { runWriteModel(t, uint64(seed)) })
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			runWriteModel(t, fmt.Sprint("seed ", seed), seed%2 == 0, rand.New(rand.NewPCG(uint64(seed), 11)), 80)
+		})
 	}
 }
 
-func runWriteModel(t *testing.T, seed uint64) {
+// FuzzWriteHandleModel is TestWriteHandleModel with the operations (and
+// their offsets and sizes) read from the fuzzer's bytes; the written bytes
+// come from a generator seeded by the input. The first byte chooses
+// encryption.
+func FuzzWriteHandleModel(f *testing.F) {
+	f.Add([]byte{0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99})
+	f.Add([]byte{1, 0, 0, 0, 50, 0, 90, 3, 0, 0, 60, 99, 0, 0, 85, 0, 50})
+	f.Add([]byte{0, 0, 5, 0, 85, 50, 66, 1, 2, 99, 85, 0, 0, 50, 70, 7, 99})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < 2 {
+			return
+		}
+		h := fnv.New64a()
+		h.Write(data)
+		c := &byteChooser{b: data[1:], payload: rand.New(rand.NewPCG(h.Sum64(), 11))}
+		runWriteModel(t, fmt.Sprintf("input %x", data), data[0]%2 == 0, c, 80)
+	})
+}
+
+// chooser makes the model's choices.
+type chooser interface {
+	IntN(n int) int
+	Int64N(n int64) int64
+}
+
+// byteChooser takes choices from fuzz input, one or two bytes each; 0 once
+// the input is used up (done says so). Payload bytes come from payload.
+type byteChooser struct {
+	b       []byte
+	payload *rand.Rand
+}
+
+func (c *byteChooser) done() bool { return len(c.b) == 0 }
+
+func (c *byteChooser) next() uint64 {
+	if len(c.b) == 0 {
+		return 0
+	}
+	v := uint64(c.b[0])
+	c.b = c.b[1:]
+	return v
+}
+
+func (c *byteChooser) IntN(n int) int { return int(c.Int64N(int64(n))) }
+
+func (c *byteChooser) Int64N(n int64) int64 {
+	if n <= 256 {
+		return int64(c.next()) % n
+	}
+	return int64(c.next()<<8|c.next()) * (n - 1) / 65535
+}
+
+func runWriteModel(t *testing.T, name string, encrypt bool, rng chooser, steps int) {
 	ctx := context.Background()
-	f, _, st := newTestFS(t, ObjectMetadata, seed%2 == 0)
-	rng := rand.New(rand.NewPCG(seed, 11))
+	f, root, st := newTestFS(t, ObjectMetadata, encrypt)
+	// An inode tree as the kernel's bridge keeps it, so that rename finds
+	// the open file's node.
+	fs.NewNodeFS(root, &fs.Options{})
 	n := newFileNode(f, "f")
+	root.AddChild("f", root.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG}), true)
+	key, other := "f", "g" // the model's name for the file, and the other
+	payload := func(b []byte) {
+		if c, ok := rng.(*byteChooser); ok {
+			for i := range b {
+				b[i] = byte(c.payload.IntN(256))
+			}
+			return
+		}
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+	}
 	var (
 		model  []byte // the file's content as POSIX says it is
 		exists bool   // the object has been committed at least once
@@ -47,13 +120,16 @@ func runWriteModel(t *testing.T, seed uint64) {
 	)
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("seed %d: %s\nafter: %s", seed, fmt.Sprintf(format, args...), strings.Join(trace, "; "))
+		t.Fatalf("%s: %s\nafter: %s", name, fmt.Sprintf(format, args...), strings.Join(trace, "; "))
 	}
 	checkStored := func(what string) {
 		t.Helper()
-		got := readObj(t, f, "f")
+		got := readObj(t, f, key)
 		if !bytes.Equal(got, model) {
-			fail("%s: stored %d bytes %s, model %d bytes %s", what, len(got), digest(got), len(model), digest(model))
+			fail("%s: stored %s: %d bytes %s, model %d bytes %s", what, key, len(got), digest(got), len(model), digest(model))
+		}
+		if _, err := st.Head(ctx, other); !isNotFound(err) {
+			fail("%s: %s, renamed away, is there (%v)", what, other, err)
 		}
 	}
 	setModel := func(off int64, data []byte) {
@@ -79,7 +155,10 @@ func runWriteModel(t *testing.T, seed uint64) {
 			model = model[:0]
 		}
 	}
-	for step := 0; step < 80; step++ {
+	for step := 0; step < steps; step++ {
+		if c, ok := rng.(*byteChooser); ok && c.done() {
+			break
+		}
 		if w == nil {
 			trunc := !exists || rng.IntN(3) == 0
 			trace = append(trace, fmt.Sprintf("open(trunc=%v)", trunc))
@@ -93,9 +172,7 @@ func runWriteModel(t *testing.T, seed uint64) {
 				off = rng.Int64N(int64(len(model)) + 70000)
 			}
 			data := make([]byte, 1+rng.IntN(50000))
-			for i := range data {
-				data[i] = byte(rng.IntN(256))
-			}
+			payload(data)
 			trace = append(trace, fmt.Sprintf("write(%d,%d)", off, len(data)))
 			got, errno := w.Write(ctx, data, off)
 			if errno != 0 || int(got) != len(data) {
@@ -154,6 +231,21 @@ func runWriteModel(t *testing.T, seed uint64) {
 			if err := n.setMeta(ctx, in); err != nil {
 				fail("chmod: %v", err)
 			}
+		case op < 86 && exists: // rename(2) to the other name, the handle open
+			trace = append(trace, fmt.Sprintf("rename(%s,%s)", key, other))
+			w.mu.Lock()
+			streaming := w.mode == modeStream && !w.done
+			w.mu.Unlock()
+			errno := root.Rename(ctx, key, root, other, 0)
+			switch {
+			case errno == 0:
+				root.MvChild(key, root.EmbeddedInode(), other, true) // as the bridge does
+				key, other = other, key
+			case errno == syscall.EBUSY && streaming:
+				// Refused while an upload streams to the old name.
+			default:
+				fail("rename(%s, %s) = %v (streaming %v)", key, other, errno, streaming)
+			}
 		default: // close(2): FLUSH then RELEASE
 			trace = append(trace, "close")
 			if errno := w.Flush(ctx); errno != 0 {
@@ -172,7 +264,7 @@ func runWriteModel(t *testing.T, seed uint64) {
 		w.Release(ctx)
 	}
 	checkStored("at the end")
-	info, err := st.Head(ctx, "f")
+	info, err := st.Head(ctx, key)
 	if err != nil {
 		fail("head: %v", err)
 	}

@@ -520,8 +520,12 @@ func checkMountpoint(mnt string, allowNonEmpty bool) error {
 		if err != nil {
 			return fmt.Errorf("mountpoint: %w", err)
 		}
-		names, _ := d.Readdirnames(1)
+		names, err := d.Readdirnames(1)
 		d.Close()
+		if err != nil && !errors.Is(err, io.EOF) {
+			// An unreadable mountpoint is not known to be empty.
+			return fmt.Errorf("mountpoint %s cannot be read to check that it is empty: %w", mnt, err)
+		}
 		if len(names) > 0 {
 			return fmt.Errorf("mountpoint %s is not empty (mounting would hide what is in it; --allow-non-empty mounts anyway)", mnt)
 		}

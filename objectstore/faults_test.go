@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -273,6 +274,84 @@ func TestS3LostConditionalCommitReply(t *testing.T) {
 			checkObject(t, direct, "f", body, meta)
 			if cur, _ := direct.Head(context.Background(), "f"); cur == nil || !etagEqual(cur.ETag, info.ETag) {
 				t.Errorf("Commit's ETag %s is not the object's (%v)", info.ETag, cur)
+			}
+		})
+	}
+}
+
+// TestS3AmbiguousCopyNeedsUniqueMetadata: a copy of a multipart source
+// (whose ETag does not carry over, so only size and metadata can prove a
+// copy landed) that never reached the server must not be taken as done
+// because the old dst has the same size and the same metadata (a plaintext
+// object's attributes): rename would then delete the source. Only a copy
+// marked WithUniqueMetadata (an envelope with its own IV) is proved by its
+// metadata, and such a copy whose reply was lost reports success.
+func TestS3AmbiguousCopyNeedsUniqueMetadata(t *testing.T) {
+	ctx := context.Background()
+	s, direct, p := proxiedStore(t, RetryPolicy{Deadline: time.Second, MaxBackoff: 100 * time.Millisecond})
+	body := randBytes(5, MinPartSize+10)
+	meta := map[string]string{"csefs-mode": "100644"}
+	src, err := commitBody(t, direct, "src", body, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(src.ETag, "-") {
+		t.Fatalf("source ETag %s is not a multipart one", src.ETag)
+	}
+	oldDst := randBytes(6, len(body))
+	mustPut(t, direct, "dst", oldDst, meta)
+	p.Add(testenv.Rule{Op: "CopyObject", Fault: testenv.Reset})
+	if _, err := s.Copy(ctx, "src", "dst", CopyOptions{IfMatch: src.ETag}); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("copy that never arrived onto an object of the same size and attributes: %v, want ErrUnavailable", err)
+	}
+	checkObject(t, direct, "dst", oldDst, meta)
+	p.Clear()
+	p.Add(testenv.Rule{Op: "CopyObject", Fault: testenv.LoseReply})
+	if _, err := s.Copy(WithUniqueMetadata(ctx), "src", "dst2", CopyOptions{IfMatch: src.ETag}); err != nil {
+		t.Errorf("marked copy applied, reply lost: %v, want success", err)
+	}
+	checkObject(t, direct, "dst2", body, meta)
+}
+
+// TestS3LostMultipartCopyReply: a multipart copy (UploadPartCopy, above the
+// CopyObject limit; here a small threshold) whose CompleteMultipartUpload
+// was applied and its reply lost (once: the SDK's retry gets NoSuchUpload,
+// or 412 for a self-copy; or every attempt) reports success, and the copy
+// is there. A completion that never arrived still fails.
+func TestS3LostMultipartCopyReply(t *testing.T) {
+	ctx := context.Background()
+	for _, times := range []int{1, 0} {
+		t.Run(fmt.Sprint("times=", times), func(t *testing.T) {
+			s, direct, p := proxiedStore(t, RetryPolicy{Deadline: 2 * time.Second, MaxBackoff: 200 * time.Millisecond})
+			s.copyThreshold, s.copyPartSize = MinPartSize, MinPartSize
+			body := randBytes(11, 2*MinPartSize+100)
+			src := mustPut(t, direct, "src", body, map[string]string{"iv": "1"})
+			p.Add(testenv.Rule{Op: "CompleteMultipartUpload", Fault: testenv.LoseReply, Times: times})
+			if _, err := s.Copy(ctx, "src", "dst", CopyOptions{IfMatch: src.ETag}); err != nil {
+				t.Errorf("multipart copy after a lost reply: %v", err)
+			}
+			checkObject(t, direct, "dst", body, map[string]string{"iv": "1"})
+			n := p.Faults("CompleteMultipartUpload")
+			if n == 0 {
+				t.Fatal("no reply was lost")
+			}
+			p.Clear()
+			p.Add(testenv.Rule{Op: "CompleteMultipartUpload", Fault: testenv.LoseReply, Times: times})
+			meta := map[string]string{"iv": "1", "mode": "600"}
+			if _, err := s.Copy(ctx, "src", "src", CopyOptions{IfMatch: src.ETag, Metadata: meta}); err != nil {
+				t.Errorf("multipart self-copy after a lost reply: %v", err)
+			}
+			checkObject(t, direct, "src", body, meta)
+			if p.Faults("CompleteMultipartUpload") == n {
+				t.Fatal("no self-copy reply was lost")
+			}
+			p.Clear()
+			p.Add(testenv.Rule{Op: "CompleteMultipartUpload", Fault: testenv.Reset})
+			if _, err := s.Copy(ctx, "src", "dst3", CopyOptions{}); !errors.Is(err, ErrUnavailable) {
+				t.Errorf("multipart copy whose completion never arrived: %v, want ErrUnavailable", err)
+			}
+			if _, err := direct.Head(ctx, "dst3"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("dst3 after a failed copy: %v", err)
 			}
 		})
 	}

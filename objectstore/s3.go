@@ -444,7 +444,7 @@ func (s *S3Store) Put(ctx context.Context, key string, body []byte, meta map[str
 	out, err := s.client.PutObject(ctx, in, s.bodyOpts()...)
 	if err != nil {
 		err = classify(err)
-		if info := s.landed(ctx, err, key, int64(len(body)), quote(md5hex(body)), meta); info != nil {
+		if info := s.landed(ctx, err, key, int64(len(body)), quote(md5hex(body)), meta, uniqueMetadata(ctx)); info != nil {
 			return info, nil
 		}
 		return nil, fmt.Errorf("objectstore: put %q: %w", key, err)
@@ -511,7 +511,7 @@ func (s *S3Store) Copy(ctx context.Context, src, dst string, opt CopyOptions) (*
 		if !md5Style(want) || strings.Contains(want, "-") {
 			want = ""
 		}
-		if info := s.landed(ctx, err, dst, srcInfo.Size, want, meta); info != nil {
+		if info := s.landed(ctx, err, dst, srcInfo.Size, want, meta, uniqueMetadata(ctx)); info != nil {
 			return info, nil
 		}
 		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", src, dst, err)
@@ -568,6 +568,18 @@ func (s *S3Store) copyMultipart(ctx context.Context, srcInfo *Info, source, dst,
 	}
 	out, err := s.client.CompleteMultipartUpload(ctx, complete)
 	if err != nil {
+		// A lost reply, or NoSuchUpload on the SDK's retry, may hide a
+		// completion that was applied: read dst back (the parts' ETags
+		// give the multipart ETag where they are MD5s).
+		// A self-copy's retry may get 412 instead, dst's ETag being its
+		// own by then; a racing overwrite fails the comparison.
+		cerr := classify(err)
+		if srcInfo.Key == dst && errors.Is(cerr, ErrPreconditionFailed) {
+			cerr = fmt.Errorf("%w: a conditional completion's 412 (%w)", ErrUnavailable, cerr)
+		}
+		if info := s.landed(ctx, cerr, dst, srcInfo.Size, multipartETag(parts), meta, uniqueMetadata(ctx)); info != nil {
+			return info, nil
+		}
 		return fail(err)
 	}
 	return &Info{Key: dst, Size: srcInfo.Size, ETag: aws.ToString(out.ETag), LastModified: time.Now(), Metadata: lowerMeta(meta)}, nil

@@ -51,6 +51,8 @@ type s3Writer struct {
 	// ifMatch, when set (CreateIfMatch), is sent as If-Match with the
 	// PutObject or CompleteMultipartUpload that makes the object visible.
 	ifMatch string
+	// unique: Create's ctx was marked WithUniqueMetadata.
+	unique bool
 
 	// bg carries the part uploads. It keeps Create's values but not its
 	// cancellation (a FUSE request context ends long before the file is
@@ -87,7 +89,7 @@ func (s *S3Store) Create(ctx context.Context, key string, meta map[string]string
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	return &s3Writer{
-		s: s, key: key, full: full, meta: meta, bg: bg, cancel: cancel,
+		s: s, key: key, full: full, meta: meta, bg: bg, cancel: cancel, unique: uniqueMetadata(ctx),
 		free: make(chan []byte, s.opt.Concurrency+1),
 		sem:  make(chan struct{}, s.opt.Concurrency),
 	}, nil
@@ -268,7 +270,7 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 		out, err := w.s.client.PutObject(ctx, in, w.s.bodyOpts()...)
 		if err != nil {
 			err = classify(err)
-			if info := w.s.landed(ctx, w.mayHaveLanded(err), w.key, w.size, quote(md5hex(body)), w.meta); info != nil {
+			if info := w.s.landed(ctx, w.mayHaveLanded(err), w.key, w.size, quote(md5hex(body)), w.meta, w.unique); info != nil {
 				return w.committed(info.ETag), nil
 			}
 			err = w.fail(fmt.Errorf("objectstore: put %q: %w", w.key, err))
@@ -296,7 +298,7 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 		// A lost reply: the SDK's retry of a Complete that did land gets
 		// NoSuchUpload, or the retries run out. Read the key back.
 		err = classify(err)
-		if info := w.s.landed(ctx, w.mayHaveLanded(err), w.key, w.size, multipartETag(w.parts), w.meta); info != nil {
+		if info := w.s.landed(ctx, w.mayHaveLanded(err), w.key, w.size, multipartETag(w.parts), w.meta, w.unique); info != nil {
 			w.s.uploadEvent(w.key, w.uploadID, true)
 			return w.committed(info.ETag), nil
 		}
@@ -359,9 +361,12 @@ func (w *s3Writer) Abort(ctx context.Context) error {
 // request sent: same size, same user metadata, and the ETag S3 computes for
 // those bytes (the MD5 of a single-part body; the MD5 of the parts' MD5s
 // with "-N" for a multipart upload). Where the server's ETags are not MD5s
-// (SSE-KMS), non-empty metadata that matches in full is taken as the proof:
-// for an encrypted object it holds the per-object IV and wrapped data key,
-// which no other write repeats. Otherwise the original error is returned.
+// (SSE-KMS), non-empty metadata that matches in full is taken as the proof,
+// but only if the caller marked the write WithUniqueMetadata (for an
+// encrypted object it holds the per-object IV and wrapped data key, which no
+// other write repeats; a plaintext object's attributes prove nothing: an
+// older object of the same size may carry the same ones). Otherwise the
+// original error is returned.
 // The store knows nothing of encryption: it only compares what it sent.
 
 // ambiguous reports whether a failed request may nevertheless have been
@@ -387,8 +392,9 @@ func (w *s3Writer) mayHaveLanded(err error) error {
 // landed resolves an ambiguous commit of key (see above): it returns the
 // Info of the object now under key if that is the one written (size,
 // wantETag, meta), else nil. err is the commit's error; unambiguous errors
-// return nil at once.
-func (s *S3Store) landed(ctx context.Context, err error, key string, size int64, wantETag string, meta map[string]string) *Info {
+// return nil at once. unique says meta is unique to this write (see
+// WithUniqueMetadata); without it only the ETag proves a write.
+func (s *S3Store) landed(ctx context.Context, err error, key string, size int64, wantETag string, meta map[string]string, unique bool) *Info {
 	if !ambiguous(err) {
 		return nil
 	}
@@ -398,7 +404,7 @@ func (s *S3Store) landed(ctx context.Context, err error, key string, size int64,
 	if herr != nil || info.Size != size || !maps.Equal(info.Metadata, lowerMeta(meta)) {
 		return nil
 	}
-	if etagEqual(info.ETag, wantETag) || (wantETag == "" || !md5Style(info.ETag)) && len(meta) > 0 {
+	if etagEqual(info.ETag, wantETag) || unique && (wantETag == "" || !md5Style(info.ETag)) && len(meta) > 0 {
 		return info
 	}
 	return nil

@@ -118,6 +118,25 @@ type Writer interface {
 	Abort(ctx context.Context) error
 }
 
+type uniqueMetadataKey struct{}
+
+// WithUniqueMetadata marks the writes made with ctx (Put, Create, Copy) as
+// carrying metadata that no other write repeats: the caller knows it holds
+// something fresh, such as a client-side envelope's IV and wrapped key.
+// Only then may an ambiguous commit (a lost reply) on a store whose ETags
+// are not MD5s (SSE-KMS, SSE-C) be proved landed by size and metadata
+// alone; otherwise an older object of the same size and metadata would be
+// taken for this write. The store itself never looks inside the metadata.
+func WithUniqueMetadata(ctx context.Context) context.Context {
+	return context.WithValue(ctx, uniqueMetadataKey{}, true)
+}
+
+// uniqueMetadata reports whether ctx was marked by WithUniqueMetadata.
+func uniqueMetadata(ctx context.Context) bool {
+	v, _ := ctx.Value(uniqueMetadataKey{}).(bool)
+	return v
+}
+
 // Sentinel errors added for key validation (see LocalStore and S3Store).
 var (
 	// ErrInvalidKey is returned for a key the store cannot represent: empty,
