@@ -37,6 +37,11 @@ func newCountingProxy(target string, classify func(*http.Request) string) (*coun
 	// The Host header is left as the client sent it (the proxy's address):
 	// SigV4 signed that host, and MinIO checks it.
 	rp := httputil.NewSingleHostReverseProxy(u)
+	// As deep a pool of idle connections as the clients' concurrency: a new
+	// connection costs a round trip through the remote mode's shaper.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256
+	rp.Transport = tr
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		op := p.classify(r)
 		p.mu.Lock()
