@@ -148,7 +148,19 @@ func (n *fileNode) setMeta(ctx context.Context, in *fuse.SetAttrIn) error {
 	if dirty {
 		return nil // the staged upload carries it
 	}
-	return f.persistAttrs(ctx, n.key(), c)
+	// Right after close(2) the handle stays registered until its RELEASE:
+	// a handle whose stream is committed writes nothing more unless it
+	// writes again, and then it starts from w.attrs, set above.
+	for _, w := range lk.writers {
+		if !w.closed && !(w.mode == modeStream && w.done) { // w.mu is held
+			staged = true
+		}
+	}
+	if staged || time.Since(time.Unix(0, n.lastCommit.Load())) > deferAfterCommit {
+		return f.persistAttrs(ctx, n.key(), c)
+	}
+	f.deferAttrs(n.key(), c) // lazyattr.go
+	return nil
 }
 
 // lockNode locks n and its write handles as lockTree does.

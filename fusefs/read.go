@@ -184,6 +184,17 @@ func (r *readHandle) verify(ctx context.Context) error {
 	return nil
 }
 
+var _ fs.FileFsyncer = (*readHandle)(nil)
+
+// Fsync stores the file's deferred attribute changes (lazyattr.go): a
+// reader's fsync(2) makes chmod and utimes durable too.
+func (r *readHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if err := r.fsys.flushAttrs(mutating(ctx), r.obj.key); err != nil {
+		return r.fsys.logErr("fsync", r.obj.key, err)
+	}
+	return 0
+}
+
 func (r *readHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	r.fsys.fileAttr(r.obj, &out.Attr)
 	return 0

@@ -198,6 +198,15 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		f.log.Debug("rename refused: upload in progress", "object", f.uri(src))
 		return syscall.EBUSY
 	}
+	// A file's deferred attributes (lazyattr.go) ride on its copy; they
+	// stay deferred if it does not happen.
+	lazy, hasLazy := f.takeLazyAttrs(src)
+	moved := false
+	defer func() {
+		if hasLazy && !moved {
+			f.deferAttrs(src, lazy)
+		}
+	}()
 	// Decide on the store's current state, not the cache's.
 	f.putStat(src, nil)
 	f.putStat(dst, nil)
@@ -222,8 +231,21 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		case dk == entryFile && flags&renameNoReplace != 0:
 			return syscall.EEXIST
 		}
-		err = f.moveFile(ctx, sobj, dst, dobj)
+		var with *attrChange
+		if hasLazy {
+			with = &lazy
+		}
+		err = f.moveFile(ctx, sobj, dst, dobj, with)
+		if err == nil {
+			moved = true
+			if dobj != nil {
+				f.takeLazyAttrs(dst) // replaced
+			}
+		}
 	case entryDir:
+		if err := f.flushAttrsUnder(ctx, src+"/"); err != nil {
+			return f.logErr("rename", src, err)
+		}
 		switch {
 		case dk == entryFile:
 			return syscall.ENOTDIR
@@ -254,8 +276,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	return 0
 }
 
-// moveFile moves the object o to dst (where dobj, if not nil, is replaced).
-func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) error {
+// moveFile moves the object o to dst (where dobj, if not nil, is replaced),
+// with the attribute change lazy applied to its metadata if not nil.
+func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, lazy *attrChange) error {
 	src := o.key
 	defer f.putStat(src, nil)
 	defer f.putStat(dst, nil)
@@ -269,7 +292,15 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) 
 	// Pinned to the version that was looked at (a newer src written
 	// meanwhile fails the copy with ESTALE). The instruction file's copy and
 	// the deletes below are not conditional.
-	if _, err := f.store.Copy(ctx, src, dst, objectstore.CopyOptions{IfMatch: o.info.ETag}); err != nil {
+	opts := objectstore.CopyOptions{IfMatch: o.info.ETag}
+	if lazy != nil {
+		meta, err := f.withLazyAttrs(o.info.Metadata, o.info.LastModified, *lazy)
+		if err != nil {
+			return fmt.Errorf("attributes do not fit beside the envelope: %w: %w", err, errUnsupported)
+		}
+		opts.Metadata = meta
+	}
+	if _, err := f.store.Copy(ctx, src, dst, opts); err != nil {
 		return err
 	}
 	if o.instr {

@@ -399,6 +399,9 @@ func (w *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if err := w.commit(ctx); err != nil {
 		return w.fsys.logErr("fsync", w.key, err)
 	}
+	if err := w.fsys.flushAttrs(ctx, w.node.key()); err != nil { // lazyattr.go
+		return w.fsys.logErr("fsync", w.key, err)
+	}
 	return 0
 }
 
