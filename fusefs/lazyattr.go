@@ -50,6 +50,11 @@ type lazyAttr struct {
 func (f *FS) deferAttrs(key string, c attrChange) {
 	f.attrMu.Lock()
 	defer f.attrMu.Unlock()
+	f.deferAttrsLocked(key, c)
+}
+
+// deferAttrsLocked is deferAttrs with f.attrMu held.
+func (f *FS) deferAttrsLocked(key string, c attrChange) {
 	if f.lazy == nil {
 		f.lazy = map[string]*lazyAttr{}
 	}

@@ -207,16 +207,30 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 			f.deferAttrs(src, lazy)
 		}
 	}()
-	// Decide on the store's current state, not the cache's.
+	// Decide on the store's current state, not the cache's, except where
+	// the cache is this mount's own recent work: a file this mount stat'ed
+	// or wrote within the TTL is moved from that version (the copy is
+	// pinned to its ETag, so a newer version written elsewhere meanwhile
+	// fails the rename with ESTALE rather than being moved blind), and a
+	// name a fresh listing does not have is taken as free. rsync's
+	// rename of each temp file so costs a copy and a delete, not two
+	// LIST+HEAD probes more.
+	sobj := f.cachedStat(src)
+	sk := entryFile
+	dk, dlisted, _ := f.listed(nd.prefix(), newName)
+	var dobj *object
 	f.putStat(src, nil)
 	f.putStat(dst, nil)
-	sk, sobj, err := f.probe(ctx, src)
-	if err != nil {
-		return f.logErr("rename", src, err)
+	var err error
+	if sobj == nil {
+		if sk, sobj, err = f.probe(ctx, src); err != nil {
+			return f.logErr("rename", src, err)
+		}
 	}
-	dk, dobj, err := f.probe(ctx, dst)
-	if err != nil {
-		return f.logErr("rename", dst, err)
+	if !dlisted || dk != entryNone {
+		if dk, dobj, err = f.probe(ctx, dst); err != nil {
+			return f.logErr("rename", dst, err)
+		}
 	}
 	switch sk {
 	case entryNone:

@@ -429,10 +429,9 @@ func (w *writeHandle) finishStream(ctx context.Context, cause error) {
 			w.etag = o.info.ETag
 			w.node.committed(o)
 			// chmod/chown/utimes made while the object streamed (cp -p
-			// sets times before close) are applied now that it exists.
-			if err := w.node.afterCommit(ctx); err != nil {
-				w.result = err
-			}
+			// and tar set them before close) are stored now that it
+			// exists, with those that follow close (lazyattr.go).
+			w.node.deferPendingAttrs()
 			return
 		}
 		cause = err
