@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/csefs/csefs/metadata"
 	"github.com/csefs/csefs/objectstore"
@@ -157,7 +158,14 @@ func renameTargets(keys []string, srcPrefix, dstPrefix string) ([][2]string, err
 func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
 	ctx = mutating(ctx)
 	d.fsys.allDirsChanged()
-	defer d.fsys.allDirsChanged()
+	// A file moved here updates the two listings and the stat cache
+	// precisely (below); anything else drops every listing.
+	precise := false
+	defer func() {
+		if !precise {
+			d.fsys.allDirsChanged()
+		}
+	}()
 	defer func() { d.fsys.renamedIn(d, newParent, name, newName, errno) }() // dirattr.go
 	f := d.fsys
 	if f.opt.ReadOnly {
@@ -249,11 +257,16 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		if hasLazy {
 			with = &lazy
 		}
-		err = f.moveFile(ctx, sobj, dst, dobj, with)
+		var info *objectstore.Info
+		info, err = f.moveFile(ctx, sobj, dst, dobj, with)
 		if err == nil {
 			moved = true
 			if dobj != nil {
 				f.takeLazyAttrs(dst) // replaced
+			}
+			if regular(sobj) {
+				f.movedFile(sobj, dst, info, with, d.prefix(), name, nd.prefix(), newName)
+				precise = true
 			}
 		}
 	case entryDir:
@@ -290,9 +303,42 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	return 0
 }
 
+// regular reports whether o is a regular file (not a symlink or special
+// file) resolved from a HEAD or a commit.
+func regular(o *object) bool {
+	return o != nil && !o.listed && !o.attrs.Symlink && !isSpecial(o.attrs)
+}
+
+// movedFile records a file moved from dir/name to ndir/newName as dst
+// (its copy's info, with the attribute change lazy applied): the source
+// leaves its listing, dst joins its own, and dst's stat is the copy's, so
+// that the lookups and the getattr that follow a rename (rsync's) need no
+// LIST or HEAD.
+func (f *FS) movedFile(o *object, dst string, info *objectstore.Info, lazy *attrChange, dir, name, ndir, newName string) {
+	no := *o
+	no.key = dst
+	no.info.Key = dst
+	if info != nil {
+		no.info.ETag = info.ETag
+		if !info.LastModified.IsZero() {
+			no.info.LastModified = info.LastModified
+		}
+	}
+	if lazy != nil {
+		if meta, err := f.withLazyAttrs(o.info.Metadata, o.info.LastModified, *lazy); err == nil {
+			no.info.Metadata = meta
+			no.attrs = metadata.ParseAttrs(meta)
+		}
+	}
+	f.listingRemove(dir, name)
+	f.listingAdd(ndir, fuse.DirEntry{Name: newName, Mode: syscall.S_IFREG, Ino: ino(dst, false)}, entryFile)
+	f.putStat(dst, &no)
+}
+
 // moveFile moves the object o to dst (where dobj, if not nil, is replaced),
-// with the attribute change lazy applied to its metadata if not nil.
-func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, lazy *attrChange) error {
+// with the attribute change lazy applied to its metadata if not nil, and
+// returns the copy's info.
+func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, lazy *attrChange) (*objectstore.Info, error) {
 	src := o.key
 	defer f.putStat(src, nil)
 	defer f.putStat(dst, nil)
@@ -300,7 +346,7 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, 
 		// An instruction file left at dst would be taken for the moved
 		// object's envelope (plaintext) or linger as garbage.
 		if err := f.store.Delete(ctx, metadata.InstructionKey(dst)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// Pinned to the version that was looked at (a newer src written
@@ -310,12 +356,13 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, 
 	if lazy != nil {
 		meta, err := f.withLazyAttrs(o.info.Metadata, o.info.LastModified, *lazy)
 		if err != nil {
-			return fmt.Errorf("attributes do not fit beside the envelope: %w: %w", err, errUnsupported)
+			return nil, fmt.Errorf("attributes do not fit beside the envelope: %w: %w", err, errUnsupported)
 		}
 		opts.Metadata = meta
 	}
-	if _, err := f.store.Copy(ctx, src, dst, opts); err != nil {
-		return err
+	info, err := f.store.Copy(ctx, src, dst, opts)
+	if err != nil {
+		return nil, err
 	}
 	if o.instr {
 		if _, err := f.store.Copy(ctx, metadata.InstructionKey(src), metadata.InstructionKey(dst), objectstore.CopyOptions{}); err != nil {
@@ -324,18 +371,18 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, 
 			if derr := f.store.Delete(context.WithoutCancel(ctx), dst); derr != nil {
 				f.log.Error("could not remove copy after its instruction file failed", "object", f.uri(dst), "cause", derr.Error())
 			}
-			return err
+			return nil, err
 		}
 	}
 	if err := f.store.Delete(ctx, src); err != nil {
-		return err
+		return nil, err
 	}
 	if o.instr || o.kind == kindPlain {
 		if err := f.store.Delete(ctx, metadata.InstructionKey(src)); err != nil {
 			f.log.Warn("could not delete instruction file", "object", f.uri(src), "cause", err.Error())
 		}
 	}
-	return nil
+	return info, nil
 }
 
 // renameParallel bounds the copies and deletes of a directory move.

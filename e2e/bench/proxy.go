@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"maps"
+	"os"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -9,6 +11,10 @@ import (
 	"strings"
 	"sync"
 )
+
+// traceRequests (CSEFS_BENCH_TRACE=1) prints every request the counting
+// proxies see to stderr: what a workload's request counts are made of.
+var traceRequests = os.Getenv("CSEFS_BENCH_TRACE") == "1"
 
 // countingProxy is a reverse proxy on 127.0.0.1 that counts the requests
 // passing through it by operation, so that the bench can report how many
@@ -47,6 +53,9 @@ func newCountingProxy(target string, classify func(*http.Request) string) (*coun
 		p.mu.Lock()
 		p.counts[op]++
 		p.mu.Unlock()
+		if traceRequests {
+			fmt.Fprintf(os.Stderr, "bench: request %s %s?%s\n", op, r.URL.Path, r.URL.RawQuery)
+		}
 		rp.ServeHTTP(w, r)
 	})}
 	go p.srv.Serve(ln)
