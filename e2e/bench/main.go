@@ -8,6 +8,10 @@
 //	go run ./e2e/bench [-size 1GiB] [-big 10GiB] [-runs 3] [-files 10000]
 //	                   [-creates 1000] [-preads 500] [-rclone auto|off]
 //	                   [-only write,read,create,ls,pread,rclone] [-csefs BIN] [-keep] [-v]
+//	                   [-remote both|off|only] [-s3-latency 20ms] [-s3-conn-bandwidth 50MB]
+//	                   [-remote-size 1GiB] [-remote-runs 2] [-multi-size 512MiB]
+//	                   [-tree DIR] [-remote-only seq,multi8,multi32,tar,rsync]
+//	                   [-mount-args "--memory-budget 256MiB"]
 //
 // It builds csefs into a temporary directory, starts its own MinIO and
 // local-kms (e2e/testenv, binaries built from the pins in e2e/tools on first
@@ -64,10 +68,28 @@
 // read always run together) and "rclone", which runs the rclone column
 // alone, without csefs or the SDK: -only rclone,ls measures rclone's ls -l.
 //
-// Duration: the default run (1 GiB, 3 runs, 10k entries, with rclone)
+// The remote table (remote.go, -remote both, the default, or only): the
+// bench runs a copy of itself as a shaping TCP proxy (shaper.go) in front
+// of the same MinIO, which delays every byte by half of -s3-latency each
+// way (and a connection's first by a round trip, its handshake) and paces
+// each connection to -s3-conn-bandwidth per direction. Through it, csefs
+// (a mount with --endpoint-url at the shaper) and the SDK (at 16 ranged
+// GETs and 8 parts of 16 MiB in flight) run: a -remote-size write and cold
+// read (-remote-runs, alternating which goes first); 8 and 32 files of
+// -multi-size in all written at once (cp) and read at once (cat), the SDK
+// at the same total concurrency; tar x and a fresh rsync -a of -tree onto
+// a mount through a counting proxy in front of the shaper, against the SDK
+// PUTting the same files one by one through that proxy, with requests per
+// file. Every file read back is checked by SHA-256. CPU per GiB is the
+// daemon's against the bench process's (the SDK's; the shaper is a child
+// process, not counted). CSEFS_BENCH_TRACE=1 prints every request the
+// counting proxies see.
+//
+// Duration: the local table (1 GiB, 4 runs, 10k entries, with rclone)
 // took 3m40s on the project's 2-vCPU machine (load average 2.5–4.2 from
 // other work), plus the build; rclone's share is about 1.5 minutes, which
-// -rclone off saves. The notes give each run's duration and load average.
+// -rclone off saves. The remote table adds 6–8 minutes, most of it tar x
+// and rsync -a of the tree (round trips); -remote off saves it. The notes give each run's duration and load average.
 //
 // Peak RSS is the mount daemon's VmHWM, reset with echo 5 > /proc/PID/clear_refs
 // before each workload and read after it; for the SDK it is this process's own
