@@ -3,11 +3,11 @@ package main
 import (
 	"fmt"
 	"maps"
-	"os"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 )
