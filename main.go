@@ -28,7 +28,7 @@ func main() {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "csefs",
 		Usage: "mount S3 as a directory with EMRFS-compatible client-side encryption",
 		// --zone values hold ARNs and prefixes: never split them at commas.
@@ -41,6 +41,8 @@ func newApp() *cli.App {
 			recoverCommand(),
 		},
 	}
+	app.Commands = append(app.Commands, fleetCommands()...)
+	return app
 }
 
 func mountCommand() *cli.Command {
@@ -48,17 +50,7 @@ func mountCommand() *cli.Command {
 		Name:      "mount",
 		Usage:     "mount a bucket, prefix or local directory",
 		ArgsUsage: "s3://BUCKET[/PREFIX]|file:///ABS/DIR MOUNTPOINT",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
-			&cli.StringFlag{Name: "kms-endpoint-url", Usage: "KMS endpoint URL (default: AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL, or AWS)"},
-			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
-			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
-			&cli.StringFlag{Name: "cse", Usage: "encryption mode: kms, custom or off (default: kms for s3://, custom for file://)"},
-			&cli.StringFlag{Name: "kms-key-id", Usage: "KMS key for new objects: key id, key ARN, alias/NAME or alias ARN"},
-			&cli.StringFlag{Name: "kms-wrap", Value: "kms+context", Usage: "KMS wrapping for new objects: kms+context, or kms for the legacy EMRFS context {\"kms_cmk_id\": KEY}"},
-			&cli.StringFlag{Name: "storage-mode", Value: "object-metadata", Usage: "where new objects keep their envelope: object-metadata or instruction-file"},
-			&cli.StringFlag{Name: "commitment-policy", Value: "forbid-encrypt-allow-decrypt", Usage: "key commitment, as the S3 Encryption Clients name it: forbid-encrypt-allow-decrypt writes V2 (EMRFS and every client read it) and reads V2 and V3; require-encrypt-allow-decrypt writes V3 (key-committing, suite 115; Go v4, v3.2.0+, Java v4 read it) and reads both; require-encrypt-require-decrypt writes V3 and refuses objects without commitment (EACCES)"},
-			&cli.StringFlag{Name: "keyring", Usage: "keyring file for --cse custom (default for file:// sources: " + mount.DefaultKeyring() + ", created if missing)"},
+		Flags: append(append(connectionFlags(), keyFlags()...), []cli.Flag{
 			&cli.StringFlag{Name: "plaintext", Value: "allow", Usage: "objects without an envelope: allow (read them as they are) or deny (EACCES)"},
 			&cli.StringFlag{Name: "verify-threshold", Value: "8MiB", Usage: "GCM objects up to this size are authenticated whole before any byte is returned"},
 			&cli.BoolFlag{Name: "strict-ranged-reads", Usage: "authenticate a whole large object before serving random reads from it"},
@@ -67,6 +59,7 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "read-only", Usage: "mount read-only"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)"},
 			&cli.BoolFlag{Name: "allow-non-empty", Usage: "mount over a mountpoint that is not empty, hiding its entries (refused by default)"},
+			&cli.BoolFlag{Name: "page-cache", Usage: "serve file data through the kernel's page cache instead of direct I/O: shared mmap then works on kernels before 6.6 and reads in small buffers are faster, but a reader in this mount may see a file being overwritten here half written"},
 			&cli.BoolFlag{Name: "attrs-from-list", Usage: "answer stat of listed files from the LIST alone, with no HEAD per file (fast ls -l of big directories): size = stored − 16, the mount's mode and owner, mtime = upload time; exact once a file is opened"},
 			&cli.BoolFlag{Name: "xattrs", Usage: "serve the read-only user.csefs.encryption attribute (getfattr); off, xattr calls fail with ENOTSUP and ls -l needs no extra round trips"},
 			&cli.IntFlag{Name: "uid", Value: os.Getuid(), Usage: "owner of every file and directory"},
@@ -75,32 +68,21 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "dir-mode", Value: "0755", Usage: "permission bits of directories (octal)"},
 			&cli.StringFlag{Name: "staging-dir", Usage: "directory for the encrypted staging files of random writes, appends and edits (default: " + mount.DefaultStagingDir() + ")"},
 			&cli.StringFlag{Name: "staging-limit", Value: "10GiB", Usage: "bound on the staging files' total size; writes past it fail with ENOSPC (0: none)"},
+			&cli.StringFlag{Name: "cache-dir", Usage: "keep an encrypted, persistent read cache here (off by default): blocks of objects as stored, sealed under a cache key from the mount's key provider; one directory per mount"},
+			&cli.StringFlag{Name: "cache-size", Value: "10GiB", Usage: "bound on the --cache-dir's size; least recently used blocks are evicted"},
 			&cli.StringFlag{Name: "part-size", Value: "16MiB", Usage: "multipart upload part size"},
 			&cli.StringFlag{Name: "memory-budget", Value: "128MiB", Usage: "read-ahead and upload buffers of all open files together, beyond a minimum per file (one ranged GET and 2 MiB of read-ahead per reader, one part per writer); past it reads fetch less ahead and writes upload fewer parts at once (0: no shared bound)"},
 			&cli.StringFlag{Name: "memory-target", Value: "160MiB", Usage: "soft limit for the daemon's Go heap (GOMEMLIMIT): garbage is collected harder near it; buffers are bounded by --memory-budget regardless (0: Go's default)"},
 			&cli.IntFlag{Name: "upload-concurrency", Value: 8, Usage: "parts of one file uploaded in parallel (8 parts of 16 MiB keep a link of 50-100 MB/s per connection, 20 ms away, busy); beyond the first part they come from --memory-budget"},
 			&cli.IntFlag{Name: "key-cache-size", Value: 1024, Usage: "unwrapped data keys kept in memory"},
 			&cli.DurationFlag{Name: "key-cache-ttl", Value: 10 * time.Minute, Usage: "how long an unwrapped data key is kept"},
-			&cli.DurationFlag{Name: "s3-retry-deadline", Value: objectstore.DefaultRetryDeadline, Usage: "how long one S3 request keeps retrying (backoff with jitter) through an outage, throttling or lost replies before the operation fails with EIO"},
-			&cli.DurationFlag{Name: "kms-timeout", Value: 10 * time.Second, Usage: "how long one KMS request may take before it is retried"},
-			&cli.DurationFlag{Name: "kms-deadline", Value: 30 * time.Second, Usage: "how long one KMS call keeps retrying before open/create fails with EIO (\"KMS timeout\" in the log)"},
 			&cli.IntFlag{Name: "kms-key-ahead", Value: 4, Usage: "unused data keys each KMS key generates ahead, so creates do not wait for KMS; each lives at most a minute in memory (0: off)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-file", Usage: "log destination (default: stderr in the foreground, a file beside the pid file in the background)"},
 			&cli.StringFlag{Name: "pprof-addr", Usage: "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060"},
 			&cli.BoolFlag{Name: "allow-core-dumps", Usage: "debugging only: keep the core size limit and let the daemon be dumped; by default it sets RLIMIT_CORE 0 and PR_SET_DUMPABLE 0, since its memory holds data keys and plaintext"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request (very verbose; go-fuse prints the first bytes of each read and write, so never use it on real data)"},
-			&cli.StringFlag{Name: "emrfs-site", Usage: "read EMRFS settings (fs.s3.cse.*) from this emrfs-site.xml; flags given explicitly win"},
-			&cli.StringFlag{Name: "security-configuration", Usage: "read S3 encryption settings from this EMR security configuration JSON (CSE-KMS, CSE-Custom; Overrides for the mounted bucket); flags given explicitly win"},
-			&cli.StringFlag{Name: "kms-region", Usage: "KMS region when it differs from --region (fs.s3.cse.kms.region)"},
-			&cli.StringFlag{Name: "zones-file", Usage: "encryption zones: JSON {\"zones\":[{\"prefix\":\"finance/\",\"key\":\"kms:alias/fin\"},…]}; renames across zones fail with EXDEV (mv then copies, re-encrypting)"},
-			&cli.StringSliceFlag{Name: "zone", Usage: "an encryption zone PREFIX=kms:KEYID or PREFIX=keyring:NAME (repeatable; PREFIX is a bucket key prefix)"},
-			&cli.BoolFlag{Name: "materials-description", Usage: "store EMRFS's materials description with new objects: Path (the S3 URI) and JobflowId (with kms+context, part of the KMS encryption context)"},
-			&cli.StringFlag{Name: "job-flow-id", Usage: "cluster id for JobflowId (default: jobFlowId of --job-flow-json)"},
-			&cli.StringFlag{Name: "job-flow-json", Usage: "EMR's job-flow.json, read for the cluster id (default: " + mount.DefaultJobFlowJSON + " when present)"},
-			&cli.StringFlag{Name: "materials-provider", Usage: "exec:/path/to/program: a program that makes and unwraps data keys (--cse custom; protocol in csefs docs)"},
-			&cli.DurationFlag{Name: "materials-provider-timeout", Value: 10 * time.Second, Usage: "how long one run of the --materials-provider program may take"},
-		},
+		}...),
 		Action: runMount,
 	}
 }
@@ -109,58 +91,36 @@ func runMount(c *cli.Context) error {
 	if c.NArg() != 2 {
 		return fmt.Errorf("mount needs a source and a mountpoint; see csefs mount --help")
 	}
-	cfg := mount.Config{
-		Source:            c.Args().Get(0),
-		Mountpoint:        c.Args().Get(1),
-		EndpointURL:       c.String("endpoint-url"),
-		KMSEndpointURL:    c.String("kms-endpoint-url"),
-		Region:            c.String("region"),
-		PathStyle:         c.Bool("path-style"),
-		CSE:               c.String("cse"),
-		KMSKeyID:          c.String("kms-key-id"),
-		KMSWrap:           c.String("kms-wrap"),
-		StorageMode:       c.String("storage-mode"),
-		CommitmentPolicy:  c.String("commitment-policy"),
-		Keyring:           c.String("keyring"),
-		Plaintext:         c.String("plaintext"),
-		StrictRanged:      c.Bool("strict-ranged-reads"),
-		MetadataTTL:       c.Duration("metadata-ttl"),
-		ReadOnly:          c.Bool("read-only"),
-		AllowOther:        c.Bool("allow-other"),
-		AllowNonEmpty:     c.Bool("allow-non-empty"),
-		XAttrs:            c.Bool("xattrs"),
-		AttrsFromList:     c.Bool("attrs-from-list"),
-		UID:               uint32(c.Int("uid")),
-		GID:               uint32(c.Int("gid")),
-		UploadConcurrency: c.Int("upload-concurrency"),
-		MemoryTarget:      c.String("memory-target"),
-		StagingDir:        c.String("staging-dir"),
-		KeyCacheSize:      c.Int("key-cache-size"),
-		KeyCacheTTL:       c.Duration("key-cache-ttl"),
-		KMSKeyAhead:       c.Int("kms-key-ahead"),
-		S3RetryDeadline:   c.Duration("s3-retry-deadline"),
-		KMSTimeout:        c.Duration("kms-timeout"),
-		KMSDeadline:       c.Duration("kms-deadline"),
-		LogLevel:          c.String("log-level"),
-		FuseDebug:         c.Bool("fuse-debug"),
-		AllowCoreDumps:    c.Bool("allow-core-dumps"),
-		PprofAddr:         c.String("pprof-addr"),
-
-		EMRFSSite:                c.String("emrfs-site"),
-		SecurityConfiguration:    c.String("security-configuration"),
-		KMSRegion:                c.String("kms-region"),
-		ZonesFile:                c.String("zones-file"),
-		Zones:                    c.StringSlice("zone"),
-		MaterialsDescription:     c.Bool("materials-description"),
-		JobFlowID:                c.String("job-flow-id"),
-		JobFlowJSON:              c.String("job-flow-json"),
-		MaterialsProvider:        c.String("materials-provider"),
-		MaterialsProviderTimeout: c.Duration("materials-provider-timeout"),
-		IsSet:                    c.IsSet,
-	}
+	cfg := readConfig(c, c.Args().Get(0))
+	cfg.Mountpoint = c.Args().Get(1)
+	cfg.Plaintext = c.String("plaintext")
+	cfg.StrictRanged = c.Bool("strict-ranged-reads")
+	cfg.MetadataTTL = c.Duration("metadata-ttl")
+	cfg.ReadOnly = c.Bool("read-only")
+	cfg.AllowOther = c.Bool("allow-other")
+	cfg.AllowNonEmpty = c.Bool("allow-non-empty")
+	cfg.XAttrs = c.Bool("xattrs")
+	cfg.AttrsFromList = c.Bool("attrs-from-list")
+	cfg.PageCache = c.Bool("page-cache")
+	cfg.UID = uint32(c.Int("uid"))
+	cfg.GID = uint32(c.Int("gid"))
+	cfg.UploadConcurrency = c.Int("upload-concurrency")
+	cfg.MemoryTarget = c.String("memory-target")
+	cfg.StagingDir = c.String("staging-dir")
+	cfg.CacheDir = c.String("cache-dir")
+	cfg.KeyCacheSize = c.Int("key-cache-size")
+	cfg.KeyCacheTTL = c.Duration("key-cache-ttl")
+	cfg.KMSKeyAhead = c.Int("kms-key-ahead")
+	cfg.LogLevel = c.String("log-level")
+	cfg.FuseDebug = c.Bool("fuse-debug")
+	cfg.AllowCoreDumps = c.Bool("allow-core-dumps")
+	cfg.PprofAddr = c.String("pprof-addr")
 	var err error
 	if cfg.VerifyThreshold, err = mount.ParseSize(c.String("verify-threshold")); err != nil {
 		return fmt.Errorf("--verify-threshold: %w", err)
+	}
+	if cfg.CacheSize, err = mount.ParseSize(c.String("cache-size")); err != nil {
+		return fmt.Errorf("--cache-size: %w", err)
 	}
 	if cfg.PartSize, err = mount.ParseSize(c.String("part-size")); err != nil {
 		return fmt.Errorf("--part-size: %w", err)
@@ -309,6 +269,9 @@ func uploadsCommand() *cli.Command {
 			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
 			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
 			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
+			&cli.StringFlag{Name: "ca-bundle", Usage: "the mount's --ca-bundle"},
+			&cli.StringFlag{Name: "tls-artifacts", Usage: "the mount's --tls-artifacts"},
+			&cli.BoolFlag{Name: "allow-http", Usage: "the mount's --allow-http"},
 		}, extra...)
 	}
 	config := func(c *cli.Context) (mount.Config, error) {
@@ -318,6 +281,7 @@ func uploadsCommand() *cli.Command {
 		return mount.Config{
 			Source: c.Args().First(), EndpointURL: c.String("endpoint-url"),
 			Region: c.String("region"), PathStyle: c.Bool("path-style"),
+			CABundle: c.String("ca-bundle"), TLSArtifacts: c.String("tls-artifacts"), AllowHTTP: c.Bool("allow-http"),
 		}, nil
 	}
 	logger := func() *slog.Logger { l, _ := mount.Logger("info", os.Stderr); return l }
@@ -388,13 +352,21 @@ func recoverCommand() *cli.Command {
 			&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
 			&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
 			&cli.DurationFlag{Name: "older-than", Usage: "also finish renames of other machines (or containers) begun at least this long ago"},
+			&cli.StringFlag{Name: "sse", Usage: "the mount's --sse (the copies carry it)"},
+			&cli.StringFlag{Name: "sse-kms-key-id", Usage: "the mount's --sse-kms-key-id"},
+			&cli.StringFlag{Name: "sse-c-key-file", Usage: "the mount's --sse-c-key-file (SSE-C objects cannot be copied without it)"},
+			&cli.StringFlag{Name: "ca-bundle", Usage: "the mount's --ca-bundle"},
+			&cli.StringFlag{Name: "tls-artifacts", Usage: "the mount's --tls-artifacts"},
+			&cli.BoolFlag{Name: "allow-http", Usage: "the mount's --allow-http"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return fmt.Errorf("recover needs one source")
 			}
 			cfg := mount.Config{Source: c.Args().First(), EndpointURL: c.String("endpoint-url"),
-				Region: c.String("region"), PathStyle: c.Bool("path-style")}
+				Region: c.String("region"), PathStyle: c.Bool("path-style"),
+				SSE: c.String("sse"), SSEKMSKeyID: c.String("sse-kms-key-id"), SSECKeyFile: c.String("sse-c-key-file"),
+				CABundle: c.String("ca-bundle"), TLSArtifacts: c.String("tls-artifacts"), AllowHTTP: c.Bool("allow-http")}
 			log, _ := mount.Logger("info", os.Stderr)
 			done, left, err := mount.RecoverRenames(c.Context, cfg, c.Duration("older-than"), log)
 			for _, in := range done {
@@ -414,4 +386,84 @@ func parseMode(s string) (uint32, error) {
 		return 0, fmt.Errorf("%q is not an octal mode", s)
 	}
 	return uint32(n), nil
+}
+
+// connectionFlags are the flags that reach the store and KMS; mount and the
+// bucket tools share them (readConfig reads them).
+func connectionFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)"},
+		&cli.StringFlag{Name: "kms-endpoint-url", Usage: "KMS endpoint URL (default: AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL, or AWS)"},
+		&cli.StringFlag{Name: "region", Usage: "AWS region (default: AWS_REGION, the profile, or us-east-1)"},
+		&cli.BoolFlag{Name: "path-style", Usage: "use path-style S3 addressing (MinIO and most non-AWS stores need it)"},
+		&cli.DurationFlag{Name: "s3-retry-deadline", Value: objectstore.DefaultRetryDeadline, Usage: "how long one S3 request keeps retrying (backoff with jitter) through an outage, throttling or lost replies before the operation fails with EIO"},
+		&cli.DurationFlag{Name: "kms-timeout", Value: 10 * time.Second, Usage: "how long one KMS request may take before it is retried"},
+		&cli.DurationFlag{Name: "kms-deadline", Value: 30 * time.Second, Usage: "how long one KMS call keeps retrying before open/create fails with EIO (\"KMS timeout\" in the log)"},
+		&cli.StringFlag{Name: "kms-region", Usage: "KMS region when it differs from --region (fs.s3.cse.kms.region)"},
+		&cli.StringFlag{Name: "ca-bundle", Usage: "PEM file of certificates trusted for the S3 and KMS endpoints, besides the system's (AWS_CA_BUNDLE is honoured too)"},
+		&cli.StringFlag{Name: "tls-artifacts", Usage: "EMR's PEM in-transit artifacts: a zip, a directory or s3://BUCKET/KEY.zip holding privateKey.pem and certificateChain.pem (the client certificate for mutual TLS to S3 and KMS) and, optionally, trustedCertificates.pem (added to the trusted roots)"},
+		&cli.BoolFlag{Name: "allow-http", Usage: "allow plain http:// S3 or KMS endpoints that are not loopback (credentials and data in the clear)"},
+	}
+}
+
+// keyFlags are the flags that choose the keys, the format and the
+// configuration files; mount and the bucket tools share them.
+func keyFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "cse", Usage: "encryption mode: kms, custom or off (default: kms for s3://, custom for file://)"},
+		&cli.StringFlag{Name: "kms-key-id", Usage: "KMS key for new objects: key id, key ARN, alias/NAME or alias ARN"},
+		&cli.StringFlag{Name: "kms-wrap", Value: "kms+context", Usage: "KMS wrapping for new objects: kms+context, or kms for the legacy EMRFS context {\"kms_cmk_id\": KEY}"},
+		&cli.StringFlag{Name: "storage-mode", Value: "object-metadata", Usage: "where new objects keep their envelope: object-metadata or instruction-file"},
+		&cli.StringFlag{Name: "commitment-policy", Value: "forbid-encrypt-allow-decrypt", Usage: "key commitment, as the S3 Encryption Clients name it: forbid-encrypt-allow-decrypt writes V2 (EMRFS and every client read it) and reads V2 and V3; require-encrypt-allow-decrypt writes V3 (key-committing, suite 115; Go v4, v3.2.0+, Java v4 read it) and reads both; require-encrypt-require-decrypt writes V3 and refuses objects without commitment (EACCES)"},
+		&cli.StringFlag{Name: "keyring", Usage: "keyring file for --cse custom (default for file:// sources: " + mount.DefaultKeyring() + ", created if missing)"},
+		&cli.StringFlag{Name: "sse", Usage: "server-side encryption S3 adds to every object written: s3 (SSE-S3), kms (SSE-KMS) or c (SSE-C, key sent with every request; needs https); alone with --cse off, or with CSE as a second layer"},
+		&cli.StringFlag{Name: "sse-kms-key-id", Usage: "KMS key for --sse kms (default: the account's aws/s3 key)"},
+		&cli.StringFlag{Name: "sse-c-key-file", Usage: "file holding the SSE-C key (32 raw bytes or base64); implies --sse c; the key is never logged"},
+		&cli.StringFlag{Name: "emrfs-site", Usage: "read EMRFS settings (fs.s3.cse.*) from this emrfs-site.xml; flags given explicitly win"},
+		&cli.StringFlag{Name: "security-configuration", Usage: "read S3 encryption settings from this EMR security configuration JSON (CSE-KMS, CSE-Custom; Overrides for the mounted bucket); flags given explicitly win"},
+		&cli.StringFlag{Name: "zones-file", Usage: "encryption zones: JSON {\"zones\":[{\"prefix\":\"finance/\",\"key\":\"kms:alias/fin\"},…]}; renames across zones fail with EXDEV (mv then copies, re-encrypting)"},
+		&cli.StringSliceFlag{Name: "zone", Usage: "an encryption zone PREFIX=kms:KEYID or PREFIX=keyring:NAME (repeatable; PREFIX is a bucket key prefix)"},
+		&cli.BoolFlag{Name: "materials-description", Usage: "store EMRFS's materials description with new objects: Path (the S3 URI) and JobflowId (with kms+context, part of the KMS encryption context)"},
+		&cli.StringFlag{Name: "job-flow-id", Usage: "cluster id for JobflowId (default: jobFlowId of --job-flow-json)"},
+		&cli.StringFlag{Name: "job-flow-json", Usage: "EMR's job-flow.json, read for the cluster id (default: " + mount.DefaultJobFlowJSON + " when present)"},
+		&cli.StringFlag{Name: "materials-provider", Usage: "exec:/path/to/program: a program that makes and unwraps data keys (--cse custom; protocol in csefs docs)"},
+		&cli.DurationFlag{Name: "materials-provider-timeout", Value: 10 * time.Second, Usage: "how long one run of the --materials-provider program may take"},
+	}
+}
+
+// readConfig reads connectionFlags and keyFlags into a mount.Config.
+func readConfig(c *cli.Context, source string) mount.Config {
+	return mount.Config{
+		Source:                   source,
+		EndpointURL:              c.String("endpoint-url"),
+		KMSEndpointURL:           c.String("kms-endpoint-url"),
+		Region:                   c.String("region"),
+		PathStyle:                c.Bool("path-style"),
+		S3RetryDeadline:          c.Duration("s3-retry-deadline"),
+		KMSTimeout:               c.Duration("kms-timeout"),
+		KMSDeadline:              c.Duration("kms-deadline"),
+		KMSRegion:                c.String("kms-region"),
+		CSE:                      c.String("cse"),
+		KMSKeyID:                 c.String("kms-key-id"),
+		KMSWrap:                  c.String("kms-wrap"),
+		StorageMode:              c.String("storage-mode"),
+		CommitmentPolicy:         c.String("commitment-policy"),
+		Keyring:                  c.String("keyring"),
+		SSE:                      c.String("sse"),
+		SSEKMSKeyID:              c.String("sse-kms-key-id"),
+		SSECKeyFile:              c.String("sse-c-key-file"),
+		CABundle:                 c.String("ca-bundle"),
+		TLSArtifacts:             c.String("tls-artifacts"),
+		AllowHTTP:                c.Bool("allow-http"),
+		EMRFSSite:                c.String("emrfs-site"),
+		SecurityConfiguration:    c.String("security-configuration"),
+		ZonesFile:                c.String("zones-file"),
+		Zones:                    c.StringSlice("zone"),
+		MaterialsDescription:     c.Bool("materials-description"),
+		JobFlowID:                c.String("job-flow-id"),
+		JobFlowJSON:              c.String("job-flow-json"),
+		MaterialsProvider:        c.String("materials-provider"),
+		MaterialsProviderTimeout: c.Duration("materials-provider-timeout"),
+		IsSet:                    c.IsSet,
+	}
 }

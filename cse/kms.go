@@ -185,21 +185,29 @@ func (p *KMSProvider) GenerateKey(ctx context.Context, req KeyRequest) ([]byte, 
 
 // DecryptKey implements Provider.
 func (p *KMSProvider) DecryptKey(ctx context.Context, w WrappedKey) ([]byte, error) {
+	key, _, err := p.DecryptKeyID(ctx, w)
+	return key, err
+}
+
+// DecryptKeyID is DecryptKey that also returns the ARN of the KMS key that
+// unwrapped the data key (KMS Decrypt's KeyId, "" if KMS does not say): the
+// key an object is actually under, which kms+context objects do not record.
+func (p *KMSProvider) DecryptKeyID(ctx context.Context, w WrappedKey) ([]byte, string, error) {
 	switch w.WrapAlg {
 	case WrapKMSContext:
 		v, ok := w.MatDesc[ReservedCEKAlgKey]
 		if !ok {
-			return nil, fmt.Errorf("cse: kms+context materials description lacks %q: %w", ReservedCEKAlgKey, ErrContextMismatch)
+			return nil, "", fmt.Errorf("cse: kms+context materials description lacks %q: %w", ReservedCEKAlgKey, ErrContextMismatch)
 		}
 		if v != w.CEKAlg {
-			return nil, fmt.Errorf("cse: kms+context binds %q but the object says %q: %w", v, w.CEKAlg, ErrContextMismatch)
+			return nil, "", fmt.Errorf("cse: kms+context binds %q but the object says %q: %w", v, w.CEKAlg, ErrContextMismatch)
 		}
 	case WrapKMS:
 		if _, ok := w.MatDesc[LegacyKMSKeyIDKey]; !ok {
-			return nil, fmt.Errorf("cse: kms materials description lacks %q: %w", LegacyKMSKeyIDKey, ErrContextMismatch)
+			return nil, "", fmt.Errorf("cse: kms materials description lacks %q: %w", LegacyKMSKeyIDKey, ErrContextMismatch)
 		}
 	default:
-		return nil, fmt.Errorf("cse: KMS provider cannot unwrap %q: %w", w.WrapAlg, ErrUnsupported)
+		return nil, "", fmt.Errorf("cse: KMS provider cannot unwrap %q: %w", w.WrapAlg, ErrUnsupported)
 	}
 	in := &kms.DecryptInput{CiphertextBlob: w.Blob, EncryptionContext: w.MatDesc}
 	if p.opt.StrictKeyID {
@@ -208,15 +216,19 @@ func (p *KMSProvider) DecryptKey(ctx context.Context, w WrappedKey) ([]byte, err
 	}
 	out, err := p.client.Decrypt(ctx, in)
 	if err != nil {
-		return nil, fmt.Errorf("cse: KMS Decrypt (%s): %w", w.WrapAlg, mapKMSError(err))
+		return nil, "", fmt.Errorf("cse: KMS Decrypt (%s): %w", w.WrapAlg, mapKMSError(err))
 	}
 	if !validCEKLen(len(out.Plaintext)) {
 		Zero(out.Plaintext)
-		return nil, fmt.Errorf("cse: KMS returned a %d-byte data key: %w", len(out.Plaintext), ErrMalformed)
+		return nil, "", fmt.Errorf("cse: KMS returned a %d-byte data key: %w", len(out.Plaintext), ErrMalformed)
 	}
 	key := append([]byte(nil), out.Plaintext...)
 	Zero(out.Plaintext)
-	return key, nil
+	id := ""
+	if out.KeyId != nil {
+		id = *out.KeyId
+	}
+	return key, id, nil
 }
 
 // kmsErrorCode returns the API error code of a KMS error (smithy.APIError),

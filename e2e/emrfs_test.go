@@ -167,7 +167,6 @@ func TestBadConfigFilesRefused(t *testing.T) {
 	badXML := writeConfig(t, "emrfs-site.xml", "<configuration><property><name>fs.s3.cse.enabled</name><value>true</value></property>")
 	custom := writeConfig(t, "custom-site.xml", emrfsSite("fs.s3.cse.enabled", "true", "fs.s3.cse.encryptionMaterialsProvider", "com.example.VaultProvider"))
 	badJSON := writeConfig(t, "security.json", `{"EncryptionConfiguration": {"AtRestEncryptionConfiguration": `)
-	sse := writeConfig(t, "sse.json", `{"EncryptionConfiguration":{"AtRestEncryptionConfiguration":{"S3EncryptionConfiguration":{"EncryptionMode":"SSE-KMS","AwsKmsKey":"k"}}}}`)
 	badZones := writeConfig(t, "zones.json", `{"zones":[{"prefix":"a/","key":"nokind"}]}`)
 	ring := writeConfig(t, "keyring.json", `{"version":2,"keys":[{"name":"k","aes256_file":"absent.key"}]}`)
 	envRing := writeConfig(t, "env-keyring.json", `{"version":2,"keys":[{"name":"k","aes256_env":"CSEFS_E2E_UNSET_KEY"}]}`)
@@ -179,7 +178,6 @@ func TestBadConfigFilesRefused(t *testing.T) {
 		{"malformed XML", []string{"--emrfs-site", badXML}, []string{badXML, "XML"}},
 		{"unknown provider class", []string{"--emrfs-site", custom}, []string{custom, "com.example.VaultProvider", "--keyring"}},
 		{"malformed JSON", []string{"--security-configuration", badJSON}, []string{badJSON, "JSON"}},
-		{"SSE mode", []string{"--security-configuration", sse}, []string{sse, "SSE modes are server-side; csefs does client-side encryption"}},
 		{"bad zones file", []string{"--cse", "kms", "--kms-key-id", w.KMS.KeyID, "--zones-file", badZones}, []string{badZones, "nokind"}},
 		{"missing key file", []string{"--cse", "custom", "--keyring", ring}, []string{ring, "absent.key"}},
 		{"missing env var", []string{"--cse", "custom", "--keyring", envRing}, []string{envRing, "CSEFS_E2E_UNSET_KEY"}},

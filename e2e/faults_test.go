@@ -258,14 +258,18 @@ func TestFaultCutBodies(t *testing.T) {
 	}
 }
 
-// TestFaultS3Outage (failure 4): S3 refuses connections for 8 s while a
-// 24 MiB file is being written (multipart) and while a small one is
-// committed: the writes and closes succeed once it is back.
+// TestFaultS3Outage (failure 4): S3 refuses connections for 12 s while a
+// 24 MiB file is being written (multipart), while a small one is committed
+// and while a file written before is read: the writes, closes and the read
+// succeed once it is back (the default --s3-retry-deadline is 60 s).
 func TestFaultS3Outage(t *testing.T) {
 	w := newWorld(t)
 	p := testenv.NewFaultProxy(t, w.S3.Endpoint, testenv.S3Op)
 	m := mountWith(t, w.env, "s3://"+w.Bucket, w.faultArgs(p, nil, "--part-size", "5MiB")...)
-	big, small := randN(t, 24<<20), randN(t, 5000)
+	big, small, pre := randN(t, 24<<20), randN(t, 5000), randN(t, 3<<20)
+	if werr, cerr := writeFile(m.path("pre"), pre, 1<<20); werr != nil || cerr != nil {
+		t.Fatal(werr, cerr)
+	}
 	f, err := os.Create(m.path("big"))
 	if err != nil {
 		t.Fatal(err)
@@ -277,7 +281,16 @@ func TestFaultS3Outage(t *testing.T) {
 		t.Fatal(err)
 	}
 	back := make(chan error, 1)
-	time.AfterFunc(8*time.Second, func() { back <- p.Outage(false) })
+	time.AfterFunc(12*time.Second, func() { back <- p.Outage(false) })
+	type readResult struct {
+		b   []byte
+		err error
+	}
+	preRead := make(chan readResult, 1)
+	go func() {
+		b, err := os.ReadFile(m.path("pre"))
+		preRead <- readResult{b, err}
+	}()
 	smallErr := make(chan error, 1)
 	go func() {
 		werr, cerr := writeFile(m.path("small"), small, 5000)
@@ -291,6 +304,9 @@ func TestFaultS3Outage(t *testing.T) {
 	}
 	if err := <-smallErr; err != nil {
 		t.Errorf("small file written during the outage: %v", err)
+	}
+	if r := <-preRead; r.err != nil || !bytes.Equal(r.b, pre) {
+		t.Errorf("read during the outage: %v, %d bytes of %d", r.err, len(r.b), len(pre))
 	}
 	if err := <-back; err != nil {
 		t.Fatal(err)

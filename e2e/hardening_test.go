@@ -134,3 +134,34 @@ func TestDaemonHardening(t *testing.T) {
 		})
 	}
 }
+
+// TestMountNodevNosuid: the mount has nodev and nosuid, so that what a bucket
+// writer can store in csefs' unauthenticated attributes (a character device
+// node such as 1:1, a setuid mode) gives no local user more power: the device
+// cannot be opened and the setuid bit is ignored. docs/security.md §1.
+func TestMountNodevNosuid(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount(t, "")
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 5 && f[4] == m.Dir {
+			opts = f[5] // the per-mount options
+		}
+	}
+	if opts == "" {
+		t.Fatalf("%s not in /proc/self/mountinfo", m.Dir)
+	}
+	for _, want := range []string{"nodev", "nosuid"} {
+		found := false
+		for _, o := range strings.Split(opts, ",") {
+			found = found || o == want
+		}
+		if !found {
+			t.Errorf("mount options %q lack %s", opts, want)
+		}
+	}
+}

@@ -41,9 +41,7 @@ func reachable(t *testing.T, m *mounted) {
 // read it, also after a remount; a 0644 file beside it is readable by that
 // user, and a 0600 one is not.
 func TestPermissionsEnforced(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a command as another user")
-	}
+	needRoot(t, "to run a command as another user")
 	w := newWorld(t)
 	m := w.mount(t, "", "--allow-other")
 	reachable(t, m)
@@ -366,7 +364,9 @@ func TestUnlinkedOpenNlink(t *testing.T) {
 // less where the key prefix leaves less of S3's 1024 bytes); a name that
 // fits is created, closed and read back after a remount (on file:// too,
 // where its metadata sidecar would pass the host's 255 bytes); a longer one
-// gets ENAMETOOLONG from create, mkdir, symlink and rename.
+// gets ENAMETOOLONG from create, mkdir, symlink and rename; an object another
+// tool wrote with a name that fits S3's key but not csefs' reserved suffix
+// opens.
 func TestNameLimits(t *testing.T) {
 	w := newWorld(t)
 	local := t.TempDir()
@@ -408,6 +408,15 @@ func TestNameLimits(t *testing.T) {
 			want("mkdir", os.Mkdir(m.path(long), 0o755))
 			want("symlink", os.Symlink("target", m.path(long)))
 			want("rename", os.Rename(m.path(fits), m.path(long)))
+			if tc.name == "s3-prefix" {
+				// Another tool's object whose name fits S3's key but not
+				// csefs' reserved suffix still opens.
+				other := strings.Repeat("o", tc.max+5)
+				w.putRaw(t, longPrefix+"/"+other, []byte("another tool"), nil)
+				if got, err := os.ReadFile(m.path(other)); err != nil || string(got) != "another tool" {
+					t.Errorf("%d-byte name another tool wrote: %q, %v", len(other), got, err)
+				}
+			}
 			m.Unmount(t)
 			m = tc.mount()
 			if got, err := os.ReadFile(m.path(fits)); err != nil || string(got) != "fits" {
@@ -427,9 +436,7 @@ func mkdev(major, minor uint64) uint64 { return major<<8 | minor }
 // as a pipe; cp -a copies a tree with a fifo onto the mount; on s3:// and
 // file://.
 func TestSpecialFiles(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mknod of devices needs root")
-	}
+	needRoot(t, "for mknod of devices")
 	w := newWorld(t)
 	local := t.TempDir()
 	env := cleanEnv(t)
@@ -583,9 +590,7 @@ func TestNonEmptyMountpoint(t *testing.T) {
 // symlink and fifo another user creates belong to that user (also after a
 // remount), so the kernel lets that user chmod them and refuses others.
 func TestCreatorOwnsNewFiles(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a command as another user")
-	}
+	needRoot(t, "to run a command as another user")
 	w := newWorld(t)
 	m := w.mount(t, "", "--allow-other")
 	reachable(t, m)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -169,5 +170,65 @@ func TestSameMountReadersSeeWholeVersions(t *testing.T) {
 	t.Logf("%d overwrites, %d reads: %d whole versions, %d ESTALE, %d bad", versions, whole+stale+bad, whole, stale, bad)
 	if whole < versions {
 		t.Errorf("only %d whole reads in %d overwrites", whole, versions)
+	}
+}
+
+// TestMmapShared: with every handle direct I/O, MAP_SHARED still works
+// (CAP_DIRECT_IO_ALLOW_MMAP, granted by this kernel, so the mount logs no
+// warning about it): a change made through a shared writable map is
+// uploaded at close, and a read-only shared map shows it. With --page-cache
+// (no direct I/O, for kernels before 6.6) the same holds.
+func TestMmapShared(t *testing.T) {
+	w := newWorld(t)
+	t.Run("direct-io", func(t *testing.T) {
+		m := w.mount(t, "direct/")
+		checkMmapShared(t, m)
+		if log := m.logText(t); strings.Contains(log, "cannot map direct-I/O files shared") {
+			t.Errorf("the kernel did not grant CAP_DIRECT_IO_ALLOW_MMAP:\n%s", log)
+		}
+	})
+	t.Run("page-cache", func(t *testing.T) {
+		checkMmapShared(t, w.mount(t, "cached/", "--page-cache"))
+	})
+}
+
+func checkMmapShared(t *testing.T, m *mounted) {
+	t.Helper()
+	if err := os.WriteFile(m.path("f"), []byte("hello world, mmap me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(m.path("f"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := syscall.Mmap(int(f.Fd()), 0, 20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		f.Close()
+		t.Fatalf("mmap MAP_SHARED read-write: %v", err)
+	}
+	copy(b, "HELLO")
+	if err := syscall.Munmap(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const want = "HELLO world, mmap me"
+	if got, err := os.ReadFile(m.path("f")); err != nil || string(got) != want {
+		t.Fatalf("after the mapped write: %q, %v", got, err)
+	}
+	r, err := os.Open(m.path("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err = syscall.Mmap(int(r.Fd()), 0, 20, syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap MAP_SHARED read-only: %v", err)
+	}
+	got := string(b)
+	syscall.Munmap(b)
+	if got != want {
+		t.Errorf("read-only map: %q, want %q", got, want)
 	}
 }

@@ -292,7 +292,8 @@ func checkV3Envelope(t *testing.T, w *world, key string, envl *metadata.Envelope
 // TestV3BadInputsMount: copies of a good V3 object with a changed x-amz-d,
 // x-amz-i, x-amz-c or x-amz-3 (another object's key: the substitution key
 // commitment is for; and garbled bytes), a truncated commitment, an unknown
-// suite or wrap code, and a V3 instruction file whose object lost x-amz-d,
+// suite or wrap code, a V3 instruction file whose object lost x-amz-d, and a
+// V3 instruction-file object whose instruction file was replaced by a V2 one,
 // each fail on a real mount with EIO (a garbled KMS blob: EACCES, which is
 // what KMS's refusal maps to), with a log line; a V2 object under
 // require-encrypt-require-decrypt gets EACCES (stat still works), and so
@@ -315,6 +316,11 @@ func TestV3BadInputsMount(t *testing.T) {
 	wr.Unmount(t)
 	wr = w.mount(t, "")
 	if err := os.WriteFile(wr.path("v2"), plain, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wr.Unmount(t)
+	wr = w.mount(t, "", "--storage-mode", "instruction-file")
+	if err := os.WriteFile(wr.path("v2-instr"), plain, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	wr.Unmount(t)
@@ -365,6 +371,14 @@ func TestV3BadInputsMount(t *testing.T) {
 	w.putRaw(t, "instr-no-d", ibody, imeta)
 	ifile, ifmeta := w.getRaw(t, metadata.InstructionKey("instr"))
 	w.putRaw(t, metadata.InstructionKey("instr-no-d"), ifile, ifmeta)
+	// The V3 instruction-file object gets a V2 instruction file (one whose
+	// data key the mount can unwrap): a downgrade that would decrypt the body
+	// under a key nothing commits to. Refused as malformed, before any key
+	// is unwrapped.
+	ibody, imeta = w.getRaw(t, "instr")
+	w.putRaw(t, "instr-v2-file", ibody, imeta)
+	v2file, v2fmeta := w.getRaw(t, metadata.InstructionKey("v2-instr"))
+	w.putRaw(t, metadata.InstructionKey("instr-v2-file"), v2file, v2fmeta)
 
 	for _, policy := range []string{policyForbid, policyRequire} {
 		t.Run(policy, func(t *testing.T) {
@@ -378,6 +392,10 @@ func TestV3BadInputsMount(t *testing.T) {
 			}
 			t.Run("instruction-file-without-x-amz-d", func(t *testing.T) {
 				wantReadErrno(t, m, w, "instr-no-d", syscall.EIO, "x-amz-d")
+				readMount(t, m, "instr", string(plain))
+			})
+			t.Run("v3-object-with-v2-instruction-file", func(t *testing.T) {
+				wantReadErrno(t, m, w, "instr-v2-file", syscall.EIO, "without x-amz-3")
 				readMount(t, m, "instr", string(plain))
 			})
 			t.Run("v2-object", func(t *testing.T) {

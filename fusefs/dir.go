@@ -173,8 +173,10 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	ctx, done := d.fsys.untilKilled(ctx, "lookup", childKey(d.prefix(), name))
 	defer done()
 	f := d.fsys
-	if err := f.checkName(d.prefix(), name); err != nil {
-		// Before every create, mkdir, symlink, mknod and rename target.
+	if len(name) > f.lookupNameMax(d.prefix()) {
+		// No object can have it. A shorter name that is still too long to
+		// create (checkName) is refused by create, mkdir, symlink, mknod
+		// and rename themselves.
 		return nil, syscall.ENAMETOOLONG
 	}
 	if !validName(name) || metadata.IsInstructionKey(name) {
@@ -460,7 +462,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	f.touchDir(d.prefix())
 	n.fillAttr(&out.Attr)
 	ch := linked(d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}))
-	return ch, w, openFlags, 0
+	return ch, w, f.openFlags(), 0
 }
 
 func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

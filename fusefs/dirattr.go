@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"sync"
 	"syscall"
@@ -52,6 +53,27 @@ type dirState struct {
 type dirStates struct {
 	mu sync.Mutex
 	m  map[string]*dirState
+	// flushing serializes the flushes of one directory, so that an
+	// fsync(2) of it waits for a flush already storing its mtime instead
+	// of returning before that is durable. Held across the store's
+	// requests; entries are never removed (one small mutex per directory
+	// ever changed).
+	flushing map[string]*sync.Mutex
+}
+
+// flushLock returns prefix's flush mutex.
+func (f *FS) flushLock(prefix string) *sync.Mutex {
+	f.dirs.mu.Lock()
+	defer f.dirs.mu.Unlock()
+	if f.dirs.flushing == nil {
+		f.dirs.flushing = make(map[string]*sync.Mutex)
+	}
+	mu := f.dirs.flushing[prefix]
+	if mu == nil {
+		mu = new(sync.Mutex)
+		f.dirs.flushing[prefix] = mu
+	}
+	return mu
 }
 
 func (f *FS) dirStateLocked(prefix string) *dirState {
@@ -167,8 +189,16 @@ func (f *FS) touchDir(prefix string) {
 	}
 }
 
-// flushDir stores prefix's changed mtime in its marker, if it has one.
+// flushDir stores prefix's changed mtime in its marker, if it has one, and
+// returns once that is durable, also when another flush of prefix was
+// already under way (the timer's, while fsync(2) asks). A copy that loses to another writer of the marker (412: another mount's
+// flush, chmod or utimes) reads the marker again and retries, up to
+// attrCopyAttempts times, as persistAttrs does: an fsync(2) of the
+// directory must not fail because another mount changed it too.
 func (f *FS) flushDir(ctx context.Context, prefix string) error {
+	fl := f.flushLock(prefix)
+	fl.Lock()
+	defer fl.Unlock()
 	f.dirs.mu.Lock()
 	st := f.dirs.m[prefix]
 	if st == nil || !st.dirty {
@@ -178,24 +208,20 @@ func (f *FS) flushDir(ctx context.Context, prefix string) error {
 	mtime := st.mtime
 	st.dirty = false
 	f.dirs.mu.Unlock()
-	info, err := f.store.Head(ctx, prefix)
-	if isNotFound(err) {
-		return nil // no marker: the mtime stays in memory
+	var err error
+	stored := false
+	for attempt := 0; attempt < attrCopyAttempts; attempt++ {
+		stored, err = f.storeDirMtime(ctx, prefix, mtime)
+		if !errors.Is(err, objectstore.ErrPreconditionFailed) {
+			break
+		}
 	}
 	if err != nil {
 		f.redirty(prefix, mtime)
 		return err
 	}
-	meta := maps.Clone(info.Metadata)
-	if meta == nil {
-		meta = map[string]string{}
-	}
-	a := metadata.ParseAttrs(meta)
-	a.Mtime, a.HasMtime = mtime, true
-	a.Apply(meta)
-	if _, err := f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag}); err != nil {
-		f.redirty(prefix, mtime)
-		return err
+	if !stored {
+		return nil // no marker: the mtime stays in memory
 	}
 	f.dirs.mu.Lock()
 	defer f.dirs.mu.Unlock()
@@ -206,6 +232,30 @@ func (f *FS) flushDir(ctx context.Context, prefix string) error {
 		}
 	}
 	return nil
+}
+
+// storeDirMtime is one round of flushDir: it copies prefix's marker onto
+// itself with mtime set, pinned to the ETag of its HEAD. It reports false,
+// and no error, when there is no marker.
+func (f *FS) storeDirMtime(ctx context.Context, prefix string, mtime time.Time) (bool, error) {
+	info, err := f.store.Head(ctx, prefix)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	meta := maps.Clone(info.Metadata)
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	a := metadata.ParseAttrs(meta)
+	a.Mtime, a.HasMtime = mtime, true
+	a.Apply(meta)
+	if _, err := f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag}); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // redirty marks a failed flush's mtime as still to be stored, unless a
@@ -241,8 +291,21 @@ func (f *FS) FlushDirs(ctx context.Context) {
 
 // setDirMeta applies chmod, chown and utimes to a directory: the marker is
 // copied onto itself with its metadata replaced, or created with them. The
-// root keeps them in memory.
+// root keeps them in memory. A copy that loses to another writer of the
+// marker (412) is retried on a fresh HEAD, up to attrCopyAttempts times.
 func (f *FS) setDirMeta(ctx context.Context, prefix string, c attrChange) error {
+	var err error
+	for attempt := 0; attempt < attrCopyAttempts; attempt++ {
+		err = f.setDirMetaOnce(ctx, prefix, c)
+		if !errors.Is(err, objectstore.ErrPreconditionFailed) {
+			return err
+		}
+	}
+	return err
+}
+
+// setDirMetaOnce is one round of setDirMeta.
+func (f *FS) setDirMetaOnce(ctx context.Context, prefix string, c attrChange) error {
 	f.dirs.mu.Lock()
 	st := f.dirStateLocked(prefix)
 	local := st.mtime

@@ -57,6 +57,8 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EXDEV
 	case errors.Is(err, errStagingFull):
 		return syscall.ENOSPC
+	case errors.Is(err, errNameTooLong):
+		return syscall.ENAMETOOLONG
 	case errors.Is(err, objectstore.ErrUnavailable), errors.Is(err, cse.ErrKeyService),
 		errors.Is(err, context.DeadlineExceeded):
 		return syscall.EIO
@@ -66,6 +68,10 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EINTR
 	case errors.Is(err, objectstore.ErrNotFound):
 		return syscall.ENOENT
+	case errors.Is(err, objectstore.ErrSSECustomerKey):
+		// A wrong (or missing) SSE-C key: the data is there, this mount
+		// may not read it.
+		return syscall.EACCES
 	case errors.Is(err, objectstore.ErrAccessDenied),
 		errors.Is(err, objectstore.ErrNoSuchBucket),
 		errors.Is(err, cse.ErrKeyAccess),

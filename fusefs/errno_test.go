@@ -24,6 +24,7 @@ func TestToErrno(t *testing.T) {
 		{wrap(context.Canceled), syscall.EINTR},
 		{wrap(objectstore.ErrNotFound), syscall.ENOENT},
 		{wrap(objectstore.ErrAccessDenied), syscall.EACCES},
+		{wrap(objectstore.ErrSSECustomerKey), syscall.EACCES},
 		{wrap(objectstore.ErrNoSuchBucket), syscall.EACCES},
 		{wrap(objectstore.ErrPreconditionFailed), syscall.ESTALE},
 		{wrap(cse.ErrKeyAccess), syscall.EACCES},
@@ -63,6 +64,10 @@ func TestToErrno(t *testing.T) {
 		{wrap(errStagingFull), syscall.ENOSPC},
 		{wrap(errNotAFile), syscall.ESTALE},
 		{wrap(errCrossZone), syscall.EXDEV},
+		// create, mkdir, mknod, symlink and rename refuse a name the store
+		// cannot hold through logErr (checkName).
+		{wrap(errNameTooLong), syscall.ENAMETOOLONG},
+		{wrap(errFileTooBig), syscall.EFBIG},
 	} {
 		if got := toErrno(tc.err); got != tc.want {
 			t.Errorf("toErrno(%v) = %v, want %v", tc.err, got, tc.want)

@@ -396,7 +396,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		if err != nil {
 			return nil, 0, f.logErr("open", n.key(), err)
 		}
-		return w, openFlags, 0
+		return w, f.openFlags(), 0
 	}
 	if n.stageFile() != nil {
 		// Changes not yet uploaded: read them, as a local file would.
@@ -411,7 +411,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 			w.Release(ctx) // the kernel never sees this handle
 			return nil, 0, f.logErr("open", n.key(), err)
 		}
-		return w, openFlags, 0
+		return w, f.openFlags(), 0
 	}
 	// Close-to-open: every open sees the object as it is now. An object
 	// replaced between the HEAD and the first GET is resolved once more.
@@ -435,7 +435,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		if err != nil {
 			return nil, 0, f.logErr("open", n.key(), err)
 		}
-		return r, openFlags, 0
+		return r, f.openFlags(), 0
 	}
 }
 

@@ -78,9 +78,14 @@ type Options struct {
 	// mode and owner are the mount's, and the mtime is the upload time.
 	// Opening a file always HEADs it and corrects the kernel's attributes.
 	AttrsFromList bool
-	UID, GID      uint32
-	FileMode      uint32 // permission bits for files, e.g. 0644
-	DirMode       uint32 // permission bits for directories, e.g. 0755
+	// PageCache serves file data through the kernel's page cache instead
+	// of direct I/O (--page-cache): shared mmap works on kernels before 6.6
+	// and small reads are faster, but a reader in the writer's own mount
+	// may see an overwrite in progress (openFlags).
+	PageCache bool
+	UID, GID  uint32
+	FileMode  uint32 // permission bits for files, e.g. 0644
+	DirMode   uint32 // permission bits for directories, e.g. 0755
 	// NameMax bounds a name's length in bytes: statfs reports it, and a
 	// longer name gets ENAMETOOLONG. 0 means 255 (NAME_MAX).
 	NameMax int
@@ -250,7 +255,28 @@ func (f *FS) WaitUploads(timeout time.Duration) {
 // write(2) goes straight to its handle. The handles read ahead themselves
 // (read.go). mmap still works (CAP_DIRECT_IO_ALLOW_MMAP), through the page
 // cache. docs/semantics.md, "Readers in the writer's mount".
-const openFlags = fuse.FOPEN_DIRECT_IO
+//
+// With Options.PageCache the handles are opened without it, as before
+// direct I/O: the page cache then serves reads (and shared mmap on any
+// kernel), at the price of the three problems above for readers in the
+// writer's own mount.
+func (f *FS) openFlags() uint32 {
+	if f.opt.PageCache {
+		return 0
+	}
+	return fuse.FOPEN_DIRECT_IO
+}
+
+// MmapWarning says what a mount loses on a kernel that did not grant
+// CAP_DIRECT_IO_ALLOW_MMAP (before Linux 6.6), given the capabilities it
+// negotiated: mmap(MAP_SHARED) of a direct-I/O file fails with ENODEV there.
+// It is "" when nothing is lost.
+func (f *FS) MmapWarning(negotiated uint64) string {
+	if f.opt.PageCache || negotiated&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0 {
+		return ""
+	}
+	return "this kernel cannot map direct-I/O files shared (it is older than Linux 6.6): mmap(MAP_SHARED) on the mount fails with ENODEV, which breaks sqlite's WAL mode and programs that map files writable; mount with --page-cache if they are needed (readers in this mount may then see an overwrite in progress)"
+}
 
 // MountOptions returns the go-fuse options csefs mounts with.
 func (f *FS) MountOptions(fsName string, allowOther, debug bool) *fs.Options {
@@ -384,6 +410,15 @@ const keySuffixMax = len(".instruction")
 // nameMax is the longest name that fits in directory prefix.
 func (f *FS) nameMax(prefix string) int {
 	return max(0, min(f.opt.NameMax, f.opt.KeyMax-len(f.opt.KeyPrefix)-len(prefix)-keySuffixMax))
+}
+
+// lookupNameMax is the longest name of an object that can exist in
+// directory prefix: the key without the suffixes csefs reserves for what it
+// creates (a marker's "/" aside). Lookup refuses only longer names, so an
+// object another tool wrote with a name over nameMax, but within the store's
+// key limit, can still be opened.
+func (f *FS) lookupNameMax(prefix string) int {
+	return max(0, min(f.opt.NameMax, f.opt.KeyMax-len(f.opt.KeyPrefix)-len(prefix)))
 }
 
 // errNameTooLong: a name longer than the store can hold.

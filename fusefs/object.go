@@ -39,7 +39,8 @@ type object struct {
 	env       *metadata.Envelope // nil for plaintext
 	plainSize int64
 	attrs     metadata.Attrs
-	instr     bool // the envelope came from an instruction file
+	instr     bool   // the envelope came from an instruction file
+	instrETag string // that instruction file's ETag, which rename's copy of it is pinned to
 	// listed: made from a LIST entry (AttrsFromList), for attributes only;
 	// kind, env and attrs are unknown.
 	listed bool
@@ -53,7 +54,7 @@ func (f *FS) resolve(ctx context.Context, info *objectstore.Info) (*object, erro
 	switch {
 	case err == nil:
 	case errors.Is(err, metadata.ErrNoEnvelope):
-		env, err = f.instruction(ctx, info)
+		env, o.instrETag, err = f.instruction(ctx, info)
 		if err != nil {
 			return nil, err
 		}
@@ -91,34 +92,35 @@ func (f *FS) resolve(ctx context.Context, info *objectstore.Info) (*object, erro
 	return o, nil
 }
 
-// instruction loads key's instruction file. It returns nil, nil when there
-// is none and the object does not claim one: the object is plaintext.
-func (f *FS) instruction(ctx context.Context, info *objectstore.Info) (*metadata.Envelope, error) {
+// instruction loads key's instruction file and its ETag. It returns nil
+// when there is none and the object does not claim one: the object is
+// plaintext.
+func (f *FS) instruction(ctx context.Context, info *objectstore.Info) (*metadata.Envelope, string, error) {
 	if metadata.IsInstructionKey(info.Key) {
-		return nil, nil
+		return nil, "", nil
 	}
 	claims := info.Metadata[metadata.AttrEnvelope] == metadata.EnvelopeInstructionFile ||
 		metadata.ClaimsInstruction(info.Metadata)
-	rc, _, err := f.store.Get(ctx, metadata.InstructionKey(info.Key), objectstore.GetOptions{Length: -1})
+	rc, iinfo, err := f.store.Get(ctx, metadata.InstructionKey(info.Key), objectstore.GetOptions{Length: -1})
 	if errors.Is(err, objectstore.ErrNotFound) {
 		if claims {
-			return nil, fmt.Errorf("object %s: %w", info.Key, metadata.ErrNoInstructionFile)
+			return nil, "", fmt.Errorf("object %s: %w", info.Key, metadata.ErrNoInstructionFile)
 		}
-		return nil, nil
+		return nil, "", nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer rc.Close()
 	body, err := io.ReadAll(io.LimitReader(rc, 64<<10))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	env, err := metadata.ParseInstructionWith(body, info.Metadata)
 	if err != nil {
-		return nil, fmt.Errorf("instruction file of %s: %w", info.Key, err)
+		return nil, "", fmt.Errorf("instruction file of %s: %w", info.Key, err)
 	}
-	return env, nil
+	return env, iinfo.ETag, nil
 }
 
 // commitmentPolicy is the commitment policy for the object key: its zone's

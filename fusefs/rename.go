@@ -224,6 +224,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	// rename of each temp file so costs a copy and a delete, not two
 	// LIST+HEAD probes more.
 	sobj := f.cachedStat(src)
+	if sobj != nil && (sobj.listed || sobj.instr && sobj.instrETag == "") {
+		sobj = nil // not enough to pin the copies to: probe
+	}
 	sk := entryFile
 	dk, dlisted, _ := f.listed(nd.prefix(), newName)
 	var dobj *object
@@ -332,7 +335,9 @@ func (f *FS) movedFile(o *object, dst string, info *objectstore.Info, lazy *attr
 	}
 	f.listingRemove(dir, name)
 	f.listingAdd(ndir, fuse.DirEntry{Name: newName, Mode: syscall.S_IFREG, Ino: ino(dst, false)}, entryFile)
-	f.putStat(dst, &no)
+	if !o.instr { // an instruction file's new ETag is not known here
+		f.putStat(dst, &no)
+	}
 }
 
 // moveFile moves the object o to dst (where dobj, if not nil, is replaced),
@@ -350,8 +355,9 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, 
 		}
 	}
 	// Pinned to the version that was looked at (a newer src written
-	// meanwhile fails the copy with ESTALE). The instruction file's copy and
-	// the deletes below are not conditional.
+	// meanwhile fails the copy with ESTALE), and so is the instruction
+	// file's copy. The deletes below are not conditional: S3 has no
+	// conditional DELETE for an ETag on unversioned buckets.
 	opts := objectstore.CopyOptions{IfMatch: o.info.ETag}
 	if lazy != nil {
 		meta, err := f.withLazyAttrs(o.info.Metadata, o.info.LastModified, *lazy)
@@ -365,7 +371,7 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, 
 		return nil, err
 	}
 	if o.instr {
-		if _, err := f.store.Copy(ctx, metadata.InstructionKey(src), metadata.InstructionKey(dst), objectstore.CopyOptions{}); err != nil {
+		if _, err := f.store.Copy(ctx, metadata.InstructionKey(src), metadata.InstructionKey(dst), objectstore.CopyOptions{IfMatch: o.instrETag}); err != nil {
 			// dst without its envelope is unreadable: take it away; the
 			// source is intact.
 			if derr := f.store.Delete(context.WithoutCancel(ctx), dst); derr != nil {

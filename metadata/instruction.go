@@ -42,8 +42,10 @@ func ParseInstruction(body []byte) (*Envelope, error) { return ParseInstructionW
 // metadata is objectMeta. When the body is a V3 instruction file (it has
 // x-amz-3), the object-side keys x-amz-c, x-amz-d and x-amz-i are taken from
 // objectMeta (spec data-format/metadata-strategy.md "V3 instruction files");
-// the body must not carry them itself (ErrMalformed). Other formats ignore
-// objectMeta.
+// the body must not carry them itself (ErrMalformed). An object with those
+// keys whose instruction file is not V3 is ErrMalformed too, so a V1 or V2
+// instruction file cannot strip an object of its key commitment. Other
+// formats ignore objectMeta.
 func ParseInstructionWith(body []byte, objectMeta map[string]string) (*Envelope, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(body, &raw); err != nil {
@@ -80,7 +82,14 @@ func ParseInstructionWith(body []byte, objectMeta map[string]string) (*Envelope,
 			return nil, fmt.Errorf("%w: instruction file: %s: want a JSON string", ErrMalformed, logical)
 		}
 	}
-	if _, ok := Lookup(vals, KeyV3Key); ok {
+	_, v3Body := Lookup(vals, KeyV3Key)
+	if !v3Body && ClaimsInstruction(objectMeta) {
+		// The object carries V3's commitment keys: its instruction file
+		// must be V3 too. A V1 or V2 file here would read the body under a
+		// key that nothing commits to (a downgrade of the commitment).
+		return nil, fmt.Errorf("%w: instruction file of a V3 object (it has %s) without %s", ErrMalformed, KeyV3Commitment, KeyV3Key)
+	}
+	if v3Body {
 		for _, k := range v3ObjectKeys {
 			if _, in := Lookup(vals, k); in {
 				return nil, fmt.Errorf("%w: instruction file: %s belongs in the object's metadata", ErrMalformed, k)

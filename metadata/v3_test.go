@@ -206,3 +206,27 @@ func TestDetectV3Golden(t *testing.T) {
 		})
 	}
 }
+
+// A V3 object (x-amz-c, x-amz-d, x-amz-i on the object) whose instruction
+// file has been replaced by a V1 or V2 one is malformed: otherwise the body
+// would be decrypted under a data key that nothing commits to.
+func TestV3InstructionDowngrade(t *testing.T) {
+	e, err := NewEnvelopeV3(testMsgID, testCommit, cse.WrappedKey{WrapAlg: cse.WrapAESGCM, CEKAlg: cse.CEKAlgGCMCommit,
+		Blob: testBlob, MatDesc: map[string]string{"keyname": "k"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := e.ObjectMetadata()
+	v2 := NewEnvelope(bytes.Repeat([]byte{1}, cse.GCMIVSize), cse.WrappedKey{WrapAlg: cse.WrapAESGCM, CEKAlg: cse.CEKAlgGCM,
+		Blob: testBlob, MatDesc: map[string]string{"keyname": "k"}}, -1)
+	if _, err := ParseInstruction(v2.Instruction()); err != nil {
+		t.Fatalf("the V2 file alone: %v", err)
+	}
+	if got, err := ParseInstructionWith(v2.Instruction(), obj); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("V2 instruction file of a V3 object: %+v, %v, want ErrMalformed", got, err)
+	}
+	// A V2 object's own instruction file is unaffected by csefs' attributes.
+	if _, err := ParseInstructionWith(v2.Instruction(), map[string]string{"csefs-mode": "644"}); err != nil {
+		t.Fatal(err)
+	}
+}

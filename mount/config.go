@@ -36,6 +36,20 @@ type Config struct {
 	CommitmentPolicy string
 	Keyring          string // keyring file for --cse custom
 
+	// Server-side encryption (sse.go): SSE is --sse "s3", "kms", "c" or ""
+	// (none); SSEKMSKeyID the SSE-KMS key; SSECKeyFile the file holding the
+	// SSE-C key (32 raw bytes or base64).
+	SSE         string
+	SSEKMSKeyID string
+	SSECKeyFile string
+
+	// TLS (tls.go): CABundle is a PEM file of extra trusted roots;
+	// TLSArtifacts a zip, directory or s3:// zip of EMR's PEM artifacts;
+	// AllowHTTP lets a non-loopback http:// endpoint be used.
+	CABundle     string
+	TLSArtifacts string
+	AllowHTTP    bool
+
 	Plaintext       string // "allow" (default) or "deny"
 	VerifyThreshold int64
 	StrictRanged    bool
@@ -48,12 +62,18 @@ type Config struct {
 	XAttrs        bool
 	// AttrsFromList: fusefs.Options.AttrsFromList (--attrs-from-list).
 	AttrsFromList bool
-	UID, GID      uint32
-	FileMode      uint32
-	DirMode       uint32
+	// PageCache: fusefs.Options.PageCache (--page-cache).
+	PageCache bool
+	UID, GID  uint32
+	FileMode  uint32
+	DirMode   uint32
 
 	StagingDir   string // encrypted staging files of non-sequential writes
 	StagingLimit int64  // bound on their total size (ENOSPC past it)
+	// CacheDir, if set, is the encrypted persistent read cache (package
+	// cache), bounded by CacheSize.
+	CacheDir  string
+	CacheSize int64
 
 	// AllowCoreDumps leaves the core size limit and the dumpable flag as
 	// inherited (harden.go); for debugging only.
@@ -204,6 +224,49 @@ func (c *Config) normalize() (source, error) {
 	if policy.WriteCEKAlg() == cse.CEKAlgGCMCommit && c.CSE == "kms" && c.KMSWrap == "kms" {
 		// The V3 format can store kms+context but not EMRFS's legacy kms wrap.
 		return src, fmt.Errorf("--commitment-policy %s writes the V3 format, which cannot store the legacy kms wrap: use --kms-wrap kms+context", policy)
+	}
+	if c.SSECKeyFile != "" && c.SSE == "" {
+		c.SSE = "c"
+	}
+	switch c.SSE {
+	case "", "s3", "kms":
+		if c.SSECKeyFile != "" {
+			return src, fmt.Errorf("--sse-c-key-file needs --sse c, not --sse %s", c.SSE)
+		}
+	case "c":
+		if c.SSECKeyFile == "" {
+			return src, errors.New("--sse c needs --sse-c-key-file")
+		}
+	default:
+		return src, fmt.Errorf("--sse %q: expected s3, kms or c", c.SSE)
+	}
+	if c.SSEKMSKeyID != "" && c.SSE != "kms" {
+		return src, errors.New("--sse-kms-key-id needs --sse kms")
+	}
+	if c.SSE != "" && src.scheme != "s3" {
+		return src, fmt.Errorf("--sse %s needs an s3:// source", c.SSE)
+	}
+	if c.TLSArtifacts != "" && !strings.HasPrefix(c.TLSArtifacts, "s3://") {
+		// Read before the daemon leaves its working directory.
+		if c.TLSArtifacts, err = filepath.Abs(c.TLSArtifacts); err != nil {
+			return src, err
+		}
+	}
+	if c.CacheDir != "" {
+		if c.CSE == "off" {
+			return src, errors.New("--cache-dir needs a key provider to seal the cache (--cse kms or custom)")
+		}
+		if c.CacheSize <= 0 {
+			return src, fmt.Errorf("--cache-size %d: expected a positive size", c.CacheSize)
+		}
+		if c.CacheDir, err = filepath.Abs(c.CacheDir); err != nil {
+			return src, err
+		}
+	}
+	if c.CABundle != "" {
+		if c.CABundle, err = filepath.Abs(c.CABundle); err != nil {
+			return src, err
+		}
 	}
 	if c.Plaintext == "" {
 		c.Plaintext = "allow"

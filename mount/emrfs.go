@@ -28,6 +28,8 @@ const (
 	propMatDescEnabled = "fs.s3.cse.materialsDescription.enabled"
 	propCryptoMode     = "fs.s3.cse.cryptoMode"
 	propEncryptionV2   = "fs.s3.cse.encryptionV2.enabled"
+	propSSEEnabled     = "fs.s3.enableServerSideEncryption"
+	propSSEKMSKeyID    = "fs.s3.serverSideEncryption.kms.keyId"
 )
 
 // ignoredEMRFSProps are EMRFS CSE properties csefs understands and has no use
@@ -130,6 +132,11 @@ func (f flagSet) has(name string) bool { return f != nil && f(name) }
 //	fs.s3.cse.cryptoMode                    EncryptionOnly (logged: csefs writes GCM),
 //	                                        AuthenticatedEncryption, or
 //	                                        StrictAuthenticatedEncryption → --strict-ranged-reads
+//	fs.s3.enableServerSideEncryption=true   → --sse s3, or --sse kms with
+//	                                        fs.s3.serverSideEncryption.kms.keyId
+//	                                        (→ --sse-kms-key-id); and --cse off
+//	                                        unless fs.s3.cse.enabled is true (EMRFS
+//	                                        does one or the other; csefs can do both)
 //
 // Errors wrap ErrConfigFile; the caller prefixes the file name.
 func applyEMRFSSite(cfg *Config, s *EMRFSSite, set flagSet, log *slog.Logger) error {
@@ -154,6 +161,24 @@ func applyEMRFSSite(cfg *Config, s *EMRFSSite, set flagSet, log *slog.Logger) er
 	v2, _, err := boolProp(propEncryptionV2)
 	if err != nil {
 		return err
+	}
+	sse, haveSSE, err := boolProp(propSSEEnabled)
+	if err != nil {
+		return err
+	}
+	if haveSSE && sse {
+		if !set.has("sse") && !set.has("sse-c-key-file") {
+			cfg.SSE = "s3"
+			if k := p[propSSEKMSKeyID]; k != "" {
+				cfg.SSE = "kms"
+				if !set.has("sse-kms-key-id") {
+					cfg.SSEKMSKeyID = k
+				}
+			}
+		}
+		if !(haveEnabled && enabled) && !set.has("cse") {
+			cfg.CSE = "off"
+		}
 	}
 	class, haveClass := p[propProvider]
 	switch {
@@ -211,7 +236,7 @@ func applyEMRFSSite(cfg *Config, s *EMRFSSite, set flagSet, log *slog.Logger) er
 	for _, name := range s.Names {
 		switch name {
 		case propCSEEnabled, propProvider, propKMSKeyID, propKMSRegion, propStorageMode,
-			propMatDescEnabled, propCryptoMode, propEncryptionV2:
+			propMatDescEnabled, propCryptoMode, propEncryptionV2, propSSEEnabled, propSSEKMSKeyID:
 			continue
 		}
 		if why, ok := ignoredEMRFSProps[name]; ok {

@@ -3,6 +3,7 @@ package mount
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hanwen/go-fuse/v2/fs"
 
+	"github.com/csefs/csefs/cache"
 	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/fusefs"
 	"github.com/csefs/csefs/keycache"
@@ -85,6 +87,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	}
 	defer keys.Close() // on the error paths; idempotent
 	provider := keys.Provider
+	if cfg.CacheDir != "" {
+		rc, err := cache.Open(ctx, cache.Options{Dir: cfg.CacheDir, Size: cfg.CacheSize, Provider: provider, Logger: log})
+		if err != nil {
+			return fmt.Errorf("--cache-dir: %w", err)
+		}
+		defer func() { // after the last read: writes the index
+			st := rc.Stats()
+			log.Info("read cache closed", "hits", st.Hits, "misses", st.Misses, "blocks_stored", st.Stored,
+				"blocks_evicted", st.Evicted, "store_errors", st.StoreErrors)
+			rc.Close()
+		}()
+		store = cache.Wrap(store, rc)
+	}
 	policy, _ := cse.ParseCommitmentPolicy(cfg.CommitmentPolicy) // normalize has checked it
 	fsys, root, err := fusefs.New(fusefs.Options{
 		Store:               store,
@@ -99,6 +114,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		ReadOnly:            cfg.ReadOnly,
 		XAttrs:              cfg.XAttrs,
 		AttrsFromList:       cfg.AttrsFromList,
+		PageCache:           cfg.PageCache,
 		Budget:              budget,
 		UID:                 cfg.UID,
 		GID:                 cfg.GID,
@@ -153,6 +169,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
+	if w := fsys.MmapWarning(server.KernelSettings().Flags64()); w != "" {
+		log.Warn(w)
+	}
 	if err := setReadAhead(cfg.Mountpoint, opts.MaxReadAhead); err != nil {
 		log.Debug("kernel read-ahead left at its default", "cause", err.Error())
 	}
@@ -161,7 +180,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) (
 		_ = os.WriteFile(pidfile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600)
 		defer os.Remove(pidfile)
 	}
-	log.Info("mounted", "source", src.uri(), "mountpoint", cfg.Mountpoint, "cse", cfg.CSE)
+	log.Info("mounted", "source", src.uri(), "mountpoint", cfg.Mountpoint, "cse", cfg.CSE, "sse", sseName(cfg.SSE))
 	readied = true
 	if ready != nil {
 		ready(nil)
@@ -205,7 +224,15 @@ func RecoverRenames(ctx context.Context, cfg Config, olderThan time.Duration, lo
 		if err != nil {
 			return nil, nil, err
 		}
-		store = objectstore.NewS3(newS3Client(*c, cfg, log), src.bucket, src.prefix, objectstore.S3Options{})
+		if cfg.SSECKeyFile != "" && cfg.SSE == "" {
+			cfg.SSE = objectstore.SSEC
+		}
+		sse, err := sseOptions(cfg) // the renames' copies need the SSE-C key
+		if err != nil {
+			return nil, nil, err
+		}
+		defer cse.Zero(sse.CustomerKey)
+		store = objectstore.NewS3(newS3Client(*c, cfg, log), src.bucket, src.prefix, objectstore.S3Options{SSE: sse})
 	case "file":
 		if store, err = objectstore.NewLocal(src.dir); err != nil {
 			return nil, nil, err
@@ -268,12 +295,23 @@ func build(ctx context.Context, cfg Config, src source, budget *objectstore.Budg
 		if err != nil {
 			return nil, nil, err
 		}
+		services := []string{"S3"}
+		if cfg.CSE == "kms" {
+			services = append(services, "KMS")
+		}
+		if err := probeEndpoints(ctx, c.HTTPClient, cfg, services...); err != nil {
+			return nil, nil, err
+		}
 		opt := objectstore.S3Options{
 			PartSize:        cfg.PartSize,
 			Budget:          budget,
 			Concurrency:     cfg.UploadConcurrency,
 			UnsignedPayload: true,
 		}
+		if opt.SSE, err = sseOptions(cfg); err != nil {
+			return nil, nil, err
+		}
+		defer cse.Zero(opt.SSE.CustomerKey) // NewS3 keeps a copy
 		// The upload journal: see journal.go.
 		if journal, err = OpenJournal(JournalPath(src.bucket, src.prefix), log); err != nil {
 			log.Warn("no upload journal: uploads a crash leaves open will not be aborted", "cause", err.Error())
@@ -316,20 +354,38 @@ func build(ctx context.Context, cfg Config, src source, budget *objectstore.Budg
 	return store, keys, nil
 }
 
-// loadAWSConfig loads the SDK configuration for cfg's region.
+// loadAWSConfig loads the SDK configuration for cfg's region, with the
+// HTTP client of cfg's TLS settings (tls.go) for S3 and KMS alike. Plain
+// http endpoints off loopback are refused here unless --allow-http.
 func loadAWSConfig(ctx context.Context, cfg Config) (*aws.Config, error) {
-	var opts []func(*config.LoadOptions) error
-	if cfg.Region != "" {
-		opts = append(opts, config.WithRegion(cfg.Region))
+	if err := checkEndpoints(cfg); err != nil {
+		return nil, err
 	}
-	c, err := config.LoadDefaultConfig(ctx, opts...)
+	load := func(tc *tls.Config) (*aws.Config, error) {
+		opts := []func(*config.LoadOptions) error{config.WithHTTPClient(httpClient(tc))}
+		if cfg.Region != "" {
+			opts = append(opts, config.WithRegion(cfg.Region))
+		}
+		c, err := config.LoadDefaultConfig(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("AWS configuration: %w", err)
+		}
+		if c.Region == "" {
+			c.Region = "us-east-1"
+		}
+		return &c, nil
+	}
+	tc, err := tlsConfig(ctx, cfg, func(ctx context.Context, tc *tls.Config, bucket, key string) ([]byte, error) {
+		base, err := load(tc)
+		if err != nil {
+			return nil, err
+		}
+		return fetchObject(ctx, *base, cfg, tc, bucket, key)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("AWS configuration: %w", err)
+		return nil, err
 	}
-	if c.Region == "" {
-		c.Region = "us-east-1"
-	}
-	return &c, nil
+	return load(tc)
 }
 
 // s3IdleConns is the idle connections the S3 client keeps per host: more

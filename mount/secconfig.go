@@ -7,10 +7,6 @@ import (
 	"strings"
 )
 
-// ErrServerSide: an EMR security configuration asks for SSE-S3 or SSE-KMS,
-// which S3 does on the server; csefs only does client-side encryption.
-var ErrServerSide = fmt.Errorf("SSE modes are server-side; csefs does client-side encryption: %w", ErrConfigFile)
-
 // S3Encryption is EncryptionConfiguration.AtRestEncryptionConfiguration.
 // S3EncryptionConfiguration of an EMR security configuration, or one of its
 // Overrides.
@@ -25,10 +21,17 @@ type S3Encryption struct {
 }
 
 // SecurityConfiguration is the part of an EMR security configuration csefs
-// reads; everything else (Kerberos, in-transit and local-disk encryption) is
-// ignored.
+// reads; everything else (Kerberos, local-disk encryption, a Custom
+// certificate provider) is ignored.
 type SecurityConfiguration struct {
 	EncryptionConfiguration struct {
+		EnableInTransitEncryption        *bool
+		InTransitEncryptionConfiguration struct {
+			TLSCertificateConfiguration struct {
+				CertificateProviderType string // "PEM" or "Custom"
+				S3Object                string // PEM: the zip of PEM artifacts
+			}
+		}
 		EnableAtRestEncryption        *bool
 		AtRestEncryptionConfiguration struct {
 			S3EncryptionConfiguration *S3Encryption
@@ -79,19 +82,47 @@ func (sc *SecurityConfiguration) For(bucket string) S3Encryption {
 //	CSE-KMS     → --cse kms --kms-key-id AwsKmsKey --kms-wrap kms (EMRFS's legacy wrap)
 //	CSE-Custom  → --cse custom; the Java provider class cannot run here, so
 //	              --keyring or --materials-provider must supply the keys
-//	SSE-*       → refused (ErrServerSide)
+//	SSE-S3      → --sse s3 --cse off
+//	SSE-KMS     → --sse kms --sse-kms-key-id AwsKmsKey --cse off
 //
+// (An explicit --cse with an SSE mode keeps both: defence in depth.)
 // At-rest encryption switched off (EnableAtRestEncryption false) → --cse off.
+// In-transit encryption with CertificateProviderType PEM and an S3Object
+// → --tls-artifacts S3Object (a Custom provider is a Java class: give
+// --tls-artifacts).
 func applySecurityConfiguration(cfg *Config, sc *SecurityConfiguration, bucket string, set flagSet) error {
-	if set.has("cse") {
-		return nil
+	ec := &sc.EncryptionConfiguration
+	if tc := ec.InTransitEncryptionConfiguration.TLSCertificateConfiguration; ec.EnableInTransitEncryption != nil && *ec.EnableInTransitEncryption &&
+		strings.EqualFold(tc.CertificateProviderType, "PEM") && tc.S3Object != "" && !set.has("tls-artifacts") {
+		cfg.TLSArtifacts = tc.S3Object
 	}
 	if e := sc.EncryptionConfiguration.EnableAtRestEncryption; e != nil && !*e {
-		cfg.CSE = "off"
+		if !set.has("cse") {
+			cfg.CSE = "off"
+		}
 		return nil
 	}
 	s := sc.For(bucket)
-	switch strings.ToUpper(s.EncryptionMode) {
+	mode := strings.ToUpper(s.EncryptionMode)
+	if mode == "SSE-S3" || mode == "SSE-KMS" {
+		if !set.has("sse") && !set.has("sse-c-key-file") {
+			cfg.SSE = "s3"
+			if mode == "SSE-KMS" {
+				cfg.SSE = "kms"
+				if !set.has("sse-kms-key-id") {
+					cfg.SSEKMSKeyID = s.AwsKmsKey
+				}
+			}
+		}
+		if !set.has("cse") {
+			cfg.CSE = "off"
+		}
+		return nil
+	}
+	if set.has("cse") {
+		return nil
+	}
+	switch mode {
 	case "CSE-KMS":
 		if s.AwsKmsKey == "" && cfg.KMSKeyID == "" {
 			return fmt.Errorf("EncryptionMode CSE-KMS without AwsKmsKey: %w", ErrConfigFile)
@@ -112,8 +143,6 @@ func applySecurityConfiguration(cfg *Config, sc *SecurityConfiguration, bucket s
 			return fmt.Errorf("EncryptionMode CSE-Custom: the Java provider %s (%s) cannot run in csefs; give --keyring FILE or --materials-provider exec:PROGRAM that provides the same keys: %w", class, s.S3Object, ErrConfigFile)
 		}
 		cfg.CSE = "custom"
-	case "SSE-S3", "SSE-KMS":
-		return fmt.Errorf("EncryptionMode %s: %w", s.EncryptionMode, ErrServerSide)
 	default:
 		return fmt.Errorf("EncryptionMode %q: expected CSE-KMS, CSE-Custom, SSE-S3 or SSE-KMS: %w", s.EncryptionMode, ErrConfigFile)
 	}

@@ -17,6 +17,7 @@ func TestSecurityConfiguration(t *testing.T) {
 	      "Overrides": [
 	        {"BucketName": "custom-b", "EncryptionMode": "CSE-Custom", "S3Object": "s3://x/p.jar", "EncryptionKeyProviderClass": "com.example.P"},
 	        {"BucketName": "sse-b", "EncryptionMode": "SSE-S3"},
+	        {"BucketName": "ssekms-b", "EncryptionMode": "SSE-KMS", "AwsKmsKey": "alias/sse"},
 	        {"BucketName": "kms-b", "EncryptionMode": "CSE-KMS", "AwsKmsKey": "alias/b"}
 	      ]},
 	    "LocalDiskEncryptionConfiguration": {"EncryptionKeyProviderType": "AwsKms", "AwsKmsKey": "x"}}}}`
@@ -30,6 +31,8 @@ func TestSecurityConfiguration(t *testing.T) {
 		set      flagSet
 		cse, key string
 		wrap     string
+		sse      string
+		sseKey   string
 		err      error
 		msg      string
 	}{
@@ -38,8 +41,10 @@ func TestSecurityConfiguration(t *testing.T) {
 		{bucket: "kms-b", in: Config{KMSKeyID: "flag", KMSWrap: "kms+context"}, set: setOf("kms-key-id", "kms-wrap"), cse: "kms", key: "flag", wrap: "kms+context"},
 		{bucket: "custom-b", err: ErrConfigFile, msg: "com.example.P"},
 		{bucket: "custom-b", in: Config{Keyring: "k"}, cse: "custom"},
-		{bucket: "sse-b", err: ErrServerSide, msg: "SSE modes are server-side; csefs does client-side encryption"},
-		{bucket: "sse-b", in: Config{CSE: "off"}, set: setOf("cse"), cse: "off"},
+		{bucket: "sse-b", cse: "off", sse: "s3"},
+		{bucket: "ssekms-b", cse: "off", sse: "kms", sseKey: "alias/sse"},
+		{bucket: "ssekms-b", in: Config{CSE: "kms", KMSKeyID: "k"}, set: setOf("cse", "kms-key-id"), cse: "kms", key: "k", sse: "kms", sseKey: "alias/sse"},
+		{bucket: "ssekms-b", in: Config{SSE: "c"}, set: setOf("sse"), cse: "off", sse: "c"},
 	} {
 		cfg := tc.in
 		err := applySecurityConfiguration(&cfg, sc, tc.bucket, tc.set)
@@ -49,8 +54,8 @@ func TestSecurityConfiguration(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || cfg.CSE != tc.cse || cfg.KMSKeyID != tc.key || cfg.KMSWrap != tc.wrap {
-			t.Errorf("%s: got cse %q key %q wrap %q err %v", tc.bucket, cfg.CSE, cfg.KMSKeyID, cfg.KMSWrap, err)
+		if err != nil || cfg.CSE != tc.cse || cfg.KMSKeyID != tc.key || cfg.KMSWrap != tc.wrap || cfg.SSE != tc.sse || cfg.SSEKMSKeyID != tc.sseKey {
+			t.Errorf("%s: got cse %q key %q wrap %q sse %q sse key %q err %v", tc.bucket, cfg.CSE, cfg.KMSKeyID, cfg.KMSWrap, cfg.SSE, cfg.SSEKMSKeyID, err)
 		}
 	}
 	for name, bad := range map[string]string{

@@ -239,3 +239,41 @@ func TestS3RetryDeadline(t *testing.T) {
 		t.Errorf("error %v: want retries until the deadline", err)
 	}
 }
+
+// TestS3LostConditionalCommitReply: a conditional commit (CreateIfMatch,
+// as the bucket tools' encrypt and rewrap use) whose first reply is lost
+// after the server applied it is retried by the SDK, and the retry fails its
+// If-Match (412) because the object is now the one this commit wrote. The
+// commit must still report success.
+func TestS3LostConditionalCommitReply(t *testing.T) {
+	for _, tc := range []struct {
+		op   string
+		size int
+	}{{"PutObject", 100 << 10}, {"CompleteMultipartUpload", MinPartSize + 1}} {
+		t.Run(tc.op, func(t *testing.T) {
+			s, direct, p := proxiedStore(t, RetryPolicy{Deadline: 2 * time.Second, MaxBackoff: 200 * time.Millisecond})
+			old := mustPut(t, direct, "f", []byte("old version"), map[string]string{"v": "old"})
+			body := randBytes(uint64(tc.size), tc.size)
+			meta := map[string]string{"v": "new", "iv": fmt.Sprint(time.Now().UnixNano())}
+			p.Add(testenv.Rule{Op: tc.op, Fault: testenv.LoseReply, Times: 1})
+			w, err := s.CreateIfMatch(context.Background(), "f", meta, old.ETag)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(body); err != nil {
+				t.Fatal(err)
+			}
+			info, err := w.Commit(context.Background())
+			if p.Faults(tc.op) == 0 {
+				t.Fatal("no reply was lost")
+			}
+			if err != nil {
+				t.Fatalf("conditional Commit after a lost reply: %v", err)
+			}
+			checkObject(t, direct, "f", body, meta)
+			if cur, _ := direct.Head(context.Background(), "f"); cur == nil || !etagEqual(cur.ETag, info.ETag) {
+				t.Errorf("Commit's ETag %s is not the object's (%v)", info.ETag, cur)
+			}
+		})
+	}
+}

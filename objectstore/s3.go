@@ -60,6 +60,9 @@ type S3Options struct {
 	// first: when it is spent, Write waits for part uploads (of any Writer
 	// sharing it) to finish.
 	Budget *Budget
+	// SSE is the server-side encryption asked for on every write (and, for
+	// SSE-C, every read); see SSE.
+	SSE SSE
 }
 
 // bodyOpts are the per-request options of requests that carry an object
@@ -81,6 +84,7 @@ type S3Store struct {
 	bucket string
 	prefix string // "" or ends in "/"
 	opt    S3Options
+	ssec   sseHeaders // SSE-C headers, empty unless opt.SSE.Mode is SSEC
 
 	// copyThreshold and copyPartSize choose multipart copy; variables so
 	// tests can exercise UploadPartCopy on small objects.
@@ -109,8 +113,9 @@ func NewS3(client *s3.Client, bucket, prefix string, opt S3Options) *S3Store {
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
+	opt.SSE.CustomerKey = append([]byte(nil), opt.SSE.CustomerKey...)
 	return &S3Store{
-		client: client, bucket: bucket, prefix: prefix, opt: opt,
+		client: client, bucket: bucket, prefix: prefix, opt: opt, ssec: newSSEHeaders(opt.SSE),
 		copyThreshold: maxCopyObject, copyPartSize: defaultCopyPart,
 	}
 }
@@ -220,13 +225,16 @@ func (s *S3Store) Head(ctx context.Context, key string) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: &full})
+	in := &s3.HeadObjectInput{Bucket: &s.bucket, Key: &full}
+	s.sseHead(in)
+	out, err := s.client.HeadObject(ctx, in)
 	if err != nil {
-		return nil, fmt.Errorf("objectstore: head %q: %w", key, classify(err))
+		return nil, fmt.Errorf("objectstore: head %q: %w", key, s.classifyRead(err))
 	}
 	return &Info{
 		Key: key, Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag),
 		LastModified: aws.ToTime(out.LastModified), Metadata: lowerMeta(out.Metadata),
+		SSE: sseOf(out.ServerSideEncryption, out.SSEKMSKeyId, out.SSECustomerAlgorithm),
 	}, nil
 }
 
@@ -255,6 +263,7 @@ func (s *S3Store) Get(ctx context.Context, key string, opt GetOptions) (io.ReadC
 		return io.NopCloser(bytes.NewReader(nil)), info, nil
 	}
 	in := &s3.GetObjectInput{Bucket: &s.bucket, Key: &full}
+	s.sseGet(in)
 	if opt.IfMatch != "" {
 		in.IfMatch = aws.String(opt.IfMatch)
 	}
@@ -267,7 +276,7 @@ func (s *S3Store) Get(ctx context.Context, key string, opt GetOptions) (io.ReadC
 	}
 	out, err := s.client.GetObject(ctx, in)
 	if err != nil {
-		err = classify(err)
+		err = s.classifyRead(err)
 		if opt.Offset == 0 && in.Range != nil && errors.Is(err, ErrInvalidRange) {
 			// S3 refuses any range on an empty object; read it whole.
 			return s.Get(ctx, key, GetOptions{Offset: 0, Length: -1, IfMatch: opt.IfMatch})
@@ -277,6 +286,7 @@ func (s *S3Store) Get(ctx context.Context, key string, opt GetOptions) (io.ReadC
 	info := &Info{
 		Key: key, Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag),
 		LastModified: aws.ToTime(out.LastModified), Metadata: lowerMeta(out.Metadata),
+		SSE: sseOf(out.ServerSideEncryption, out.SSEKMSKeyId, out.SSECustomerAlgorithm),
 	}
 	if cr := aws.ToString(out.ContentRange); cr != "" {
 		if i := strings.LastIndexByte(cr, '/'); i >= 0 {
@@ -362,7 +372,7 @@ func (b *resumeBody) reopen() error {
 	out, err := b.s.client.GetObject(b.ctx, &in)
 	if err != nil {
 		b.fails++
-		err = classify(err)
+		err = b.s.classifyRead(err)
 		if !errors.Is(err, ErrUnavailable) || b.fails > resumeBodyAttempts || b.ctx.Err() != nil {
 			return fmt.Errorf("objectstore: get %q: resuming at byte %d: %w", b.key, b.off, err)
 		}
@@ -426,10 +436,12 @@ func (s *S3Store) Put(ctx context.Context, key string, body []byte, meta map[str
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+	in := &s3.PutObjectInput{
 		Bucket: &s.bucket, Key: &full, Body: bytes.NewReader(body),
 		ContentLength: aws.Int64(int64(len(body))), Metadata: meta,
-	}, s.bodyOpts()...)
+	}
+	s.ssePut(in)
+	out, err := s.client.PutObject(ctx, in, s.bodyOpts()...)
 	if err != nil {
 		err = classify(err)
 		if info := s.landed(ctx, err, key, int64(len(body)), quote(md5hex(body)), meta); info != nil {
@@ -484,6 +496,7 @@ func (s *S3Store) Copy(ctx context.Context, src, dst string, opt CopyOptions) (*
 		// either way; the checksum is only stored.
 		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
 	}
+	s.sseCopy(in)
 	if meta != nil {
 		in.MetadataDirective, in.Metadata = types.MetadataDirectiveReplace, meta
 	} else {
@@ -518,7 +531,9 @@ func (s *S3Store) copyMultipart(ctx context.Context, srcInfo *Info, source, dst,
 	if min := (srcInfo.Size + maxParts - 1) / maxParts; partSize < min {
 		partSize = min
 	}
-	create, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &fullDst, Metadata: meta})
+	cin := &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &fullDst, Metadata: meta}
+	s.sseCreate(cin)
+	create, err := s.client.CreateMultipartUpload(ctx, cin)
 	if err != nil {
 		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", srcInfo.Key, dst, classify(err))
 	}
@@ -529,20 +544,29 @@ func (s *S3Store) copyMultipart(ctx context.Context, srcInfo *Info, source, dst,
 	var parts []types.CompletedPart
 	for off, partNo := int64(0), int32(1); off < srcInfo.Size; off, partNo = off+partSize, partNo+1 {
 		end := min(off+partSize, srcInfo.Size) - 1
-		out, err := s.client.UploadPartCopy(ctx, &s3.UploadPartCopyInput{
+		pin := &s3.UploadPartCopyInput{
 			Bucket: &s.bucket, Key: &fullDst, UploadId: create.UploadId, PartNumber: aws.Int32(partNo),
 			CopySource: &source, CopySourceIfMatch: aws.String(srcInfo.ETag),
 			CopySourceRange: aws.String(fmt.Sprintf("bytes=%d-%d", off, end)),
-		})
+		}
+		s.sseUploadPartCopy(pin)
+		out, err := s.client.UploadPartCopy(ctx, pin)
 		if err != nil {
 			return fail(err)
 		}
 		parts = append(parts, types.CompletedPart{ETag: out.CopyPartResult.ETag, PartNumber: aws.Int32(partNo)})
 	}
-	out, err := s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+	complete := &s3.CompleteMultipartUploadInput{
 		Bucket: &s.bucket, Key: &fullDst, UploadId: create.UploadId,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
-	})
+	}
+	if srcInfo.Key == dst {
+		// A self-copy (new metadata on the same body) must not replace a
+		// newer version written after the parts were copied: the parts
+		// are pinned to srcInfo.ETag, and so is the completion.
+		complete.IfMatch = aws.String(srcInfo.ETag)
+	}
+	out, err := s.client.CompleteMultipartUpload(ctx, complete)
 	if err != nil {
 		return fail(err)
 	}

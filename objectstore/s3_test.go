@@ -327,3 +327,41 @@ func TestBudget(t *testing.T) {
 	}()
 	b.Release(11)
 }
+
+// A multipart self-copy (chmod of an object above the CopyObject limit)
+// overtaken by an overwrite after its parts were copied fails with
+// ErrPreconditionFailed and leaves the newer version in place: its
+// completion is pinned to the ETag the parts were copied from.
+func TestS3MultipartSelfCopyRacesOverwrite(t *testing.T) {
+	ctx := context.Background()
+	base := newMinIOStore(t, 0)
+	v1 := randBytes(9, 2*MinPartSize+100)
+	mustPut(t, base, "f", v1, map[string]string{"m": "1"})
+	v2 := randBytes(10, 100)
+	var raced atomic.Bool
+	s := withClient(base, func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, func(stack *middleware.Stack) error {
+			return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("csefsOverwriteBeforeComplete",
+				func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+					if _, ok := in.Parameters.(*s3.CompleteMultipartUploadInput); ok && !raced.Swap(true) {
+						if _, err := base.Put(ctx, "f", v2, map[string]string{"m": "2"}); err != nil {
+							return middleware.InitializeOutput{}, middleware.Metadata{}, err
+						}
+					}
+					return next.HandleInitialize(ctx, in)
+				}), middleware.Before)
+		})
+	})
+	s.copyThreshold, s.copyPartSize = MinPartSize, MinPartSize
+	_, err := s.Copy(ctx, "f", "f", CopyOptions{Metadata: map[string]string{"m": "1", "mode": "600"}})
+	if !raced.Load() {
+		t.Fatal("the copy never reached its completion")
+	}
+	if !errors.Is(err, ErrPreconditionFailed) {
+		t.Errorf("self-copy overtaken before its completion: %v, want ErrPreconditionFailed", err)
+	}
+	checkObject(t, base, "f", v2, map[string]string{"m": "2"})
+	if ups, err := base.ListUploads(ctx); err != nil || len(ups) != 0 {
+		t.Errorf("uploads left: %v %v", ups, err)
+	}
+}

@@ -48,6 +48,9 @@ type s3Writer struct {
 	key  string // relative
 	full string // with prefix
 	meta map[string]string
+	// ifMatch, when set (CreateIfMatch), is sent as If-Match with the
+	// PutObject or CompleteMultipartUpload that makes the object visible.
+	ifMatch string
 
 	// bg carries the part uploads. It keeps Create's values but not its
 	// cancellation (a FUSE request context ends long before the file is
@@ -205,9 +208,9 @@ func (w *s3Writer) releaseBudget() {
 // upload first if needed. It blocks while Concurrency parts are in flight.
 func (w *s3Writer) startPart() error {
 	if w.uploadID == "" {
-		out, err := w.s.client.CreateMultipartUpload(w.bg, &s3.CreateMultipartUploadInput{
-			Bucket: &w.s.bucket, Key: &w.full, Metadata: w.meta,
-		})
+		in := &s3.CreateMultipartUploadInput{Bucket: &w.s.bucket, Key: &w.full, Metadata: w.meta}
+		w.s.sseCreate(in)
+		out, err := w.s.client.CreateMultipartUpload(w.bg, in)
 		if err != nil {
 			return w.fail(fmt.Errorf("objectstore: create %q: %w", w.key, classify(err)))
 		}
@@ -232,10 +235,12 @@ func (w *s3Writer) startPart() error {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		out, err := w.s.client.UploadPart(w.bg, &s3.UploadPartInput{
+		in := &s3.UploadPartInput{
 			Bucket: &w.s.bucket, Key: &w.full, UploadId: &w.uploadID, PartNumber: aws.Int32(partNo),
 			Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))),
-		}, w.s.bodyOpts()...)
+		}
+		w.s.sseUploadPart(in)
+		out, err := w.s.client.UploadPart(w.bg, in, w.s.bodyOpts()...)
 		w.free <- body
 		<-w.sem
 		if err != nil {
@@ -265,13 +270,16 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 	defer stop()
 	if w.uploadID == "" {
 		body := w.buf
-		out, err := w.s.client.PutObject(ctx, &s3.PutObjectInput{
+		in := &s3.PutObjectInput{
 			Bucket: &w.s.bucket, Key: &w.full, Body: bytes.NewReader(body),
 			ContentLength: aws.Int64(int64(len(body))), Metadata: w.meta,
-		}, w.s.bodyOpts()...)
+			IfMatch: ifMatch(w.ifMatch),
+		}
+		w.s.ssePut(in)
+		out, err := w.s.client.PutObject(ctx, in, w.s.bodyOpts()...)
 		if err != nil {
 			err = classify(err)
-			if info := w.s.landed(ctx, err, w.key, w.size, quote(md5hex(body)), w.meta); info != nil {
+			if info := w.s.landed(ctx, w.mayHaveLanded(err), w.key, w.size, quote(md5hex(body)), w.meta); info != nil {
 				return w.committed(info.ETag), nil
 			}
 			err = w.fail(fmt.Errorf("objectstore: put %q: %w", w.key, err))
@@ -293,12 +301,13 @@ func (w *s3Writer) Commit(ctx context.Context) (*Info, error) {
 	out, err := w.s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: &w.s.bucket, Key: &w.full, UploadId: &w.uploadID,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: w.parts},
+		IfMatch:         ifMatch(w.ifMatch),
 	})
 	if err != nil {
 		// A lost reply: the SDK's retry of a Complete that did land gets
 		// NoSuchUpload, or the retries run out. Read the key back.
 		err = classify(err)
-		if info := w.s.landed(ctx, err, w.key, w.size, multipartETag(w.parts), w.meta); info != nil {
+		if info := w.s.landed(ctx, w.mayHaveLanded(err), w.key, w.size, multipartETag(w.parts), w.meta); info != nil {
 			w.s.uploadEvent(w.key, w.uploadID, true)
 			return w.committed(info.ETag), nil
 		}
@@ -372,6 +381,18 @@ func (w *s3Writer) Abort(ctx context.Context) error {
 func ambiguous(err error) bool {
 	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrAborted) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// mayHaveLanded is ambiguous for w's commit error, and also counts a 412 of
+// a conditional commit (CreateIfMatch): the SDK retries a commit whose reply
+// was lost, and if the first attempt landed, the object's ETag is now this
+// commit's own, so the retry's If-Match fails. landed then tells the two
+// apart by the object itself.
+func (w *s3Writer) mayHaveLanded(err error) error {
+	if w.ifMatch != "" && errors.Is(err, ErrPreconditionFailed) {
+		return fmt.Errorf("%w: a conditional commit's 412 (%w)", ErrUnavailable, err)
+	}
+	return err
 }
 
 // landed resolves an ambiguous commit of key (see above): it returns the

@@ -41,6 +41,10 @@ type Info struct {
 	// x-amz-meta- prefix. It is nil when the Info comes from a listing, which
 	// does not return metadata.
 	Metadata map[string]string
+	// SSE is the server-side encryption S3 reports for the object (Head and
+	// Get of an S3Store): "SSE-S3", "SSE-KMS KEY", "SSE-C", or "" (none, or
+	// not known: listings, local directories).
+	SSE string `json:",omitempty"`
 }
 
 // GetOptions selects part of an object.

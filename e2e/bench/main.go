@@ -44,6 +44,11 @@
 //   - pread: -preads random 4 KiB-aligned 4 KiB preads of the test file,
 //     one at a time, cold, p50/p99, every block checked against the source;
 //     against single 4 KiB ranged GETs by the SDK at the same offsets.
+//   - reread: the -size file read twice with cat through a mount with
+//     --cache-dir (S3 through the counting proxy, page cache dropped before
+//     each): the first read fills the encrypted read cache, the second is
+//     served from it; against the SDK's ranged GETs of the object. The GETs
+//     of each read are in the notes.
 //
 // The rclone+crypt column (-rclone auto, the default, when rclone is on
 // PATH; Debian's rclone package): the bench writes an rclone config into
@@ -64,7 +69,7 @@
 // path, a Ctrl-C included (rclone runs in its own process group, so the
 // terminal's SIGINT reaches only the bench, which then unmounts).
 //
-// -only takes workload names (write, read, create, ls, pread; write and
+// -only takes workload names (write, read, create, ls, pread, fleet; write and
 // read always run together) and "rclone", which runs the rclone column
 // alone, without csefs or the SDK: -only rclone,ls measures rclone's ls -l.
 //
@@ -134,6 +139,7 @@ type options struct {
 	files         int
 	creates       int
 	preads        int
+	fleet         int // objects of the fleet workload
 	rclone        string
 	only          map[string]bool // workloads; nil: all
 	rcloneOnly    bool            // -only named rclone: the rclone column alone
@@ -161,7 +167,7 @@ func (o *options) want(phase string) bool { return len(o.only) == 0 || o.only[ph
 func parseOnly(s string) (only map[string]bool, rcloneOnly bool, err error) {
 	for _, p := range strings.Split(s, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "write", "read", "create", "ls", "pread":
+		case "write", "read", "create", "ls", "pread", "reread", "fleet":
 			if only == nil {
 				only = map[string]bool{}
 			}
@@ -198,8 +204,9 @@ func main() {
 	flag.IntVar(&o.files, "files", 10000, "entries in the ls -l directory")
 	flag.IntVar(&o.creates, "creates", 1000, "4 KiB files created in the create workload")
 	flag.IntVar(&o.preads, "preads", 500, "random 4 KiB preads in the pread workload")
+	flag.IntVar(&o.fleet, "fleet", 1000, "4 KiB objects for the fleet workload (csefs encrypt, verify, rewrap)")
 	flag.StringVar(&o.rclone, "rclone", "auto", "rclone+crypt column: auto (when rclone is installed) or off")
-	flag.StringVar(&only, "only", "", "comma-separated workloads: write,read,create,ls,pread,rclone (default all)")
+	flag.StringVar(&only, "only", "", "comma-separated workloads: write,read,create,ls,pread,reread,rclone (default all)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (mount logs)")
 	flag.BoolVar(&o.verbose, "v", false, "print progress")
 	flag.StringVar(&o.csefsBin, "csefs", "", "use this csefs binary instead of building one from the module")
@@ -216,8 +223,8 @@ func main() {
 	if o.remoteRuns < 1 {
 		fatalf("-remote-runs must be positive")
 	}
-	if o.runs < 1 || o.files < 1 || o.creates < 1 || o.preads < 1 {
-		fatalf("-runs, -files, -creates and -preads must be positive")
+	if o.runs < 1 || o.files < 1 || o.creates < 1 || o.preads < 1 || o.fleet < 1 {
+		fatalf("-runs, -files, -creates, -preads and -fleet must be positive")
 	}
 	if o.rclone != "auto" && o.rclone != "off" {
 		fatalf("-rclone must be auto or off")
@@ -505,6 +512,8 @@ func (b *bench) runLocal() error {
 		{"create", b.creates, b.rcloneCreates},
 		{"ls", b.ls, b.rcloneLs},
 		{"pread", b.pread, b.rclonePread},
+		{"reread", b.reread, nil},
+		{"fleet", b.fleetTools, nil},
 	} {
 		if !b.opt.want(w.name) {
 			continue
@@ -514,7 +523,7 @@ func (b *bench) runLocal() error {
 				return err
 			}
 		}
-		if rc {
+		if rc && w.rc != nil {
 			if err := w.rc(); err != nil {
 				return err
 			}

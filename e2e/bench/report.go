@@ -168,6 +168,13 @@ func (b *bench) report(w io.Writer) {
 					or("rss."+rp+"read", mib("rss."+rp+"read")+" (rclone VmHWM)"), vs("rss."+p+"read", "rss."+rp+"read", false))
 			}
 		}
+		if has("csefs.reread.first") {
+			row(fmt.Sprintf("%s re-read with `--cache-dir` (`cat`, %s): first read (fills the cache) / cached re-read", fmtSize(b.opt.size), cold),
+				fmt.Sprintf("%s / %s", tput("csefs.reread.first", b.opt.size), tput("csefs.reread.cached", b.opt.size)),
+				or("sdk.reread.ranged", tput("sdk.reread.ranged", b.opt.size)+" ranged GETs 16 MiB × 8"),
+				or("sdk.reread.ranged", vsSDK("csefs.reread.first", "sdk.reread.ranged")+" first; "+vsSDK("csefs.reread.cached", "sdk.reread.ranged")+" cached"),
+				"—", "—")
+		}
 		if has("csefs.create") || has("rclone.create") {
 			n := b.opt.creates
 			rate := func(k string) string { return fmt.Sprintf("%s (%.0f PUT/s)", secs(k), float64(n)/med(k)) }

@@ -49,6 +49,9 @@ func (s Servers) s3Client() *s3.Client {
 		Region:      s.S3.Region,
 		Credentials: credentials.NewStaticCredentialsProvider(s.S3.AccessKey, s.S3.SecretKey, ""),
 	}
+	if s.S3.CA != nil {
+		cfg.HTTPClient = s.S3.CA.HTTPClient() // an https server of the tests' own CA
+	}
 	return s3.NewFromConfig(cfg, func(o *s3.Options) {
 		o.BaseEndpoint = aws.String(s.S3.Endpoint)
 		o.UsePathStyle = true

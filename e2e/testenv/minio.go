@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -23,6 +24,15 @@ type S3Server struct {
 	AccessKey string
 	SecretKey string
 	Region    string // us-east-1
+	// CA, when set, is the CA of the server's https certificate (see
+	// SecureMinIO); Client trusts it.
+	CA *CA
+}
+
+// minioOptions shape a started MinIO.
+type minioOptions struct {
+	ca  *CA  // serve https with a certificate from ca
+	kms bool // MINIO_KMS_SECRET_KEY: SSE-S3 and SSE-KMS
 }
 
 var (
@@ -36,7 +46,7 @@ var (
 // found or built, or the server does not become ready, it calls Unavailable.
 func MinIO(t testing.TB) *S3Server {
 	t.Helper()
-	minioOnce.Do(func() { minioSrv, _, minioErr = startMinIO() })
+	minioOnce.Do(func() { minioSrv, _, minioErr = startMinIO(minioOptions{}) })
 	if minioErr != nil {
 		Unavailable(t, "MinIO: %v", minioErr)
 	}
@@ -49,7 +59,7 @@ func MinIO(t testing.TB) *S3Server {
 // server also dies with this process (Pdeathsig). Errors wrap ErrUnavailable
 // when the binary or the server cannot be provided.
 func StartMinIO() (srv *S3Server, stop func(), err error) {
-	srv, p, err := startMinIO()
+	srv, p, err := startMinIO(minioOptions{})
 	if err != nil {
 		if p != nil {
 			p.stop(true)
@@ -61,7 +71,7 @@ func StartMinIO() (srv *S3Server, stop func(), err error) {
 
 // startMinIO starts MinIO. The proc is returned, when one was started, even
 // with an error, so that callers can stop it.
-func startMinIO() (*S3Server, *proc, error) {
+func startMinIO(o minioOptions) (*S3Server, *proc, error) {
 	bin, err := ToolsBin("minio")
 	if err != nil {
 		return nil, nil, err
@@ -87,6 +97,30 @@ func startMinIO() (*S3Server, *proc, error) {
 		"MINIO_UPDATE=off",
 		"MINIO_CI_CD=1",
 	)
+	scheme := "http"
+	if o.kms {
+		var k [32]byte
+		rand.Read(k[:])
+		env = append(env, "MINIO_KMS_SECRET_KEY="+MinIOKMSKey+":"+base64.StdEncoding.EncodeToString(k[:]))
+	}
+	if o.ca != nil {
+		// MinIO serves https when its --certs-dir holds public.crt and
+		// private.key.
+		chain, key, err := o.ca.Issue("csefs-test-minio", CertOptions{})
+		if err == nil {
+			err = os.MkdirAll(dir+"/certs", 0o700)
+		}
+		if err == nil {
+			err = os.WriteFile(dir+"/certs/public.crt", chain, 0o600)
+		}
+		if err == nil {
+			err = os.WriteFile(dir+"/certs/private.key", key, 0o600)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: certificates: %v", ErrUnavailable, err)
+		}
+		scheme = "https"
+	}
 	p, err := startProc("minio", dir, bin, []string{
 		"server", "--quiet",
 		"--address", addr,
@@ -97,8 +131,12 @@ func startMinIO() (*S3Server, *proc, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	srv := &S3Server{Endpoint: "http://" + addr, AccessKey: testAccessKey, SecretKey: testSecretKey, Region: testRegion}
+	srv := &S3Server{Endpoint: scheme + "://" + addr, AccessKey: testAccessKey, SecretKey: testSecretKey, Region: testRegion, CA: o.ca}
 	hc := &http.Client{Timeout: startTimeout}
+	if o.ca != nil {
+		hc = o.ca.HTTPClient()
+		hc.Timeout = startTimeout
+	}
 	err = p.waitReady(func() error {
 		resp, err := hc.Get(srv.Endpoint + "/minio/health/live")
 		if err != nil {
@@ -123,6 +161,9 @@ func (s *S3Server) client() *s3.Client {
 	cfg := aws.Config{
 		Region:      s.Region,
 		Credentials: credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
+	}
+	if s.CA != nil {
+		cfg.HTTPClient = s.CA.HTTPClient()
 	}
 	return s3.NewFromConfig(cfg, func(o *s3.Options) {
 		o.BaseEndpoint = aws.String(s.Endpoint)

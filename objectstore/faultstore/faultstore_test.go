@@ -6,6 +6,7 @@ import (
 	"io"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/csefs/csefs/objectstore"
 )
@@ -62,15 +63,26 @@ func TestGate(t *testing.T) {
 	if _, err := s.Put(ctx, "k", []byte("v"), nil); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error)
+	done := make(chan error, 1)
 	go func() { done <- s.Delete(ctx, "k") }()
-	<-g.Entered()
+	select {
+	case <-g.Entered():
+	case err := <-done:
+		t.Fatalf("delete passed the gate: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("delete never reached the gate")
+	}
 	if _, err := st.Head(ctx, "k"); err != nil {
 		t.Fatalf("deleted before the gate opened: %v", err)
 	}
 	g.Release()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("delete hangs after the gate opened")
 	}
 	if _, err := st.Head(ctx, "k"); !errors.Is(err, objectstore.ErrNotFound) {
 		t.Fatalf("not deleted after the gate: %v", err)
