@@ -164,8 +164,11 @@ func TestFeatureAttrs(t *testing.T) {
 	if got := strings.TrimSpace(run(t, "stat", "-c", format, m.path("f"))); got != want {
 		t.Errorf("stat = %q, want %q", got, want)
 	}
+	// Right after the write these changes are deferred (docs/semantics.md,
+	// "Deferred attributes"): fsync stores them.
+	fsyncPath(t, m.path("f"))
 	_, meta := w.head(t, "f")
-	if meta["x-amz-key-v2"] == "" || meta[metadata.AttrMode] != "100640" {
+	if meta["x-amz-key-v2"] == "" || meta[metadata.AttrMode] != "100640" || meta[metadata.AttrUID] != "123" {
 		t.Errorf("stored metadata %v", meta)
 	}
 	m.Unmount(t)

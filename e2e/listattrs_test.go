@@ -26,6 +26,9 @@ func TestAttrsFromList(t *testing.T) {
 	if err := os.Chmod(m0.path("d", "a"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A chmod right after the write is stored within a second, or at
+	// fsync (docs/semantics.md): the other mount below must see it.
+	fsyncPath(t, m0.path("d", "a"))
 	plain := []byte(strings.Repeat("plaintext object, no envelope. ", 3))
 	w.putRaw(t, "d/plain", plain, nil)
 
@@ -83,5 +86,19 @@ func TestAttrsFromList(t *testing.T) {
 	}
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("fstat of an open file: mode %v, want 0600", fi.Mode().Perm())
+	}
+}
+
+// fsyncPath opens p read-only and fsyncs it: what makes a deferred chmod,
+// chown or utimes durable (and visible to other mounts) at once.
+func fsyncPath(t *testing.T, p string) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync %s: %v", p, err)
 	}
 }

@@ -30,7 +30,8 @@ import (
 // While the file has a write in progress the change rides on the upload
 // instead: a staged version carries it in its attributes; a new version
 // streaming up right now has its metadata fixed already, so the change is
-// kept in FS.pendAttrs and copied on by afterCommit once the stream commits.
+// kept in FS.pendAttrs and handed to the deferred changes (lazyattr.go) by
+// deferPendingAttrs once the stream commits.
 //
 // Directories are prefixes without metadata of their own: chmod/utimes on
 // them are accepted and not persisted.
@@ -159,7 +160,19 @@ func (n *fileNode) setMeta(ctx context.Context, in *fuse.SetAttrIn) error {
 	if dirty {
 		return nil // the staged upload carries it
 	}
-	return f.persistAttrs(ctx, n.key(), c)
+	// Right after close(2) the handle stays registered until its RELEASE:
+	// a handle whose stream is committed writes nothing more unless it
+	// writes again, and then it starts from w.attrs, set above.
+	for _, w := range lk.writers {
+		if !w.closed && !(w.mode == modeStream && w.done) { // w.mu is held
+			staged = true
+		}
+	}
+	if staged || time.Since(time.Unix(0, n.lastCommit.Load())) > deferAfterCommit {
+		return f.persistAttrs(ctx, n.key(), c)
+	}
+	f.deferAttrs(n.key(), c) // lazyattr.go
+	return nil
 }
 
 // lockNode locks n and its write handles as lockTree does.
@@ -186,7 +199,7 @@ func (f *FS) persistAttrs(ctx context.Context, key string, c attrChange) error {
 	defer f.putStat(key, nil)
 	var err error
 	for attempt := 0; attempt < attrCopyAttempts; attempt++ {
-		err = f.copyAttrs(ctx, key, c)
+		err = f.copyAttrs(ctx, key, c, attempt == 0)
 		if !errors.Is(err, objectstore.ErrPreconditionFailed) {
 			return err
 		}
@@ -195,11 +208,19 @@ func (f *FS) persistAttrs(ctx context.Context, key string, c attrChange) error {
 	return fmt.Errorf("metadata copy lost to concurrent writers %d times: %w", attrCopyAttempts, err)
 }
 
-// copyAttrs is one round of persistAttrs.
-func (f *FS) copyAttrs(ctx context.Context, key string, c attrChange) error {
-	info, err := f.store.Head(ctx, key)
-	if err != nil {
-		return err
+// copyAttrs is one round of persistAttrs. The first round starts from the
+// version this mount knows (it wrote or stat'ed it within the TTL), if it
+// knows its metadata; the copy is pinned to that version's ETag, so if the
+// object changed since, the copy fails (412) and the next round HEADs.
+func (f *FS) copyAttrs(ctx context.Context, key string, c attrChange, first bool) error {
+	var info *objectstore.Info
+	if o := f.cachedStat(key); first && o != nil && o.info.Metadata != nil && o.info.ETag != "" {
+		info = &o.info
+	} else {
+		var err error
+		if info, err = f.store.Head(ctx, key); err != nil {
+			return err
+		}
 	}
 	meta := maps.Clone(info.Metadata)
 	if meta == nil {
@@ -209,7 +230,7 @@ func (f *FS) copyAttrs(ctx context.Context, key string, c attrChange) error {
 	if err := metadata.CheckSize(meta); err != nil {
 		return fmt.Errorf("attributes do not fit beside the envelope: %w: %w", err, errUnsupported)
 	}
-	_, err = f.store.Copy(ctx, key, key, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag})
+	_, err := f.store.Copy(ctx, key, key, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag})
 	return err
 }
 
@@ -233,20 +254,19 @@ func (f *FS) addPendingAttrs(n *fileNode, c attrChange) {
 	f.pendAttrs[n] = f.pendAttrs[n].then(c)
 }
 
-// afterCommit persists the attribute changes made while a new version of n
-// was streaming up. The write path calls it right after that stream's
-// commit succeeded (and may call it after any commit: without pending
-// changes it does nothing).
-func (n *fileNode) afterCommit(ctx context.Context) error {
+// deferPendingAttrs hands the attribute changes made while a new version
+// of n was streaming up to the deferred ones (lazyattr.go), to be stored
+// with whatever follows them. The write path calls it right after that
+// stream's commit succeeded (without pending changes it does nothing).
+func (n *fileNode) deferPendingAttrs() {
 	f := n.fsys
 	f.attrMu.Lock()
+	defer f.attrMu.Unlock()
 	c, ok := f.pendAttrs[n]
 	delete(f.pendAttrs, n)
-	f.attrMu.Unlock()
-	if !ok {
-		return nil
+	if ok {
+		f.deferAttrsLocked(n.key(), c)
 	}
-	return f.persistAttrs(ctx, n.key(), c)
 }
 
 // stagePendingAttrs moves the attribute changes recorded for n's stream,

@@ -127,7 +127,10 @@ func TestSetMetaWhileStreaming(t *testing.T) {
 		t.Fatal(errno)
 	}
 	w.Release(ctx)
-	if err := n.afterCommit(ctx); err != nil {
+	if errno := n.Getattr(ctx, nil, &out); errno != 0 || out.Mode != syscall.S_IFREG|0o640 {
+		t.Errorf("getattr after close, change deferred: %v %o", errno, out.Mode)
+	}
+	if err := f.flushAttrs(ctx, "s"); err != nil { // what fsync does
 		t.Fatal(err)
 	}
 	a := metadata.ParseAttrs(rawMeta(t, st, "s"))
@@ -137,7 +140,7 @@ func TestSetMetaWhileStreaming(t *testing.T) {
 	if got := readObj(t, f, "s"); !bytes.Equal(got, []byte("streamed")) {
 		t.Errorf("content %q", got)
 	}
-	if err := n.afterCommit(ctx); err != nil {
-		t.Errorf("second afterCommit: %v", err)
+	if err := f.flushAttrs(ctx, "s"); err != nil {
+		t.Errorf("second flush: %v", err)
 	}
 }

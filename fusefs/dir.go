@@ -78,6 +78,12 @@ func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAtt
 }
 
 func (f *FS) fileAttr(o *object, a *fuse.Attr) {
+	if c, ok := f.lazyOf(o.key); ok {
+		// Deferred chmod, chown or utimes (lazyattr.go).
+		o2 := *o
+		o2.attrs = c.apply(keepMtime(o.attrs, o.info.LastModified), f.opt.UID, f.opt.GID)
+		o = &o2
+	}
 	mode := f.opt.FileMode
 	if o.attrs.HasMode {
 		mode = o.attrs.Mode & 0o7777
@@ -531,6 +537,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		f.dirChanged(d.prefix())
 		return f.logErr("unlink", key, err)
 	}
+	f.takeLazyAttrs(key) // the file goes: its deferred attributes too
 	if err := f.store.Delete(ctx, key); err != nil {
 		f.dirChanged(d.prefix())
 		return f.logErr("unlink", key, err)

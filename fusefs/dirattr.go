@@ -325,8 +325,12 @@ func (f *FS) redirty(prefix string, mtime time.Time) {
 	}
 }
 
-// FlushDirs stores every changed directory mtime now (unmount).
+// FlushDirs stores every deferred file attribute change (lazyattr.go) and
+// every changed directory mtime now (unmount).
 func (f *FS) FlushDirs(ctx context.Context) {
+	if err := f.flushAttrsUnder(ctx, ""); err != nil {
+		f.log.Warn("could not store deferred file attributes", "cause", err.Error())
+	}
 	f.dirs.mu.Lock()
 	var dirty []string
 	for p, st := range f.dirs.m {

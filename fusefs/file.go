@@ -38,6 +38,8 @@ type fileNode struct {
 	writers map[*writeHandle]bool
 
 	unlinked atomic.Bool // removed while the kernel still holds it (open): nlink 0
+
+	lastCommit atomic.Int64 // UnixNano of the last version committed through this node
 }
 
 var (
@@ -286,6 +288,7 @@ func (n *fileNode) dropStage() {
 
 // committed records a new version written through this node.
 func (n *fileNode) committed(o *object) {
+	n.lastCommit.Store(time.Now().UnixNano())
 	key := n.key()
 	n.fsys.putStat(key, o)
 	dir, name := splitKey(key)
@@ -383,6 +386,11 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if acc == syscall.O_WRONLY || acc == syscall.O_RDWR {
 		if f.opt.ReadOnly {
 			return nil, 0, syscall.EROFS
+		}
+		// A new version starts from the stored attributes: store the
+		// deferred ones first (lazyattr.go).
+		if err := f.flushAttrs(ctx, n.key()); err != nil {
+			return nil, 0, f.logErr("open", n.key(), err)
 		}
 		w, err := f.newWriter(ctx, n, n.currentAttrs(ctx), flags&syscall.O_TRUNC != 0, acc == syscall.O_RDWR)
 		if err != nil {
@@ -492,6 +500,9 @@ func (n *fileNode) setSize(ctx context.Context, fh fs.FileHandle, size int64) er
 	}
 	if w != nil {
 		return w.truncate(ctx, size)
+	}
+	if err := f.flushAttrs(ctx, n.key()); err != nil {
+		return err
 	}
 	o, err := f.head(ctx, n.key())
 	if err != nil {

@@ -154,6 +154,7 @@ type FS struct {
 	pend   map[string]*fileNode // files being written, not yet committed
 
 	attrMu    sync.Mutex
+	lazy      map[string]*lazyAttr     // lazyattr.go: deferred attribute changes, by key
 	pendAttrs map[*fileNode]attrChange // attr.go: changes awaiting a stream's commit
 
 	intents intentState // intent.go: directory renames in progress

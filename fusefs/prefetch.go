@@ -5,17 +5,52 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/objectstore"
 )
 
+// readWindow is how much a stream fetches ahead of its reader, in bytes of
+// ranged GETs scheduled and not yet consumed. It starts small, so that a
+// short read costs one small request, and doubles each time the reader
+// catches up with the fetches (it had to wait for the next range: the
+// store, not the reader, is the bottleneck), up to max. A seek shrinks it
+// back to where it started. The ranges themselves grow from first to
+// chunk bytes, doubling with each one scheduled.
+type readWindow struct {
+	first, chunk, max int64
+	size              int64 // current window
+	next              int64 // size of the next range
+}
+
+func newReadWindow(first, chunk, limit int64) readWindow {
+	first = min(first, chunk)
+	return readWindow{first: first, chunk: chunk, max: max(limit, first), size: first, next: first}
+}
+
+// fits reports whether a range of n bytes may be scheduled with queued
+// bytes already scheduled: the first always may, so the stream progresses.
+func (w *readWindow) fits(queued, n int64) bool { return queued == 0 || queued+n <= w.size }
+
+// scheduled records that a range was scheduled: the next is larger.
+func (w *readWindow) scheduled() { w.next = min(2*w.next, w.chunk) }
+
+// grow doubles the window: the reader waited for a range.
+func (w *readWindow) grow() { w.size = min(2*w.size, w.max) }
+
+// shrink returns the window and the range size to where they started.
+func (w *readWindow) shrink() { w.size, w.next = w.first, w.first }
+
 // prefetchReader reads [off, size) of an object as one in-order stream,
-// fetching it as ranged GETs pinned to the ETag, several at once. The first
-// range is small, so a short read costs one small request; later ranges grow
-// to chunk bytes. At most parallel ranges are in flight or buffered, which
-// bounds its memory to parallel*chunk.
+// fetching it as ranged GETs pinned to the ETag, several at once, as far
+// ahead as its readWindow. At most parallel ranges are in flight or
+// buffered. The first range scheduled on an empty queue is outside the
+// memory budget (so every stream progresses); the others come from the
+// budget, within this stream's fair share of it (Budget.TryAcquireShare):
+// when the budget says no, the window stops growing. So a stream holds at
+// most min(window, parallel*chunk) bytes.
 type prefetchReader struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -25,19 +60,24 @@ type prefetchReader struct {
 	end    int64
 
 	next     int64 // start of the next range to schedule
-	nextSize int64
-	chunk    int64
+	win      readWindow
 	queue    []*fetch // scheduled, in order
+	queued   int64    // bytes of the ranges in queue
+	held     int64    // budget taken by queue and curBuf
 	parallel int
 	cur      []byte
 	curBuf   []byte // the pooled buffer cur points into
 	curCost  int64  // what curBuf took from budget
 	budget   *objectstore.Budget
 	err      error
+	seeked   atomic.Bool // shrink the window at the next schedule
+	closed   bool
+	onWait   func(waiting bool) // tests: called around a wait for a range
 }
 
 type fetch struct {
 	done chan struct{}
+	n    int64
 	data []byte
 	err  error
 	cost int64 // taken from the budget
@@ -60,37 +100,55 @@ func putRange(b []byte) {
 	}
 }
 
-// Ranges beyond the first in flight come from budget; when it is spent,
-// fewer ranges are fetched at once.
+// streamFirst is the first range of a stream: one kernel read-ahead (1 MiB)
+// and a bit.
+const streamFirst = 1<<20 + 128<<10
+
+// newPrefetchReader streams [off, size) of key with up to parallel ranges
+// of up to chunk bytes in flight.
 func newPrefetchReader(ctx context.Context, store objectstore.Store, key, etag string, off, size, chunk int64, parallel int, budget *objectstore.Budget) *prefetchReader {
 	ctx, cancel := context.WithCancel(ctx)
-	first := min(int64(1<<20+128<<10), chunk) // one kernel read-ahead and a bit
+	parallel = max(parallel, 1)
+	budget.Join()
 	return &prefetchReader{ctx: ctx, cancel: cancel, store: store, key: key, etag: etag, end: size,
-		next: off, nextSize: first, chunk: chunk, parallel: max(parallel, 1), budget: budget}
+		next: off, win: newReadWindow(streamFirst, chunk, int64(parallel)*chunk), parallel: parallel, budget: budget}
 }
 
+// seek tells the stream that its reader has jumped elsewhere: it fetches
+// with a small window again until the reader catches up. Safe to call from
+// any goroutine.
+func (p *prefetchReader) seek() { p.seeked.Store(true) }
+
 func (p *prefetchReader) schedule() {
+	if p.seeked.Swap(false) {
+		p.win.shrink()
+	}
 	for len(p.queue) < p.parallel && p.next < p.end {
 		// Ranges end on rangeAlign boundaries where they can, so that none
 		// starts or ends inside a block of the store's (MinIO reads, and
 		// checks, whole 1 MiB blocks: a range ending mid-block costs that
 		// block twice).
-		n := p.nextSize
+		n := p.win.next
 		if e := (p.next + n) / rangeAlign * rangeAlign; e > p.next {
 			n = e - p.next
 		}
 		n = min(n, p.end-p.next)
-		f := &fetch{done: make(chan struct{})}
+		if !p.win.fits(p.queued, n) {
+			return
+		}
+		f := &fetch{done: make(chan struct{}), n: n}
 		if len(p.queue) > 0 {
-			if !p.budget.TryAcquire(n) {
+			if !p.budget.TryAcquireShare(n, p.held) {
 				return
 			}
 			f.cost = n
+			p.held += n
 		}
 		go p.get(f, p.next, n)
 		p.queue = append(p.queue, f)
+		p.queued += n
 		p.next += n
-		p.nextSize = min(2*p.nextSize, p.chunk)
+		p.win.scheduled()
 	}
 }
 
@@ -146,18 +204,32 @@ func (p *prefetchReader) Next(n int) ([]byte, error) {
 		f := p.queue[0]
 		select {
 		case <-f.done:
-		case <-p.ctx.Done():
-			p.err = p.ctx.Err()
-			return nil, p.err
+		default:
+			// The reader caught up with the fetches: fetch further ahead.
+			p.win.grow()
+			p.schedule()
+			if p.onWait != nil {
+				p.onWait(true)
+			}
+			select {
+			case <-f.done:
+			case <-p.ctx.Done():
+				p.err = p.ctx.Err()
+				return nil, p.err
+			}
+			if p.onWait != nil {
+				p.onWait(false)
+			}
 		}
 		p.queue = p.queue[1:]
+		p.queued -= f.n
 		if f.err != nil {
-			p.budget.Release(f.cost)
+			p.release(f.cost)
 			p.err = f.err
 			return nil, p.err
 		}
 		putRange(p.curBuf)
-		p.budget.Release(p.curCost)
+		p.release(p.curCost)
 		p.cur, p.curBuf, p.curCost = f.data, f.data, f.cost
 		p.schedule()
 	}
@@ -167,17 +239,28 @@ func (p *prefetchReader) Next(n int) ([]byte, error) {
 	return b, nil
 }
 
-// Close stops the fetches in flight.
+// release gives n bytes back to the budget.
+func (p *prefetchReader) release(n int64) {
+	p.budget.Release(n)
+	p.held -= n
+}
+
+// Close stops the fetches in flight; later calls do nothing.
 func (p *prefetchReader) Close() error {
+	if p.closed {
+		return nil
+	}
+	p.closed = true
 	p.cancel()
 	for _, f := range p.queue {
 		<-f.done
 		putRange(f.data)
-		p.budget.Release(f.cost)
+		p.release(f.cost)
 	}
-	p.queue = nil
+	p.queue, p.queued = nil, 0
 	putRange(p.curBuf)
-	p.budget.Release(p.curCost)
+	p.release(p.curCost)
 	p.cur, p.curBuf, p.curCost = nil, nil, 0
+	p.budget.Leave()
 	return nil
 }

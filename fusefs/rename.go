@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/csefs/csefs/metadata"
 	"github.com/csefs/csefs/objectstore"
@@ -157,7 +158,14 @@ func renameTargets(keys []string, srcPrefix, dstPrefix string) ([][2]string, err
 func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
 	ctx = mutating(ctx)
 	d.fsys.allDirsChanged()
-	defer d.fsys.allDirsChanged()
+	// A file moved here updates the two listings and the stat cache
+	// precisely (below); anything else drops every listing.
+	precise := false
+	defer func() {
+		if !precise {
+			d.fsys.allDirsChanged()
+		}
+	}()
 	defer func() { d.fsys.renamedIn(d, newParent, name, newName, errno) }() // dirattr.go
 	f := d.fsys
 	if f.opt.ReadOnly {
@@ -198,16 +206,42 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		f.log.Debug("rename refused: upload in progress", "object", f.uri(src))
 		return syscall.EBUSY
 	}
-	// Decide on the store's current state, not the cache's.
+	// A file's deferred attributes (lazyattr.go) ride on its copy; they
+	// stay deferred if it does not happen.
+	lazy, hasLazy := f.takeLazyAttrs(src)
+	moved := false
+	defer func() {
+		if hasLazy && !moved {
+			f.deferAttrs(src, lazy)
+		}
+	}()
+	// Decide on the store's current state, not the cache's, except where
+	// the cache is this mount's own recent work: a file this mount stat'ed
+	// or wrote within the TTL is moved from that version (the copy is
+	// pinned to its ETag, so a newer version written elsewhere meanwhile
+	// fails the rename with ESTALE rather than being moved blind), and a
+	// name a fresh listing does not have is taken as free. rsync's
+	// rename of each temp file so costs a copy and a delete, not two
+	// LIST+HEAD probes more.
+	sobj := f.cachedStat(src)
+	if sobj != nil && (sobj.listed || sobj.instr && sobj.instrETag == "") {
+		sobj = nil // not enough to pin the copies to: probe
+	}
+	sk := entryFile
+	dk, dlisted, _ := f.listed(nd.prefix(), newName)
+	var dobj *object
 	f.putStat(src, nil)
 	f.putStat(dst, nil)
-	sk, sobj, err := f.probe(ctx, src)
-	if err != nil {
-		return f.logErr("rename", src, err)
+	var err error
+	if sobj == nil {
+		if sk, sobj, err = f.probe(ctx, src); err != nil {
+			return f.logErr("rename", src, err)
+		}
 	}
-	dk, dobj, err := f.probe(ctx, dst)
-	if err != nil {
-		return f.logErr("rename", dst, err)
+	if !dlisted || dk != entryNone {
+		if dk, dobj, err = f.probe(ctx, dst); err != nil {
+			return f.logErr("rename", dst, err)
+		}
 	}
 	switch sk {
 	case entryNone:
@@ -222,8 +256,26 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		case dk == entryFile && flags&renameNoReplace != 0:
 			return syscall.EEXIST
 		}
-		err = f.moveFile(ctx, sobj, dst, dobj)
+		var with *attrChange
+		if hasLazy {
+			with = &lazy
+		}
+		var info *objectstore.Info
+		info, err = f.moveFile(ctx, sobj, dst, dobj, with)
+		if err == nil {
+			moved = true
+			if dobj != nil {
+				f.takeLazyAttrs(dst) // replaced
+			}
+			if regular(sobj) {
+				f.movedFile(sobj, dst, info, with, d.prefix(), name, nd.prefix(), newName)
+				precise = true
+			}
+		}
 	case entryDir:
+		if err := f.flushAttrsUnder(ctx, src+"/"); err != nil {
+			return f.logErr("rename", src, err)
+		}
 		switch {
 		case dk == entryFile:
 			return syscall.ENOTDIR
@@ -254,8 +306,44 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	return 0
 }
 
-// moveFile moves the object o to dst (where dobj, if not nil, is replaced).
-func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) error {
+// regular reports whether o is a regular file (not a symlink or special
+// file) resolved from a HEAD or a commit.
+func regular(o *object) bool {
+	return o != nil && !o.listed && !o.attrs.Symlink && !isSpecial(o.attrs)
+}
+
+// movedFile records a file moved from dir/name to ndir/newName as dst
+// (its copy's info, with the attribute change lazy applied): the source
+// leaves its listing, dst joins its own, and dst's stat is the copy's, so
+// that the lookups and the getattr that follow a rename (rsync's) need no
+// LIST or HEAD.
+func (f *FS) movedFile(o *object, dst string, info *objectstore.Info, lazy *attrChange, dir, name, ndir, newName string) {
+	no := *o
+	no.key = dst
+	no.info.Key = dst
+	if info != nil {
+		no.info.ETag = info.ETag
+		if !info.LastModified.IsZero() {
+			no.info.LastModified = info.LastModified
+		}
+	}
+	if lazy != nil {
+		if meta, err := f.withLazyAttrs(o.info.Metadata, o.info.LastModified, *lazy); err == nil {
+			no.info.Metadata = meta
+			no.attrs = metadata.ParseAttrs(meta)
+		}
+	}
+	f.listingRemove(dir, name)
+	f.listingAdd(ndir, fuse.DirEntry{Name: newName, Mode: syscall.S_IFREG, Ino: ino(dst, false)}, entryFile)
+	if !o.instr { // an instruction file's new ETag is not known here
+		f.putStat(dst, &no)
+	}
+}
+
+// moveFile moves the object o to dst (where dobj, if not nil, is replaced),
+// with the attribute change lazy applied to its metadata if not nil, and
+// returns the copy's info.
+func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, lazy *attrChange) (*objectstore.Info, error) {
 	src := o.key
 	defer f.putStat(src, nil)
 	defer f.putStat(dst, nil)
@@ -263,7 +351,7 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) 
 		// An instruction file left at dst would be taken for the moved
 		// object's envelope (plaintext) or linger as garbage.
 		if err := f.store.Delete(ctx, metadata.InstructionKey(dst)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// Pinned to the version that was looked at (a newer src written
@@ -276,8 +364,17 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) 
 		// enough for a copy whose reply was lost.
 		cctx = objectstore.WithUniqueMetadata(ctx)
 	}
-	if _, err := f.store.Copy(cctx, src, dst, objectstore.CopyOptions{IfMatch: o.info.ETag}); err != nil {
-		return err
+	opts := objectstore.CopyOptions{IfMatch: o.info.ETag}
+	if lazy != nil {
+		meta, err := f.withLazyAttrs(o.info.Metadata, o.info.LastModified, *lazy)
+		if err != nil {
+			return nil, fmt.Errorf("attributes do not fit beside the envelope: %w: %w", err, errUnsupported)
+		}
+		opts.Metadata = meta
+	}
+	info, err := f.store.Copy(cctx, src, dst, opts)
+	if err != nil {
+		return nil, err
 	}
 	if o.instr {
 		if _, err := f.store.Copy(ctx, metadata.InstructionKey(src), metadata.InstructionKey(dst), objectstore.CopyOptions{IfMatch: o.instrETag}); err != nil {
@@ -286,18 +383,18 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object) 
 			if derr := f.store.Delete(context.WithoutCancel(ctx), dst); derr != nil {
 				f.log.Error("could not remove copy after its instruction file failed", "object", f.uri(dst), "cause", derr.Error())
 			}
-			return err
+			return nil, err
 		}
 	}
 	if err := f.store.Delete(ctx, src); err != nil {
-		return err
+		return nil, err
 	}
 	if o.instr || o.kind == kindPlain {
 		if err := f.store.Delete(ctx, metadata.InstructionKey(src)); err != nil {
 			f.log.Warn("could not delete instruction file", "object", f.uri(src), "cause", err.Error())
 		}
 	}
-	return nil
+	return info, nil
 }
 
 // renameParallel bounds the copies and deletes of a directory move.

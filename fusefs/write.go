@@ -405,6 +405,9 @@ func (w *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if err := w.commit(ctx); err != nil {
 		return w.fsys.logErr("fsync", w.key, err)
 	}
+	if err := w.fsys.flushAttrs(ctx, w.node.key()); err != nil { // lazyattr.go
+		return w.fsys.logErr("fsync", w.key, err)
+	}
 	return 0
 }
 
@@ -438,10 +441,9 @@ func (w *writeHandle) finishStream(ctx context.Context, cause error) {
 			w.etag = o.info.ETag
 			w.node.committed(o)
 			// chmod/chown/utimes made while the object streamed (cp -p
-			// sets times before close) are applied now that it exists.
-			if err := w.node.afterCommit(ctx); err != nil {
-				w.result = err
-			}
+			// and tar set them before close) are stored now that it
+			// exists, with those that follow close (lazyattr.go).
+			w.node.deferPendingAttrs()
 			return
 		}
 		cause = err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -441,6 +443,10 @@ func loadAWSConfig(ctx context.Context, cfg Config) (*aws.Config, error) {
 	return load(tc)
 }
 
+// s3IdleConns is the idle connections the S3 client keeps per host: more
+// than one stream's ranged GETs (16) and one file's part uploads (8).
+const s3IdleConns = 64
+
 // newS3Client is the S3 client for cfg's endpoint and addressing, with the
 // retry policy of --s3-retry-deadline.
 func newS3Client(c aws.Config, cfg Config, log *slog.Logger) *s3.Client {
@@ -452,6 +458,16 @@ func newS3Client(c aws.Config, cfg Config, log *slog.Logger) *s3.Client {
 			o.BaseEndpoint = aws.String(cfg.EndpointURL)
 		}
 		o.UsePathStyle = cfg.PathStyle
+		// Keep as many idle connections as the ranged GETs and part
+		// uploads in flight (the SDK keeps 10 per host): against a
+		// distant store each new connection costs a round trip or more.
+		deeper := func(t *http.Transport) { t.MaxIdleConnsPerHost = s3IdleConns }
+		switch hc := o.HTTPClient.(type) {
+		case nil:
+			o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(deeper)
+		case *awshttp.BuildableClient:
+			o.HTTPClient = hc.WithTransportOptions(deeper)
+		}
 		// The GCM tag already protects every byte end to end.
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired

@@ -17,6 +17,7 @@ type Budget struct {
 	mu    sync.Mutex
 	limit int64
 	used  int64
+	users int // joined with Join, for TryAcquireShare
 }
 
 // NewBudget returns a budget of limit bytes; limit <= 0 means no limit.
@@ -70,4 +71,48 @@ func (b *Budget) Limit() int64 {
 		return 0
 	}
 	return b.limit
+}
+
+// Join counts one more user sharing the budget (a reader streaming ahead,
+// a writer uploading parts) until its Leave: TryAcquireShare divides the
+// budget among the users joined.
+func (b *Budget) Join() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.users++
+	b.mu.Unlock()
+}
+
+// Leave undoes one Join.
+func (b *Budget) Leave() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.users--
+	if b.users < 0 {
+		panic("objectstore: Budget left more often than joined")
+	}
+}
+
+// TryAcquireShare is TryAcquire for a joined user that holds held bytes of
+// the budget already: it also says no when held+n would exceed the user's
+// fair share, the limit divided by the users joined. So a reader that
+// joined first cannot keep the whole budget from the readers that come
+// after it: once they join, its window stops growing past its share, and
+// as it gives back what it holds, they take their shares.
+func (b *Budget) TryAcquireShare(n, held int64) bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if share := b.limit / int64(max(b.users, 1)); held+n > share || b.used+n > b.limit {
+		return false
+	}
+	b.used += n
+	return true
 }

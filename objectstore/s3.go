@@ -27,7 +27,7 @@ const (
 	maxCopyObject    = 5 << 30 // largest object CopyObject can copy
 	defaultCopyPart  = 512 << 20
 	defaultListPage  = 1000
-	defaultPartConcy = 4
+	defaultPartConcy = 8
 )
 
 // S3Options tunes an S3Store. The zero value gives the defaults.
@@ -37,7 +37,7 @@ type S3Options struct {
 	// Concurrency+1 buffers of this size.
 	PartSize int64
 	// Concurrency is the number of parts a Writer uploads in parallel
-	// (default 4). When all are busy, Write blocks (backpressure).
+	// (default 8). When all are busy, Write blocks (backpressure).
 	Concurrency int
 	// MaxKeys is the ListObjectsV2 page size (default 1000; tests use small
 	// values to exercise pagination).

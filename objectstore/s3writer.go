@@ -64,6 +64,7 @@ type s3Writer struct {
 	free     chan []byte   // idle part buffers
 	nbufs    int           // part buffers allocated so far
 	budgeted int64         // bytes of those taken from S3Options.Budget
+	joined   bool          // Budget.Join called, Leave due
 	sem      chan struct{} // one token per part upload in flight
 	uploadID string        // "" until the first part is started
 	partNo   int32         // last part number started
@@ -175,7 +176,13 @@ func (w *s3Writer) getBuf() ([]byte, error) {
 			w.nbufs++
 			return nil, nil // grown on demand by Write
 		}
-		if w.s.opt.Budget.TryAcquire(w.s.opt.PartSize) {
+		if !w.joined {
+			// A Writer of more than one part shares the budget fairly
+			// with the others (and the readers) from now on.
+			w.s.opt.Budget.Join()
+			w.joined = true
+		}
+		if w.s.opt.Budget.TryAcquireShare(w.s.opt.PartSize, w.budgeted) {
 			w.nbufs++
 			w.budgeted += w.s.opt.PartSize
 			return make([]byte, 0, w.s.opt.PartSize), nil
@@ -193,6 +200,10 @@ func (w *s3Writer) getBuf() ([]byte, error) {
 func (w *s3Writer) releaseBudget() {
 	w.s.opt.Budget.Release(w.budgeted)
 	w.budgeted = 0
+	if w.joined {
+		w.s.opt.Budget.Leave()
+		w.joined = false
+	}
 }
 
 // startPart hands w.buf to a part upload goroutine, starting the multipart

@@ -8,6 +8,10 @@
 //	go run ./e2e/bench [-size 1GiB] [-big 10GiB] [-runs 3] [-files 10000]
 //	                   [-creates 1000] [-preads 500] [-rclone auto|off]
 //	                   [-only write,read,create,ls,pread,rclone] [-csefs BIN] [-keep] [-v]
+//	                   [-remote both|off|only] [-s3-latency 20ms] [-s3-conn-bandwidth 50MB]
+//	                   [-remote-size 1GiB] [-remote-runs 2] [-multi-size 512MiB]
+//	                   [-tree DIR] [-remote-only seq,multi8,multi32,tar,rsync]
+//	                   [-mount-args "--memory-budget 256MiB"]
 //
 // It builds csefs into a temporary directory, starts its own MinIO and
 // local-kms (e2e/testenv, binaries built from the pins in e2e/tools on first
@@ -69,10 +73,28 @@
 // read always run together) and "rclone", which runs the rclone column
 // alone, without csefs or the SDK: -only rclone,ls measures rclone's ls -l.
 //
-// Duration: the default run (1 GiB, 3 runs, 10k entries, with rclone)
+// The remote table (remote.go, -remote both, the default, or only): the
+// bench runs a copy of itself as a shaping TCP proxy (shaper.go) in front
+// of the same MinIO, which delays every byte by half of -s3-latency each
+// way (and a connection's first by a round trip, its handshake) and paces
+// each connection to -s3-conn-bandwidth per direction. Through it, csefs
+// (a mount with --endpoint-url at the shaper) and the SDK (at 16 ranged
+// GETs and 8 parts of 16 MiB in flight) run: a -remote-size write and cold
+// read (-remote-runs, alternating which goes first); 8 and 32 files of
+// -multi-size in all written at once (cp) and read at once (cat), the SDK
+// at the same total concurrency; tar x and a fresh rsync -a of -tree onto
+// a mount through a counting proxy in front of the shaper, against the SDK
+// PUTting the same files one by one through that proxy, with requests per
+// file. Every file read back is checked by SHA-256. CPU per GiB is the
+// daemon's against the bench process's (the SDK's; the shaper is a child
+// process, not counted). CSEFS_BENCH_TRACE=1 prints every request the
+// counting proxies see.
+//
+// Duration: the local table (1 GiB, 4 runs, 10k entries, with rclone)
 // took 3m40s on the project's 2-vCPU machine (load average 2.5–4.2 from
 // other work), plus the build; rclone's share is about 1.5 minutes, which
-// -rclone off saves. The notes give each run's duration and load average.
+// -rclone off saves. The remote table adds 6–8 minutes, most of it tar x
+// and rsync -a of the tree (round trips); -remote off saves it. The notes give each run's duration and load average.
 //
 // Peak RSS is the mount daemon's VmHWM, reset with echo 5 > /proc/PID/clear_refs
 // before each workload and read after it; for the SDK it is this process's own
@@ -123,7 +145,20 @@ type options struct {
 	rcloneOnly    bool            // -only named rclone: the rclone column alone
 	keep, verbose bool
 	csefsBin      string
+
+	// The remote table (remote.go).
+	remote     string          // both, off, only
+	s3Latency  time.Duration   // round trip added by the shaper
+	s3ConnBW   int64           // bytes/s per connection and direction
+	remoteSize int64           // the remote sequential file
+	remoteRuns int             // runs of the remote sequential workload
+	multiSize  int64           // total bytes of each many-files workload
+	tree       string          // the small-file tree
+	remoteOnly map[string]bool // remote workloads; nil: all
+	mountArgs  []string        // extra csefs mount flags (-mount-args)
 }
+
+func (o *options) wantRemote(w string) bool { return len(o.remoteOnly) == 0 || o.remoteOnly[w] }
 
 func (o *options) want(phase string) bool { return len(o.only) == 0 || o.only[phase] }
 
@@ -147,8 +182,22 @@ func parseOnly(s string) (only map[string]bool, rcloneOnly bool, err error) {
 }
 
 func main() {
+	if spec := os.Getenv(shaperEnv); spec != "" {
+		shaperChild(spec)
+		return
+	}
 	var o options
 	var size, big, only string
+	var remoteSize, multiSize, connBW, remoteOnly, mountArgs string
+	flag.StringVar(&o.remote, "remote", "both", "remote-S3 table: both (local table, then remote), off (local only), only (remote only)")
+	flag.DurationVar(&o.s3Latency, "s3-latency", 20*time.Millisecond, "remote mode: round trip the shaping proxy adds")
+	flag.StringVar(&connBW, "s3-conn-bandwidth", "50MB", "remote mode: bandwidth per connection and direction, per second (0: unlimited)")
+	flag.IntVar(&o.remoteRuns, "remote-runs", 2, "remote mode: runs of the sequential write and read (alternating which goes first)")
+	flag.StringVar(&remoteSize, "remote-size", "1GiB", "remote mode: size of the sequential test file")
+	flag.StringVar(&multiSize, "multi-size", "512MiB", "remote mode: total size of the 8- and 32-file workloads (split evenly)")
+	flag.StringVar(&o.tree, "tree", filepath.Join(runtime.GOROOT(), "src", "net"), "remote mode: the tree of small files for tar x and rsync -a")
+	flag.StringVar(&remoteOnly, "remote-only", "", "comma-separated remote workloads: seq,multi8,multi32,tar,rsync (default all)")
+	flag.StringVar(&mountArgs, "mount-args", "", "extra csefs mount flags, space-separated (e.g. \"--memory-budget 512MiB\")")
 	flag.StringVar(&size, "size", "1GiB", "size of the sequential test file (B, KiB, MiB, GiB, TiB; KB, MB, GB are powers of 10)")
 	flag.StringVar(&big, "big", "", "also run write and read once with a file of this size (e.g. 10GiB); off by default")
 	flag.IntVar(&o.runs, "runs", 4, "runs of the write and read workloads; cells are medians (the writes alternate which goes first, so keep it even)")
@@ -171,12 +220,40 @@ func main() {
 			fatalf("-big %q: %v", big, err)
 		}
 	}
+	if o.remoteRuns < 1 {
+		fatalf("-remote-runs must be positive")
+	}
 	if o.runs < 1 || o.files < 1 || o.creates < 1 || o.preads < 1 || o.fleet < 1 {
 		fatalf("-runs, -files, -creates, -preads and -fleet must be positive")
 	}
 	if o.rclone != "auto" && o.rclone != "off" {
 		fatalf("-rclone must be auto or off")
 	}
+	if o.remote != "both" && o.remote != "off" && o.remote != "only" {
+		fatalf("-remote must be both, off or only")
+	}
+	if o.s3ConnBW, err = parseSize(connBW); err != nil {
+		fatalf("-s3-conn-bandwidth %q: %v", connBW, err)
+	}
+	if o.remoteSize, err = parseSize(remoteSize); err != nil || o.remoteSize <= 0 {
+		fatalf("-remote-size %q: %v", remoteSize, err)
+	}
+	if o.multiSize, err = parseSize(multiSize); err != nil || o.multiSize < 32 {
+		fatalf("-multi-size %q: %v", multiSize, err)
+	}
+	for _, w := range strings.Split(remoteOnly, ",") {
+		switch w = strings.TrimSpace(w); w {
+		case "":
+		case "seq", "multi8", "multi32", "tar", "rsync":
+			if o.remoteOnly == nil {
+				o.remoteOnly = map[string]bool{}
+			}
+			o.remoteOnly[w] = true
+		default:
+			fatalf("-remote-only: unknown workload %q", w)
+		}
+	}
+	o.mountArgs = strings.Fields(mountArgs)
 	if only != "" {
 		if o.only, o.rcloneOnly, err = parseOnly(only); err != nil {
 			fatalf("-only: %v", err)
@@ -261,6 +338,11 @@ type bench struct {
 	s3Ops    []string
 	notes    []string
 	src      map[int64]*source // by size
+
+	rem                   *remote  // the remote workloads' clients and mounts
+	remoteOps             []string // request counts of the remote small-file workloads
+	treeFiles, treeChecks int
+	treeBytes             int64
 }
 
 // source is a local test file of random bytes and its SHA-256.
@@ -361,6 +443,21 @@ func (b *bench) run() error {
 	b.env = append(b.env, b.kmssrv.Env()...)
 	b.src = map[int64]*source{}
 
+	if b.opt.remote != "only" {
+		if err := b.runLocal(); err != nil {
+			return err
+		}
+	}
+	if b.opt.remote != "off" && !b.opt.rcloneOnly {
+		return b.runRemote()
+	}
+	return nil
+}
+
+// runLocal runs the local table's workloads: csefs, the SDK and rclone
+// straight to MinIO.
+func (b *bench) runLocal() error {
+	var err error
 	csefs := !b.opt.rcloneOnly
 	if csefs {
 		if b.direct, err = b.mount("direct", b.s3srv.Endpoint); err != nil {
@@ -455,7 +552,8 @@ func (b *bench) run() error {
 // proxy and S3 at s3Endpoint.
 func (b *bench) mount(name, s3Endpoint string, extra ...string) (*mount, error) {
 	args := append([]string{"--endpoint-url", s3Endpoint, "--path-style", "--region", b.s3srv.Region,
-		"--kms-endpoint-url", b.kmsProxy.URL, "--cse", "kms", "--kms-key-id", b.kmssrv.KeyID}, extra...)
+		"--kms-endpoint-url", b.kmsProxy.URL, "--cse", "kms", "--kms-key-id", b.kmssrv.KeyID}, b.opt.mountArgs...)
+	args = append(args, extra...)
 	m, err := mountCSEFS(b.bin, b.env, b.runDir, "s3://"+b.bucket+"/fs",
 		filepath.Join(b.tmp, "mnt-"+name), filepath.Join(b.tmp, "csefs-"+name+".log"), args...)
 	if err != nil {
@@ -684,7 +782,7 @@ func (b *bench) seq(size int64, pfx string, run int) error {
 // machine's (cpu.NAME.machine, against cpu.NAME.cores of capacity), MinIO's
 // and, if daemon is not 0, the csefs daemon's.
 func (b *bench) cpuTimed(name string, daemon int, fn func() error) (float64, error) {
-	pids := map[string]int{"minio": pidByName("minio")}
+	pids := map[string]int{"minio": pidByName("minio"), "bench": os.Getpid()}
 	if daemon != 0 {
 		pids["daemon"] = daemon
 	}

@@ -1,14 +1,20 @@
 package main
 
 import (
+	"fmt"
 	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 )
+
+// traceRequests (CSEFS_BENCH_TRACE=1) prints every request the counting
+// proxies see to stderr: what a workload's request counts are made of.
+var traceRequests = os.Getenv("CSEFS_BENCH_TRACE") == "1"
 
 // countingProxy is a reverse proxy on 127.0.0.1 that counts the requests
 // passing through it by operation, so that the bench can report how many
@@ -37,11 +43,19 @@ func newCountingProxy(target string, classify func(*http.Request) string) (*coun
 	// The Host header is left as the client sent it (the proxy's address):
 	// SigV4 signed that host, and MinIO checks it.
 	rp := httputil.NewSingleHostReverseProxy(u)
+	// As deep a pool of idle connections as the clients' concurrency: a new
+	// connection costs a round trip through the remote mode's shaper.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256
+	rp.Transport = tr
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		op := p.classify(r)
 		p.mu.Lock()
 		p.counts[op]++
 		p.mu.Unlock()
+		if traceRequests {
+			fmt.Fprintf(os.Stderr, "bench: request %s %s?%s\n", op, r.URL.Path, r.URL.RawQuery)
+		}
 		rp.ServeHTTP(w, r)
 	})}
 	go p.srv.Serve(ln)
