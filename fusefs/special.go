@@ -119,32 +119,11 @@ func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, rdev uint
 }
 
 func (n *specialNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	ctx, done := n.fsys.untilKilled(ctx, "getattr", n.key())
-	defer done()
-	f := n.fsys
-	o, err := f.head(ctx, n.key())
-	if err != nil {
-		return f.logErr("getattr", n.key(), err)
-	}
-	f.fileAttr(o, &out.Attr)
-	return 0
+	return n.fsys.headAttr(ctx, n.key(), out)
 }
 
 // Setattr persists chmod, chown and utimes like a file's (attr.go); the type
 // and rdev stay.
 func (n *specialNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	ctx = mutating(ctx)
-	f := n.fsys
-	if f.opt.ReadOnly {
-		return syscall.EROFS
-	}
-	if _, ok := in.GetSize(); ok {
-		return syscall.EINVAL
-	}
-	if c := changeFrom(in); !c.empty() {
-		if err := f.persistAttrs(ctx, n.key(), c); err != nil {
-			return f.logErr("setattr", n.key(), err)
-		}
-	}
-	return n.Getattr(ctx, fh, out)
+	return n.fsys.setMetaOnly(ctx, n.key(), in, changeFrom(in), out)
 }

@@ -151,36 +151,46 @@ func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (n *symlinkNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	ctx, done := n.fsys.untilKilled(ctx, "getattr", n.key())
-	defer done()
-	f := n.fsys
-	o, err := f.head(ctx, n.key())
-	if err != nil {
-		return f.logErr("getattr", n.key(), err)
-	}
-	f.fileAttr(o, &out.Attr)
-	return 0
+	return n.fsys.headAttr(ctx, n.key(), out)
 }
 
 // Setattr persists lchown and lutimes like a file's (see attr.go); a
 // symlink's mode is always 0777.
 func (n *symlinkNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	c := changeFrom(in)
+	c.setMode = false
+	return n.fsys.setMetaOnly(ctx, n.key(), in, c, out)
+}
+
+// headAttr answers getattr of a node whose attributes are all in its
+// object's metadata (symlinks, special files): from a HEAD, or the cache.
+func (f *FS) headAttr(ctx context.Context, key string, out *fuse.AttrOut) syscall.Errno {
+	ctx, done := f.untilKilled(ctx, "getattr", key)
+	defer done()
+	o, err := f.head(ctx, key)
+	if err != nil {
+		return f.logErr("getattr", key, err)
+	}
+	f.fileAttr(o, &out.Attr)
+	return 0
+}
+
+// setMetaOnly applies c to such a node: a size is EINVAL (there is no
+// content to truncate), the rest is persisted like a file's (attr.go).
+func (f *FS) setMetaOnly(ctx context.Context, key string, in *fuse.SetAttrIn, c attrChange, out *fuse.AttrOut) syscall.Errno {
 	ctx = mutating(ctx)
-	f := n.fsys
 	if f.opt.ReadOnly {
 		return syscall.EROFS
 	}
 	if _, ok := in.GetSize(); ok {
 		return syscall.EINVAL
 	}
-	c := changeFrom(in)
-	c.setMode = false
 	if !c.empty() {
-		if err := f.persistAttrs(ctx, n.key(), c); err != nil {
-			return f.logErr("setattr", n.key(), err)
+		if err := f.persistAttrs(ctx, key, c); err != nil {
+			return f.logErr("setattr", key, err)
 		}
 	}
-	return n.Getattr(ctx, fh, out)
+	return f.headAttr(ctx, key, out)
 }
 
 // Link refuses hard links: an object has exactly one name.
