@@ -3,6 +3,7 @@ package e2e
 // Interop through a real mount, both directions: what csefs writes decrypts
 // with the official clients (GO3 = amazon-s3-encryption-client-go v3.2.0,
 // GO1 = aws-sdk-go v1 s3crypto), and what they write reads through csefs.
+// GO31 (v3.1.0) is checked as a subprocess in oracle31_test.go.
 
 import (
 	"bytes"

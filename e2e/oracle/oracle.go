@@ -7,6 +7,10 @@
 //   - GO3: amazon-s3-encryption-client-go v3.2.0 (reads V3, writes V2);
 //   - GO1: aws-sdk-go v1.55.8 service/s3/s3crypto (V2 and legacy V1 clients).
 //
+// GO31, amazon-s3-encryption-client-go v3.1.0 (reads and writes V2 only),
+// cannot be in this module beside v3.2.0: it is the go31 command in the
+// nested module ./go31, which the e2e tests build and run as a subprocess.
+//
 // Every helper returns an error instead of failing a test, so the package has
 // no dependency on testing beyond testenv's types. It is used by e2e/interop
 // (library level) and by the e2e mount tests.
