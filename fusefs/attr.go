@@ -151,6 +151,23 @@ func (n *fileNode) setMeta(ctx context.Context, in *fuse.SetAttrIn) error {
 		f.addPendingAttrs(n, c)
 		return nil
 	}
+	// A change deferred earlier (lazyattr.go) is older than c. Unless c is
+	// deferred after it, store it first: otherwise its timer would later
+	// put it back over c, stored now or carried by the staged upload.
+	n.mu.Lock()
+	hasStage := n.stage != nil
+	n.mu.Unlock()
+	active := false
+	for _, w := range lk.writers {
+		if !w.closed && !(w.mode == modeStream && w.done) { // w.mu is held
+			active = true
+		}
+	}
+	if hasStage || active || time.Since(time.Unix(0, n.lastCommit.Load())) > deferAfterCommit {
+		if err := f.flushAttrs(ctx, n.key()); err != nil {
+			return err
+		}
+	}
 	n.mu.Lock()
 	staged, dirty := n.stage != nil, n.stageDirty
 	if staged {

@@ -264,6 +264,12 @@ func runWriteModel(t *testing.T, name string, encrypt bool, rng chooser, steps i
 		w.Release(ctx)
 	}
 	checkStored("at the end")
+	// Attribute changes made right after this mount's commit are deferred
+	// (lazyattr.go): stored a second later, at fsync or at unmount. Store
+	// them now, as that timer or unmount would, and check what is stored.
+	if err := f.flushAttrs(ctx, key); err != nil {
+		fail("storing deferred attributes: %v", err)
+	}
 	info, err := st.Head(ctx, key)
 	if err != nil {
 		fail("head: %v", err)
