@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -588,20 +589,42 @@ func (f *FS) dirEmpty(ctx context.Context, prefix string) (bool, error) {
 	return empty, nil
 }
 
-// keepDir stores prefix's marker if the directory has become empty: a
-// directory without a marker exists only through its entries, and moving
-// its last entry away must not make it vanish.
+// keepDir stores a marker for prefix if the directory has become empty and
+// has none: a directory without a marker exists only through its entries,
+// and moving its last entry away must not make it vanish. An existing
+// marker is left alone, since it holds the directory's mode, owner and
+// times (a sticky directory must stay sticky and keep its owner). The
+// check and the write are serialised with the mount's other marker writes
+// (setDirMeta, flushDir).
 func (f *FS) keepDir(ctx context.Context, prefix string) {
 	if prefix == "" {
 		return
 	}
 	empty, err := f.dirEmpty(ctx, prefix)
 	if err == nil && empty {
-		_, err = f.store.Put(ctx, prefix, nil, nil)
+		err = f.putMissingMarker(ctx, prefix)
 	}
 	if err != nil {
 		f.log.Warn("could not keep directory after rename", "object", f.uri(prefix), "cause", err.Error())
 	}
+}
+
+// putMissingMarker creates prefix's marker, with no attributes (the mount's
+// defaults, as the prefix-only directory showed), unless it exists.
+func (f *FS) putMissingMarker(ctx context.Context, prefix string) error {
+	f.dirs.wmu.Lock()
+	defer f.dirs.wmu.Unlock()
+	_, err := f.store.Head(ctx, prefix)
+	if !isNotFound(err) {
+		return err // nil: the marker is there
+	}
+	_, err = f.store.Put(ctx, prefix, nil, nil)
+	f.dirs.mu.Lock()
+	defer f.dirs.mu.Unlock()
+	st := f.dirStateLocked(prefix)
+	st.gen++
+	st.at = time.Time{} // HEAD again for the new marker
+	return err
 }
 
 // pendingIn reports whether a new file is streaming up at key or under

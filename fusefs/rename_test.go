@@ -237,6 +237,32 @@ func TestRenameKeepsSourceDir(t *testing.T) {
 	}
 }
 
+// Moving the last file out of a directory with a marker leaves the marker's
+// metadata (mode, owner) as it was.
+func TestRenameKeepsSourceDirMarker(t *testing.T) {
+	ctx := context.Background()
+	f, root, st := newTestFS(t, ObjectMetadata, false)
+	meta := map[string]string{}
+	want := metadata.Attrs{Mode: syscall.S_IFDIR | 0o1777, HasMode: true, UID: 65534, GID: 65534, HasOwner: true}
+	want.Apply(meta)
+	if _, err := st.Put(ctx, "x/", nil, meta); err != nil {
+		t.Fatal(err)
+	}
+	writeObj(t, f, "x/only", []byte("1"))
+	x := newDirNode(f, "x/")
+	if errno := x.Rename(ctx, "only", root, "moved", 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	info, err := st.Head(ctx, "x/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := metadata.ParseAttrs(info.Metadata)
+	if got.Mode != want.Mode || got.UID != want.UID || got.GID != want.GID {
+		t.Errorf("marker after the rename: mode %o owner %d:%d, want %o %d:%d", got.Mode, got.UID, got.GID, want.Mode, want.UID, want.GID)
+	}
+}
+
 // A file whose new version is streaming up cannot be moved: the multipart
 // upload cannot change its key.
 func TestRenameBusyWhileStreaming(t *testing.T) {
