@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/csefs/csefs/e2e/testenv"
 )
 
 func TestParseSize(t *testing.T) {
@@ -127,14 +129,14 @@ func TestOps(t *testing.T) {
 		{req("DELETE", "/b/k"), "DeleteObject"},
 		{req("DELETE", "/b/k?uploadId=u"), "AbortMultipartUpload"},
 	} {
-		if got := s3Op(c.r); got != c.want {
+		if got := testenv.S3Op(c.r); got != c.want {
 			t.Errorf("s3Op(%s %s) = %q, want %q", c.r.Method, c.r.URL, got, c.want)
 		}
 	}
-	if got := kmsOp(req("POST", "/", "X-Amz-Target", "TrentService.GenerateDataKey")); got != "GenerateDataKey" {
+	if got := testenv.KMSOp(req("POST", "/", "X-Amz-Target", "TrentService.GenerateDataKey")); got != "GenerateDataKey" {
 		t.Errorf("kmsOp = %q", got)
 	}
-	if got := kmsOp(req("POST", "/")); got != "other" {
+	if got := testenv.KMSOp(req("POST", "/")); got != "other" {
 		t.Errorf("kmsOp without target = %q", got)
 	}
 }
@@ -151,7 +153,7 @@ func TestCountingProxy(t *testing.T) {
 		w.WriteHeader(http.StatusTeapot)
 	}))
 	defer backend.Close()
-	p, err := newCountingProxy(backend.URL, kmsOp)
+	p, err := newCountingProxy(backend.URL, testenv.KMSOp)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -424,11 +424,11 @@ func (b *bench) run() error {
 		return err
 	}
 	b.cleanups = append(b.cleanups, stopKMS)
-	if b.kmsProxy, err = newCountingProxy(b.kmssrv.Endpoint, kmsOp); err != nil {
+	if b.kmsProxy, err = newCountingProxy(b.kmssrv.Endpoint, testenv.KMSOp); err != nil {
 		return err
 	}
 	b.cleanups = append(b.cleanups, b.kmsProxy.close)
-	if b.s3Proxy, err = newCountingProxy(b.s3srv.Endpoint, s3Op); err != nil {
+	if b.s3Proxy, err = newCountingProxy(b.s3srv.Endpoint, testenv.S3Op); err != nil {
 		return err
 	}
 	b.cleanups = append(b.cleanups, b.s3Proxy.close)

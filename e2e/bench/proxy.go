@@ -8,7 +8,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"strings"
 	"sync"
 )
 
@@ -80,63 +79,4 @@ func diffCounts(before, after map[string]int) map[string]int {
 		}
 	}
 	return d
-}
-
-// kmsOp names a KMS request by its X-Amz-Target (TrentService.Decrypt →
-// Decrypt).
-func kmsOp(r *http.Request) string {
-	t := r.Header.Get("X-Amz-Target")
-	if i := strings.LastIndexByte(t, '.'); i >= 0 {
-		t = t[i+1:]
-	}
-	if t == "" {
-		return "other"
-	}
-	return t
-}
-
-// s3Op names an S3 request (path-style) by method, query and headers.
-func s3Op(r *http.Request) string {
-	q := r.URL.Query()
-	keyed := strings.Count(strings.Trim(r.URL.Path, "/"), "/") >= 1
-	switch r.Method {
-	case http.MethodHead:
-		if keyed {
-			return "HeadObject"
-		}
-		return "HeadBucket"
-	case http.MethodGet:
-		switch {
-		case !keyed:
-			return "ListObjects"
-		case r.Header.Get("Range") != "":
-			return "GetObject(range)"
-		default:
-			return "GetObject"
-		}
-	case http.MethodPut:
-		switch {
-		case q.Has("uploadId"):
-			return "UploadPart"
-		case r.Header.Get("X-Amz-Copy-Source") != "":
-			return "CopyObject"
-		default:
-			return "PutObject"
-		}
-	case http.MethodPost:
-		switch {
-		case q.Has("uploads"):
-			return "CreateMultipartUpload"
-		case q.Has("uploadId"):
-			return "CompleteMultipartUpload"
-		case q.Has("delete"):
-			return "DeleteObjects"
-		}
-	case http.MethodDelete:
-		if q.Has("uploadId") {
-			return "AbortMultipartUpload"
-		}
-		return "DeleteObject"
-	}
-	return r.Method + " other"
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/csefs/csefs/e2e/testenv"
 )
 
 // The remote table: csefs and the SDK against the same MinIO through a
@@ -62,7 +64,7 @@ func (b *bench) runRemote() error {
 	}
 	b.cleanups = append(b.cleanups, stop)
 	r := &remote{shaper: shURL, sdk: b.remoteClient(shURL)}
-	if r.proxy, err = newCountingProxy(shURL, s3Op); err != nil {
+	if r.proxy, err = newCountingProxy(shURL, testenv.S3Op); err != nil {
 		return err
 	}
 	b.cleanups = append(b.cleanups, r.proxy.close)
