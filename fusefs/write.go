@@ -169,6 +169,13 @@ func (w *writeHandle) restage(ctx context.Context) error {
 	return nil
 }
 
+// stillCommittedEmpty reports whether the object is still the empty one
+// this handle committed. w.mu is held.
+func (w *writeHandle) stillCommittedEmpty(ctx context.Context) bool {
+	o, err := w.fsys.head(ctx, w.key)
+	return err == nil && o.info.ETag == w.etag && o.plainSize == 0
+}
+
 // status reports the size and attributes a stat should show.
 func (w *writeHandle) status() (size int64, attrs metadata.Attrs, ok bool) {
 	w.mu.Lock()
@@ -224,9 +231,11 @@ func (w *writeHandle) write(ctx context.Context, data []byte, off int64) (int, e
 		}
 	}
 	if w.mode == modeStream {
-		if w.done && w.result == nil && w.up.written == 0 && off == 0 {
+		if w.done && w.result == nil && w.up.written == 0 && off == 0 && w.stillCommittedEmpty(ctx) {
 			// An empty object was committed by an early Flush (the shell's
 			// dup2 dance); the writes that follow make a new version.
+			// (If the object changed since, a truncate(2) by path say, the
+			// write goes to staging below, which starts from it.)
 			if err := w.startStream(ctx); err != nil {
 				return 0, err
 			}

@@ -146,6 +146,11 @@ func runWriteModel(t *testing.T, name string, encrypt bool, rng chooser, steps i
 		}
 	}
 	open := func(trunc bool) {
+		// As fileNode.Open does for writing: deferred attribute changes
+		// are stored first, and the new version starts from them.
+		if err := f.flushAttrs(ctx, key); err != nil {
+			fail("open: storing deferred attributes: %v", err)
+		}
 		var err error
 		w, err = f.newWriter(ctx, n, n.currentAttrs(ctx), trunc, true)
 		if err != nil {
