@@ -138,6 +138,11 @@ func (n *fileNode) acquireStage(ctx context.Context, empty bool) (sf *stageFile,
 	}
 	n.mu.Unlock()
 	f := n.fsys
+	// The staged version starts from the stored attributes: store the
+	// deferred ones first (lazyattr.go), as open(2) for writing does.
+	if err := f.flushAttrs(ctx, n.key()); err != nil {
+		return nil, false, err
+	}
 	sf, err = f.stage.create()
 	if err != nil {
 		return nil, false, err
