@@ -66,7 +66,7 @@ type ExecOptions struct {
 //	         "wrap_alg":"AES/GCM", "cek_alg":"AES/GCM/NoPadding"}
 //	stdout: {"key":"<base64 of the data key>"}
 //
-// "object" is empty when the caller did not say (see ContextWithObject).
+// "object" is empty when the caller did not say (WrappedKey.Object).
 // The program must check every binding its wrap has (for AES/GCM, the
 // cek_alg as additional data).
 //
@@ -128,22 +128,6 @@ func NewExecProvider(path string, opt ExecOptions) (*ExecProvider, error) {
 	return &ExecProvider{path: abs, opt: opt}, nil
 }
 
-type objectKey struct{}
-
-// ContextWithObject returns ctx carrying the S3 URI of the object whose key
-// is being unwrapped. DecryptKey has no other way to learn it; providers that
-// care (the exec provider sends it as "object") read it with
-// ObjectFromContext.
-func ContextWithObject(ctx context.Context, object string) context.Context {
-	return context.WithValue(ctx, objectKey{}, object)
-}
-
-// ObjectFromContext returns what ContextWithObject stored, or "".
-func ObjectFromContext(ctx context.Context) string {
-	s, _ := ctx.Value(objectKey{}).(string)
-	return s
-}
-
 type execRequest struct {
 	Version    int               `json:"version"`
 	Operation  string            `json:"operation"`
@@ -196,7 +180,7 @@ func (p *ExecProvider) DecryptKey(ctx context.Context, w WrappedKey) ([]byte, er
 	if md == nil {
 		md = map[string]string{}
 	}
-	resp, err := p.run(ctx, execRequest{Version: execProtocolVersion, Operation: "decrypt", Object: ObjectFromContext(ctx),
+	resp, err := p.run(ctx, execRequest{Version: execProtocolVersion, Operation: "decrypt", Object: w.Object,
 		MatDesc: md, CEKAlg: w.CEKAlg, WrappedKey: w.Blob, WrapAlg: w.WrapAlg})
 	if err != nil {
 		return nil, err

@@ -73,7 +73,8 @@ func TestExecProviderExample(t *testing.T) {
 	if w.WrapAlg != WrapAESGCM || w.CEKAlg != CEKAlgGCM || len(w.Blob) != 60 || w.MatDesc[KeyNameKey] != "exec-example" || w.MatDesc["Path"] != "s3://b/k" {
 		t.Fatalf("wrapped %+v", w)
 	}
-	got, err := p.DecryptKey(ContextWithObject(ctx, "s3://b/k"), w)
+	w.Object = "s3://b/k"
+	got, err := p.DecryptKey(ctx, w)
 	if err != nil || !bytes.Equal(got, key) {
 		t.Fatalf("exec round trip: %v", err)
 	}
@@ -176,17 +177,13 @@ func TestExecProviderRequest(t *testing.T) {
 	if m := read(); !jsonEqual(m, want) {
 		t.Fatalf("encrypt request %v, want %v", m, want)
 	}
-	ctx := ContextWithObject(t.Context(), "s3://b/dir/f")
-	if _, err := p.DecryptKey(ctx, WrappedKey{WrapAlg: "X-VAULT", CEKAlg: CEKAlgGCM, Blob: []byte("wrapped"), MatDesc: map[string]string{"a": "b"}}); err != nil {
+	if _, err := p.DecryptKey(t.Context(), WrappedKey{WrapAlg: "X-VAULT", CEKAlg: CEKAlgGCM, Blob: []byte("wrapped"), MatDesc: map[string]string{"a": "b"}, Object: "s3://b/dir/f"}); err != nil {
 		t.Fatal(err)
 	}
 	want = map[string]any{"version": float64(1), "operation": "decrypt", "object": "s3://b/dir/f",
 		"materials_description": map[string]any{"a": "b"}, "cek_alg": CEKAlgGCM, "wrapped_key": "d3JhcHBlZA==", "wrap_alg": "X-VAULT"}
 	if m := read(); !jsonEqual(m, want) {
 		t.Fatalf("decrypt request %v, want %v", m, want)
-	}
-	if ObjectFromContext(t.Context()) != "" {
-		t.Fatal("object from an empty context")
 	}
 }
 

@@ -87,6 +87,10 @@ type WrappedKey struct {
 	CEKAlg  string            // x-amz-cek-alg (x-amz-c for V3); CEKAlgCBC for V1
 	Blob    []byte            // the decoded x-amz-key-v2 / x-amz-key / x-amz-3
 	MatDesc map[string]string // the parsed x-amz-matdesc (V3: x-amz-t or x-amz-m); never nil after parsing
+	// Object names the object the key is stored with (s3://bucket/key),
+	// for providers that decide per object (the exec protocol) and for
+	// logs. The wrap does not bind it; it may be empty, and caches ignore it.
+	Object string
 }
 
 // KeyRequest asks a Provider for a new data key.

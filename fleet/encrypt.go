@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -101,7 +100,7 @@ func (o *Options) encryptObject(ctx context.Context, cc objectstore.ConditionalC
 		return fmt.Errorf("new data key: %w", err)
 	}
 	defer cse.Zero(dk)
-	env, ck, aad, err := newEnvelope(dk, wrapped)
+	env, ck, err := newEnvelope(dk, wrapped)
 	if err != nil {
 		return err
 	}
@@ -149,7 +148,7 @@ func (o *Options) encryptObject(ctx context.Context, cc objectstore.ConditionalC
 	if err != nil {
 		return err
 	}
-	enc, err := cse.NewEncryptWriterAAD(up, ck, env.IV, aad)
+	enc, err := env.Params().NewEncryptWriter(up, ck)
 	if err != nil {
 		up.Abort(context.WithoutCancel(ctx))
 		return err
@@ -181,30 +180,18 @@ func (o *Options) encryptObject(ctx context.Context, cc objectstore.ConditionalC
 	return nil
 }
 
-// newEnvelope makes the envelope of a new GCM object for data key dk and
-// returns it with the content key (the caller zeroes it) and the content
-// cipher's additional data, as a mount's upload does (V3: a fresh message
-// ID and the key commitment).
-func newEnvelope(dk []byte, wrapped cse.WrappedKey) (*metadata.Envelope, []byte, []byte, error) {
-	if wrapped.CEKAlg != cse.CEKAlgGCMCommit {
-		iv := make([]byte, cse.GCMIVSize)
-		if _, err := rand.Read(iv); err != nil {
-			return nil, nil, nil, err
-		}
-		return metadata.NewEnvelope(iv, wrapped, -1), bytes.Clone(dk), nil, nil
-	}
-	id, err := cse.NewMessageID(rand.Reader)
+// newEnvelope makes the envelope of a new object for data key dk, as a
+// mount's upload does (V3: a fresh message ID and the key commitment; V2 a
+// fresh IV), and returns it with the content key (the caller zeroes it).
+func newEnvelope(dk []byte, wrapped cse.WrappedKey) (*metadata.Envelope, []byte, error) {
+	p, ck, err := cse.NewParams(wrapped.CEKAlg, dk, rand.Reader)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	ck, commit, err := cse.CommitKeys(dk, id)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	env, err := metadata.NewEnvelopeV3(id, commit, wrapped)
+	env, err := metadata.NewEnvelopeFor(p, wrapped)
 	if err != nil {
 		cse.Zero(ck)
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	return env, ck, cse.CommitAAD(), nil
+	return env, ck, nil
 }

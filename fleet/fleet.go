@@ -184,10 +184,7 @@ func (o *Options) contentKey(ctx context.Context, env *metadata.Envelope) (dataK
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("unwrap data key: %w", err)
 	}
-	if env.Version != 3 {
-		return dataKey, append([]byte(nil), dataKey...), arn, nil
-	}
-	ck, err := cse.OpenCommitment(dataKey, env.MessageID, env.Commitment)
+	ck, err := env.Params().ContentKey(dataKey)
 	if err != nil {
 		cse.Zero(dataKey)
 		return nil, nil, "", fmt.Errorf("key commitment: %w", err)
@@ -203,7 +200,12 @@ func (o *Options) decryptReader(ctx context.Context, obj *object, contentKey []b
 	if err != nil {
 		return nil, err
 	}
-	r, err := cse.NewDecryptReader(rc, contentKey, obj.env.Key.CEKAlg, obj.env.IV)
+	c, err := obj.env.Content(obj.info.Size)
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	r, err := c.NewReader(rc, contentKey)
 	if err != nil {
 		rc.Close()
 		return nil, err

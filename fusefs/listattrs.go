@@ -37,8 +37,11 @@ func (f *FS) listedObject(key string) *object {
 		return o
 	}
 	size := in.Size
-	if f.opt.Provider != nil && size >= cse.TagSize {
-		size -= cse.TagSize
+	if f.opt.Provider != nil {
+		// What this mount writes: a GCM body.
+		if n, err := cse.GCMPlainSize(size); err == nil {
+			size = n
+		}
 	}
 	return &object{key: key, info: in, plainSize: size, listed: true}
 }

@@ -15,20 +15,9 @@ import (
 type kind int
 
 const (
-	kindPlain kind = iota // no envelope: passed through
-	kindGCM               // AES/GCM/NoPadding, or V3's suite 115 (the same body layout)
-	kindCBC               // AES/CBC/PKCS5Padding (legacy, read only)
+	kindPlain     kind = iota // no envelope: passed through
+	kindEncrypted             // an envelope: object.content says how
 )
-
-func (k kind) String() string {
-	switch k {
-	case kindGCM:
-		return "gcm"
-	case kindCBC:
-		return "cbc"
-	}
-	return "plaintext"
-}
 
 // object is what a HEAD (plus, where needed, the instruction file) tells
 // about one object.
@@ -37,6 +26,7 @@ type object struct {
 	info      objectstore.Info
 	kind      kind
 	env       *metadata.Envelope // nil for plaintext
+	content   cse.Content        // the encrypted body (kindEncrypted)
 	plainSize int64
 	attrs     metadata.Attrs
 	instr     bool   // the envelope came from an instruction file
@@ -70,26 +60,21 @@ func (f *FS) resolve(ctx context.Context, info *objectstore.Info) (*object, erro
 		o.plainSize = info.Size
 		return o, nil
 	}
-	o.env = env
-	switch env.Key.CEKAlg {
-	case cse.CEKAlgGCM, cse.CEKAlgGCMCommit:
-		o.kind = kindGCM
-		n, err := cse.GCMPlainSize(info.Size)
-		if err != nil {
-			return nil, fmt.Errorf("object %s: %w", info.Key, err)
-		}
+	o.env, o.kind = env, kindEncrypted
+	if o.content, err = env.Content(info.Size); err != nil {
+		return nil, fmt.Errorf("object %s: %w", info.Key, err)
+	}
+	if n, ok := o.content.PlainSize(); ok {
 		o.plainSize = n
-	case cse.CEKAlgCBC:
-		o.kind = kindCBC
-		if n, ok := env.PlainSize(info.Size); ok {
-			o.plainSize = n
-		} else if o.plainSize, err = f.cbcSize(ctx, o); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, fmt.Errorf("object %s: content algorithm %q: %w", info.Key, env.Key.CEKAlg, cse.ErrUnsupported)
+	} else if o.plainSize, err = f.sizeFromTail(ctx, o); err != nil {
+		return nil, err
 	}
 	return o, nil
+}
+
+// authenticated reports whether reading o's whole body authenticates it.
+func (o *object) authenticated() bool {
+	return o.kind == kindEncrypted && o.content.Authenticated()
 }
 
 // instruction loads key's instruction file and its ETag. It returns nil
@@ -138,7 +123,7 @@ var errCommitmentPolicy = errors.New("fusefs: the commitment policy refuses obje
 
 // dataKey returns the key that decrypts an object's content: the unwrapped
 // data key, or for a V3 object the content key derived from it once the
-// stored key commitment has verified (cse.OpenCommitment), so that no byte
+// stored key commitment has verified (cse.Params.ContentKey), so that no byte
 // is decrypted under an uncommitted key. An object the commitment policy
 // refuses gets errCommitmentPolicy, with a log line, before any key is
 // unwrapped. The caller zeroes the key.
@@ -151,35 +136,30 @@ func (f *FS) dataKey(ctx context.Context, o *object) ([]byte, error) {
 		return nil, fmt.Errorf("object %s (%s) under %s: %w", o.key, o.env.Key.CEKAlg, p, errCommitmentPolicy)
 	}
 	// Providers that decide per object (the exec protocol) learn which.
-	ctx = cse.ContextWithObject(ctx, f.uri(o.key))
-	k, err := f.opt.Provider.DecryptKey(ctx, o.env.Key)
+	w := o.env.Key
+	w.Object = f.uri(o.key)
+	k, err := f.opt.Provider.DecryptKey(ctx, w)
 	if err != nil {
 		return nil, fmt.Errorf("data key of %s (wrap %q): %w", o.key, o.env.Key.WrapAlg, err)
 	}
-	if o.env.Version == 3 {
-		ck, err := cse.OpenCommitment(k, o.env.MessageID, o.env.Commitment)
-		cse.Zero(k)
-		if err != nil {
-			return nil, fmt.Errorf("key commitment of %s: %w", o.key, err)
-		}
-		k = ck
+	defer cse.Zero(k)
+	ck, err := o.content.Params().ContentKey(k)
+	if err != nil {
+		return nil, fmt.Errorf("key commitment of %s: %w", o.key, err)
 	}
-	return k, nil
+	return ck, nil
 }
 
-// cbcSize derives a CBC object's plaintext size from its last two blocks.
-func (f *FS) cbcSize(ctx context.Context, o *object) (int64, error) {
-	size := o.info.Size
-	if size < cse.BlockSize || size%cse.BlockSize != 0 {
-		return 0, fmt.Errorf("object %s: CBC body of %d bytes: %w", o.key, size, cse.ErrMalformed)
-	}
+// sizeFromTail derives the plaintext size of an object whose stored size
+// does not fix it (CBC without a recorded length) from the end of its body.
+func (f *FS) sizeFromTail(ctx context.Context, o *object) (int64, error) {
 	key, err := f.dataKey(ctx, o)
 	if err != nil {
 		return 0, err
 	}
 	defer cse.Zero(key)
-	off := max(size-2*cse.BlockSize, 0)
-	rc, _, err := f.store.Get(ctx, o.key, objectstore.GetOptions{Offset: off, Length: size - off, IfMatch: o.info.ETag})
+	off, n := o.content.SizeTail()
+	rc, _, err := f.store.Get(ctx, o.key, objectstore.GetOptions{Offset: off, Length: n, IfMatch: o.info.ETag})
 	if err != nil {
 		return 0, err
 	}
@@ -188,14 +168,9 @@ func (f *FS) cbcSize(ctx context.Context, o *object) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	prev := o.env.IV
-	last := tail
-	if len(tail) == 2*cse.BlockSize {
-		prev, last = tail[:cse.BlockSize], tail[cse.BlockSize:]
-	}
-	n, err := cse.CBCPlainSizeFromTail(key, prev, last, size)
+	size, err := o.content.PlainSizeFromTail(key, tail)
 	if err != nil {
 		return 0, fmt.Errorf("object %s: %w", o.key, err)
 	}
-	return n, nil
+	return size, nil
 }

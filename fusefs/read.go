@@ -74,7 +74,7 @@ func (f *FS) newReader(ctx context.Context, o *object) (*readHandle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.kind == kindGCM && o.plainSize <= f.opt.VerifyThreshold {
+	if o.authenticated() && o.plainSize <= f.opt.VerifyThreshold {
 		whole, err := r.readAll(ctx)
 		if err != nil {
 			r.zero()
@@ -124,7 +124,7 @@ func (r *readHandle) openStream(ctx context.Context) (io.Reader, io.Closer, erro
 	if o.kind == kindPlain {
 		return rc, rc, nil
 	}
-	dec, err := cse.NewDecryptReader(rc, r.key, o.env.Key.CEKAlg, o.env.IV)
+	dec, err := o.content.NewReader(rc, r.key)
 	if err != nil {
 		rc.Close()
 		return nil, nil, err
@@ -169,7 +169,7 @@ func readAllInto(buf []byte, src io.Reader) ([]byte, error) {
 // verify authenticates the whole object once per ETag.
 func (r *readHandle) verify(ctx context.Context) error {
 	o := r.obj
-	if o.kind != kindGCM || r.fsys.isVerified(o.key, o.info.ETag) {
+	if !o.authenticated() || r.fsys.isVerified(o.key, o.info.ETag) {
 		return nil
 	}
 	src, c, err := r.openStream(ctx)
@@ -264,14 +264,14 @@ func (r *readHandle) Read(ctx context.Context, dest []byte, off int64) (res fuse
 func (r *readHandle) readRange(ctx context.Context, dest []byte, off int64) error {
 	o := r.obj
 	end := off + int64(len(dest))
-	if o.kind == kindGCM && (r.fsys.opt.StrictRanged || end == o.plainSize) {
+	if o.authenticated() && (r.fsys.opt.StrictRanged || end == o.plainSize) {
 		if err := r.verify(ctx); err != nil {
 			return err
 		}
 	}
 	fetchOff, fetchLen := off, int64(len(dest))
-	if o.kind == kindCBC {
-		fetchOff, fetchLen = cse.CBCRange(off, int64(len(dest)), o.info.Size)
+	if o.kind == kindEncrypted {
+		fetchOff, fetchLen = o.content.Range(off, int64(len(dest)))
 	}
 	rc, _, err := r.fsys.store.Get(ctx, o.key, objectstore.GetOptions{Offset: fetchOff, Length: fetchLen, IfMatch: o.info.ETag})
 	if err != nil {
@@ -282,21 +282,12 @@ func (r *readHandle) readRange(ctx context.Context, dest []byte, off int64) erro
 	if _, err := io.ReadFull(rc, src); err != nil {
 		return fmt.Errorf("ranged read of %s at %d: %w", o.key, fetchOff, err)
 	}
-	switch o.kind {
-	case kindPlain:
+	if o.kind == kindPlain {
 		copy(dest, src)
-	case kindGCM:
-		return cse.DecryptGCMRange(r.key, o.env.IV, off, dest, src)
-	case kindCBC:
-		plain, err := cse.DecryptCBCRange(r.key, o.env.IV, fetchOff, o.info.Size, src)
-		if err != nil {
-			return err
-		}
-		skip := off - cse.CBCRangeStart(fetchOff)
-		if skip < 0 || skip+int64(len(dest)) > int64(len(plain)) {
-			return fmt.Errorf("object %s: CBC range [%d,%d) outside plaintext: %w", o.key, off, end, cse.ErrMalformed)
-		}
-		copy(dest, plain[skip:])
+		return nil
+	}
+	if err := o.content.DecryptRange(r.key, dest, off, src); err != nil {
+		return fmt.Errorf("object %s: %w", o.key, err)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package fusefs
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -37,7 +36,7 @@ func (nopCloser) Close() error { return nil }
 func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) (*upload, error) {
 	u := &upload{fsys: f, key: key, attrs: attrs}
 	meta := map[string]string{}
-	var dataKey, aad []byte
+	var dataKey []byte
 	if f.opt.Provider != nil {
 		md := maps.Clone(f.opt.MatDesc)
 		if f.opt.MatDescFor != nil {
@@ -56,7 +55,7 @@ func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) 
 			return nil, fmt.Errorf("new data key: %w", err)
 		}
 		defer cse.Zero(k)
-		if dataKey, aad, err = newEnvelope(u, k, wrapped); err != nil {
+		if dataKey, err = newEnvelope(u, k, wrapped); err != nil {
 			return nil, err
 		}
 		defer cse.Zero(dataKey)
@@ -89,7 +88,7 @@ func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) 
 	}
 	u.up = up
 	if dataKey != nil {
-		enc, err := cse.NewEncryptWriterAAD(up, dataKey, u.env.IV, aad)
+		enc, err := u.env.Params().NewEncryptWriter(up, dataKey)
 		if err != nil {
 			up.Abort(context.WithoutCancel(ctx))
 			return nil, err
@@ -101,32 +100,19 @@ func (f *FS) beginUpload(ctx context.Context, key string, attrs metadata.Attrs) 
 	return u, nil
 }
 
-// newEnvelope sets u.env for the data key k and its wrapped form, and
-// returns the content key (a copy of k for V2, the HKDF-derived key for V3;
-// the caller zeroes it) and the content cipher's additional data. A V3
-// envelope gets a fresh message ID and the key commitment.
-func newEnvelope(u *upload, k []byte, wrapped cse.WrappedKey) (contentKey, aad []byte, err error) {
-	if wrapped.CEKAlg != cse.CEKAlgGCMCommit {
-		iv := make([]byte, cse.GCMIVSize)
-		if _, err := rand.Read(iv); err != nil {
-			return nil, nil, err
-		}
-		u.env = metadata.NewEnvelope(iv, wrapped, -1)
-		return bytes.Clone(k), nil, nil
-	}
-	id, err := cse.NewMessageID(rand.Reader)
+// newEnvelope sets u.env for the data key k and its wrapped form (V3 with
+// a fresh message ID and the key commitment, else V2 with a fresh IV), and
+// returns the content key (the caller zeroes it).
+func newEnvelope(u *upload, k []byte, wrapped cse.WrappedKey) (contentKey []byte, err error) {
+	p, ck, err := cse.NewParams(wrapped.CEKAlg, k, rand.Reader)
 	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("new object %s: %w", u.key, err)
 	}
-	ck, commit, err := cse.CommitKeys(k, id)
-	if err != nil {
-		return nil, nil, err
-	}
-	if u.env, err = metadata.NewEnvelopeV3(id, commit, wrapped); err != nil {
+	if u.env, err = metadata.NewEnvelopeFor(p, wrapped); err != nil {
 		cse.Zero(ck)
-		return nil, nil, fmt.Errorf("new object %s: %w", u.key, err)
+		return nil, fmt.Errorf("new object %s: %w", u.key, err)
 	}
-	return ck, cse.CommitAAD(), nil
+	return ck, nil
 }
 
 func (u *upload) Write(p []byte) (int, error) {
@@ -161,7 +147,11 @@ func (u *upload) commit(ctx context.Context) (*object, error) {
 	}
 	o := &object{key: u.key, info: *info, plainSize: u.written, env: u.env, instr: u.instr, attrs: u.attrs}
 	if u.env != nil {
-		o.kind = kindGCM
+		o.kind = kindEncrypted
+		if o.content, err = u.env.Content(info.Size); err != nil {
+			// Cannot happen with a store that reports what it stored.
+			return nil, fmt.Errorf("object %s stored, but as %d bytes: %w", u.key, info.Size, err)
+		}
 	}
 	if o.info.LastModified.IsZero() {
 		// The store did not say (S3's PUT and multipart completion do

@@ -21,11 +21,11 @@ func TestEncryptionDesc(t *testing.T) {
 		want string
 	}{
 		{&object{kind: kindPlain}, "plaintext"},
-		{&object{kind: kindGCM, env: env(cse.WrapKMSContext, cse.CEKAlgGCM)}, "kms+context AES/GCM/NoPadding"},
-		{&object{kind: kindGCM, env: env(cse.WrapKMS, cse.CEKAlgGCM), instr: true}, "kms AES/GCM/NoPadding instruction-file"},
-		{&object{kind: kindGCM, env: env(cse.WrapAESGCM, cse.CEKAlgGCM)}, "AES/GCM AES/GCM/NoPadding"},
-		{&object{kind: kindCBC, env: env(cse.WrapV1, cse.CEKAlgCBC)}, "V1 AES/CBC/PKCS5Padding"},
-		{&object{kind: kindGCM, env: env(cse.WrapKMSContext, cse.CEKAlgGCMCommit), instr: true}, "kms+context ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY instruction-file"},
+		{&object{kind: kindEncrypted, env: env(cse.WrapKMSContext, cse.CEKAlgGCM)}, "kms+context AES/GCM/NoPadding"},
+		{&object{kind: kindEncrypted, env: env(cse.WrapKMS, cse.CEKAlgGCM), instr: true}, "kms AES/GCM/NoPadding instruction-file"},
+		{&object{kind: kindEncrypted, env: env(cse.WrapAESGCM, cse.CEKAlgGCM)}, "AES/GCM AES/GCM/NoPadding"},
+		{&object{kind: kindEncrypted, env: env(cse.WrapV1, cse.CEKAlgCBC)}, "V1 AES/CBC/PKCS5Padding"},
+		{&object{kind: kindEncrypted, env: env(cse.WrapKMSContext, cse.CEKAlgGCMCommit), instr: true}, "kms+context ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY instruction-file"},
 	} {
 		if got := encryptionDesc(tc.o); got != tc.want {
 			t.Errorf("encryptionDesc = %q, want %q", got, tc.want)

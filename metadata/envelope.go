@@ -214,6 +214,30 @@ func NewEnvelope(iv []byte, w cse.WrappedKey, plainLen int64) *Envelope {
 	return e
 }
 
+// NewEnvelopeFor builds the envelope of a new object from its content
+// parameters (cse.NewParams) and its wrapped data key: V3 for
+// cse.CEKAlgGCMCommit, else V2 with an unknown plaintext length.
+func NewEnvelopeFor(p cse.Params, w cse.WrappedKey) (*Envelope, error) {
+	if w.CEKAlg != p.CEKAlg {
+		return nil, fmt.Errorf("%w: data key for %q, content %q", ErrMalformed, w.CEKAlg, p.CEKAlg)
+	}
+	if p.CEKAlg == cse.CEKAlgGCMCommit {
+		return NewEnvelopeV3(p.MessageID, p.Commitment, w)
+	}
+	return NewEnvelope(p.IV, w, -1), nil
+}
+
+// Params returns the content parameters the envelope stores.
+func (e *Envelope) Params() cse.Params {
+	return cse.Params{CEKAlg: e.Key.CEKAlg, IV: e.IV, MessageID: e.MessageID, Commitment: e.Commitment}
+}
+
+// Content returns the encrypted body of an object of cipherSize stored
+// bytes that this envelope describes (see cse.Content).
+func (e *Envelope) Content(cipherSize int64) (cse.Content, error) {
+	return e.Params().Content(cipherSize, e.PlainLen)
+}
+
 func parse(get func(string) (string, bool), s3Decode bool) (*Envelope, error) {
 	ivStr, hasIV := get(KeyIV)
 	v1Str, hasV1 := get(KeyV1)
@@ -542,24 +566,17 @@ func (e *Envelope) v3Instruction() map[string]string {
 }
 
 // PlainSize returns the plaintext size of an object of cipherSize stored
-// bytes. GCM (V2 and V3): cipherSize − 16, unknown when cipherSize < 16. CBC: PlainLen
-// when it is recorded and consistent with cipherSize (16·⌊P/16⌋+16 bytes);
-// otherwise unknown, and the caller derives it by decrypting the last block.
+// bytes, when the stored size fixes it (cse.Content.PlainSize): GCM (V2 and
+// V3) always, CBC when PlainLen is recorded and consistent with cipherSize.
+// Otherwise it is unknown, and the reader derives it from the body's last
+// block (cse.Content.PlainSizeFromTail).
 func (e *Envelope) PlainSize(cipherSize int64) (size int64, known bool) {
-	switch e.Key.CEKAlg {
-	case cse.CEKAlgGCM, cse.CEKAlgGCMCommit:
-		if cipherSize < cse.TagSize {
-			return 0, false
-		}
-		return cipherSize - cse.TagSize, true
-	case cse.CEKAlgCBC:
-		if e.PlainLen < 0 || e.PlainLen > cipherSize {
-			return 0, false
-		}
-		if e.PlainLen/cse.BlockSize*cse.BlockSize+cse.BlockSize != cipherSize {
-			return 0, false
-		}
-		return e.PlainLen, true
+	c, err := e.Content(cipherSize)
+	if err != nil {
+		return 0, false
+	}
+	if n, ok := c.PlainSize(); ok {
+		return n, true
 	}
 	return 0, false
 }
