@@ -77,6 +77,19 @@ func (p Params) NewEncryptWriter(dst io.Writer, contentKey []byte) (*EncryptWrit
 	return nil, fmt.Errorf("cse: writing content algorithm %q: %w", p.CEKAlg, ErrUnsupported)
 }
 
+// NewSealer returns the piece-by-piece sealer of a new object's content
+// (for uploads that send parts themselves), under the content key
+// NewParams returned.
+func (p Params) NewSealer(contentKey []byte) (*GCMSealer, error) {
+	switch p.CEKAlg {
+	case CEKAlgGCM:
+		return NewGCMSealerAAD(contentKey, p.IV, nil)
+	case CEKAlgGCMCommit:
+		return NewGCMSealerAAD(contentKey, p.IV, CommitAAD())
+	}
+	return nil, fmt.Errorf("cse: writing content algorithm %q: %w", p.CEKAlg, ErrUnsupported)
+}
+
 // Content is the encrypted body of one object: its algorithm and
 // parameters and its stored size. It answers what a reader of the body
 // needs (plaintext size, the stored range a plaintext range needs, ranged

@@ -64,31 +64,20 @@ func coreWriteErr(ctx context.Context, e *env, p cse.Provider, key string, plain
 		return fmt.Errorf("GenerateKey: %w", err)
 	}
 	defer cse.Zero(dk)
-	iv := make([]byte, cse.GCMIVSize)
-	if _, err := rand.Read(iv); err != nil {
+	params, ck, err := cse.NewParams(cekAlg, dk, rand.Reader)
+	if err != nil {
 		return err
 	}
+	defer cse.Zero(ck)
 	plainLen := int64(len(plain))
 	if mode.multipart {
 		plainLen = -1 // unknown when the upload starts, as in EMRFS/J3 (§11.5)
 	}
-	envl := metadata.NewEnvelope(iv, wrapped, plainLen)
-	var aad []byte
+	envl := metadata.NewEnvelope(params.IV, wrapped, plainLen)
 	if mode.v3 {
-		id, err := cse.NewMessageID(rand.Reader)
-		if err != nil {
+		if envl, err = metadata.NewEnvelopeFor(params, wrapped); err != nil {
 			return err
 		}
-		ck, commit, err := cse.CommitKeys(dk, id)
-		if err != nil {
-			return err
-		}
-		defer cse.Zero(ck)
-		dk, aad = ck, cse.CommitAAD()
-		if envl, err = metadata.NewEnvelopeV3(id, commit, wrapped); err != nil {
-			return err
-		}
-		iv = envl.IV
 	}
 	objMeta := envl.Metadata()
 	if mode.instruction {
@@ -102,7 +91,7 @@ func coreWriteErr(ctx context.Context, e *env, p cse.Provider, key string, plain
 	}
 	if !mode.multipart {
 		var body bytes.Buffer
-		w, err := cse.NewEncryptWriterAAD(&body, dk, iv, aad)
+		w, err := params.NewEncryptWriter(&body, ck)
 		if err != nil {
 			return err
 		}
@@ -122,7 +111,7 @@ func coreWriteErr(ctx context.Context, e *env, p cse.Provider, key string, plain
 	if err != nil {
 		return err
 	}
-	sealer, err := cse.NewGCMSealerAAD(dk, iv, aad)
+	sealer, err := params.NewSealer(ck)
 	if err != nil {
 		return err
 	}
@@ -196,15 +185,16 @@ func coreRead(ctx context.Context, e *env, p cse.Provider, key string) ([]byte, 
 		return nil, err
 	}
 	defer cse.Zero(dk)
-	if envl.Version == 3 {
-		ck, err := cse.OpenCommitment(dk, envl.MessageID, envl.Commitment)
-		if err != nil {
-			return nil, err
-		}
-		defer cse.Zero(ck)
-		dk = ck
+	ck, err := envl.Params().ContentKey(dk)
+	if err != nil {
+		return nil, err
 	}
-	r, err := cse.NewDecryptReader(out.Body, dk, envl.Key.CEKAlg, envl.IV)
+	defer cse.Zero(ck)
+	c, err := envl.Content(aws.ToInt64(out.ContentLength))
+	if err != nil {
+		return nil, err
+	}
+	r, err := c.NewReader(out.Body, ck)
 	if err != nil {
 		return nil, err
 	}
