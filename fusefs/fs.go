@@ -162,11 +162,6 @@ type FS struct {
 	started time.Time   // the mount's start: the mtime of directories without one
 }
 
-type statEntry struct {
-	obj *object
-	at  time.Time
-}
-
 // New returns a filesystem and its root node.
 func New(opt Options) (*FS, fs.InodeEmbedder, error) {
 	if opt.Logger == nil {
@@ -327,63 +322,6 @@ func (f *FS) logErr(op, key string, err error) syscall.Errno {
 	}
 	f.log.Log(context.Background(), lvl, "operation failed", "op", op, "object", f.uri(key), "errno", errno.Error(), "cause", err.Error())
 	return errno
-}
-
-// cachedStat returns a fresh resolved object for key, if any.
-func (f *FS) cachedStat(key string) *object {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	e, ok := f.stats[key]
-	if !ok || time.Since(e.at) > f.opt.MetadataTTL {
-		return nil
-	}
-	return e.obj
-}
-
-// statSince is cachedStat, also accepting an expired stat obtained (or
-// renewed by a LIST) at or after since: one as fresh as the listing that
-// began then.
-func (f *FS) statSince(key string, since time.Time) *object {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	e, ok := f.stats[key]
-	if !ok || (time.Since(e.at) > f.opt.MetadataTTL && (since.IsZero() || e.at.Before(since))) {
-		return nil
-	}
-	return e.obj
-}
-
-func (f *FS) putStat(key string, o *object) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if o == nil {
-		delete(f.stats, key)
-		return
-	}
-	f.stats[key] = statEntry{obj: o, at: time.Now()}
-	if len(f.stats) > 100000 {
-		// Crude bound: drop everything expired.
-		for k, e := range f.stats {
-			if time.Since(e.at) > f.opt.MetadataTTL {
-				delete(f.stats, k)
-			}
-		}
-	}
-}
-
-func (f *FS) isVerified(key, etag string) bool {
-	f.verifiedMu.Lock()
-	defer f.verifiedMu.Unlock()
-	return f.verified[key+"\x00"+etag]
-}
-
-func (f *FS) setVerified(key, etag string) {
-	f.verifiedMu.Lock()
-	defer f.verifiedMu.Unlock()
-	if len(f.verified) > 100000 {
-		clear(f.verified)
-	}
-	f.verified[key+"\x00"+etag] = true
 }
 
 // ino gives a key a stable inode number, so that two lookups of one path

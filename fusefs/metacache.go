@@ -426,3 +426,65 @@ func (f *FS) revalidate(o objectstore.Info) bool {
 	f.stats[o.Key] = e
 	return true
 }
+
+type statEntry struct {
+	obj *object
+	at  time.Time
+}
+
+// cachedStat returns a fresh resolved object for key, if any.
+func (f *FS) cachedStat(key string) *object {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.stats[key]
+	if !ok || time.Since(e.at) > f.opt.MetadataTTL {
+		return nil
+	}
+	return e.obj
+}
+
+// statSince is cachedStat, also accepting an expired stat obtained (or
+// renewed by a LIST) at or after since: one as fresh as the listing that
+// began then.
+func (f *FS) statSince(key string, since time.Time) *object {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.stats[key]
+	if !ok || (time.Since(e.at) > f.opt.MetadataTTL && (since.IsZero() || e.at.Before(since))) {
+		return nil
+	}
+	return e.obj
+}
+
+func (f *FS) putStat(key string, o *object) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if o == nil {
+		delete(f.stats, key)
+		return
+	}
+	f.stats[key] = statEntry{obj: o, at: time.Now()}
+	if len(f.stats) > 100000 {
+		// Crude bound: drop everything expired.
+		for k, e := range f.stats {
+			if time.Since(e.at) > f.opt.MetadataTTL {
+				delete(f.stats, k)
+			}
+		}
+	}
+}
+
+func (f *FS) isVerified(key, etag string) bool {
+	f.verifiedMu.Lock()
+	defer f.verifiedMu.Unlock()
+	return f.verified[key+"\x00"+etag]
+}
+
+func (f *FS) setVerified(key, etag string) {
+	f.verifiedMu.Lock()
+	defer f.verifiedMu.Unlock()
+	if len(f.verified) > 100000 {
+		clear(f.verified)
+	}
+	f.verified[key+"\x00"+etag] = true
+}
