@@ -24,6 +24,18 @@ type dirNode struct {
 	prefixp atomic.Pointer[string] // use prefix(): "" for the root, else "a/b/"; a rename changes it
 }
 
+// newDirNode returns the node of the directory prefix ("" or "a/b/").
+func newDirNode(f *FS, prefix string) *dirNode {
+	d := &dirNode{fsys: f}
+	d.setPrefix(prefix)
+	return d
+}
+
+// prefix is the directory's key prefix: "" for the root, else "a/b/".
+func (d *dirNode) prefix() string { return *d.prefixp.Load() }
+
+func (d *dirNode) setPrefix(prefix string) { d.prefixp.Store(&prefix) }
+
 var (
 	_ fs.NodeLookuper  = (*dirNode)(nil)
 	_ fs.NodeReaddirer = (*dirNode)(nil)

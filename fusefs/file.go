@@ -42,6 +42,22 @@ type fileNode struct {
 	lastCommit atomic.Int64 // UnixNano of the last version committed through this node
 }
 
+// Node names. A rename changes the key of a file node and the prefix of a
+// directory node (and of every loaded node below it) while other operations
+// may be reading them, so both are atomic pointers behind accessors.
+
+// newFileNode returns the node of the object key.
+func newFileNode(f *FS, key string) *fileNode {
+	n := &fileNode{fsys: f}
+	n.setKey(key)
+	return n
+}
+
+// key is the node's object key.
+func (n *fileNode) key() string { return *n.keyp.Load() }
+
+func (n *fileNode) setKey(key string) { n.keyp.Store(&key) }
+
 var (
 	_ fs.NodeGetattrer = (*fileNode)(nil)
 	_ fs.NodeOpener    = (*fileNode)(nil)
