@@ -596,6 +596,29 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	return 0
 }
 
+// dirEmpty reports whether nothing but prefix's own marker lies under it.
+func (f *FS) dirEmpty(ctx context.Context, prefix string) (bool, error) {
+	empty := true
+	err := f.store.List(ctx, prefix, "/", func(p objectstore.ListPage) error {
+		for _, o := range p.Objects {
+			if o.Key != prefix {
+				empty = false
+			}
+		}
+		if len(p.Prefixes) > 0 {
+			empty = false
+		}
+		if !empty {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return false, err
+	}
+	return empty, nil
+}
+
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	// Object stores have no fixed capacity; report a large, stable figure so
 	// that tools which check free space proceed.

@@ -538,29 +538,6 @@ func forEach(ctx context.Context, n int, fn func(context.Context, int) error) er
 	return first
 }
 
-// dirEmpty reports whether nothing but prefix's own marker lies under it.
-func (f *FS) dirEmpty(ctx context.Context, prefix string) (bool, error) {
-	empty := true
-	err := f.store.List(ctx, prefix, "/", func(p objectstore.ListPage) error {
-		for _, o := range p.Objects {
-			if o.Key != prefix {
-				empty = false
-			}
-		}
-		if len(p.Prefixes) > 0 {
-			empty = false
-		}
-		if !empty {
-			return errStop
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStop) {
-		return false, err
-	}
-	return empty, nil
-}
-
 // keepDir stores a marker for prefix if the directory has become empty and
 // has none: a directory without a marker exists only through its entries,
 // and moving its last entry away must not make it vanish. An existing
