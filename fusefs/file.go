@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -63,37 +61,6 @@ var (
 	_ fs.NodeOpener    = (*fileNode)(nil)
 	_ fs.NodeSetattrer = (*fileNode)(nil)
 )
-
-// pendingNode returns the node of a file being written under key.
-func (f *FS) pendingNode(key string) *fileNode {
-	f.pendMu.Lock()
-	defer f.pendMu.Unlock()
-	return f.pend[key]
-}
-
-// pendingUnder lists the keys being written directly under prefix.
-func (f *FS) pendingUnder(prefix string) []string {
-	f.pendMu.Lock()
-	defer f.pendMu.Unlock()
-	var keys []string
-	for k := range f.pend {
-		if rest, ok := strings.CutPrefix(k, prefix); ok && !strings.Contains(rest, "/") {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func (f *FS) setPending(key string, n *fileNode, on bool) {
-	f.pendMu.Lock()
-	defer f.pendMu.Unlock()
-	if on {
-		f.pend[key] = n
-	} else if f.pend[key] == n {
-		delete(f.pend, key)
-	}
-}
 
 func (n *fileNode) addWriter(w *writeHandle) {
 	n.mu.Lock()

@@ -576,19 +576,6 @@ func (f *FS) putMissingMarker(ctx context.Context, prefix string) error {
 	return err
 }
 
-// pendingIn reports whether a new file is streaming up at key or under
-// key + "/".
-func (f *FS) pendingIn(key string) bool {
-	f.pendMu.Lock()
-	defer f.pendMu.Unlock()
-	for k := range f.pend {
-		if k == key || strings.HasPrefix(k, key+"/") {
-			return true
-		}
-	}
-	return false
-}
-
 // treeLock holds the locks of every loaded file node of a subtree (and of
 // their write handles) while it is renamed, so that no upload starts,
 // commits or changes its key meanwhile.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -517,6 +518,50 @@ func (w *writeHandle) abandon() {
 		w.node.dropStage()
 	}
 	w.detach()
+}
+
+// pendingNode returns the node of a file being written under key.
+func (f *FS) pendingNode(key string) *fileNode {
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	return f.pend[key]
+}
+
+// pendingUnder lists the keys being written directly under prefix.
+func (f *FS) pendingUnder(prefix string) []string {
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	var keys []string
+	for k := range f.pend {
+		if rest, ok := strings.CutPrefix(k, prefix); ok && !strings.Contains(rest, "/") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// pendingIn reports whether a new file is streaming up at key or under
+// key + "/".
+func (f *FS) pendingIn(key string) bool {
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	for k := range f.pend {
+		if k == key || strings.HasPrefix(k, key+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *FS) setPending(key string, n *fileNode, on bool) {
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	if on {
+		f.pend[key] = n
+	} else if f.pend[key] == n {
+		delete(f.pend, key)
+	}
 }
 
 // callerTgid is the thread group (process) id of a request's caller. FUSE
