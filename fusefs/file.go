@@ -12,7 +12,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/metadata"
 	"github.com/csefs/csefs/objectstore"
 )
@@ -332,7 +331,3 @@ func (n *fileNode) setSize(ctx context.Context, fh fs.FileHandle, size int64) er
 	}
 	return nil
 }
-
-var errTruncatedObject = fmt.Errorf("object shorter than its size: %w", cse.ErrTruncated)
-
-func isNotFound(err error) bool { return errors.Is(err, objectstore.ErrNotFound) }
