@@ -89,48 +89,6 @@ func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAtt
 	return d.Getattr(ctx, fh, out)
 }
 
-func (f *FS) fileAttr(o *object, a *fuse.Attr) {
-	if c, ok := f.lazyOf(o.key); ok {
-		// Deferred chmod, chown or utimes (lazyattr.go).
-		o2 := *o
-		o2.attrs = c.apply(keepMtime(o.attrs, o.info.LastModified), f.opt.UID, f.opt.GID)
-		o = &o2
-	}
-	mode := f.opt.FileMode
-	if o.attrs.HasMode {
-		mode = o.attrs.Mode & 0o7777
-	}
-	a.Mode = syscall.S_IFREG | mode
-	switch {
-	case o.attrs.Symlink:
-		a.Mode = syscall.S_IFLNK | 0o777
-	case isSpecial(o.attrs):
-		a.Mode = o.attrs.Mode
-		a.Rdev = uint32(o.attrs.Rdev)
-	}
-	a.Nlink = 1
-	a.Uid, a.Gid = f.opt.UID, f.opt.GID
-	if o.attrs.HasOwner {
-		a.Uid, a.Gid = o.attrs.UID, o.attrs.GID
-	}
-	a.Size = uint64(o.plainSize)
-	a.Blocks = (a.Size + 511) / 512
-	a.Blksize = 1 << 20
-	// An upload time has whole seconds on S3 (an HTTP date); it is shown
-	// so on every store, so that the time a commit reports and the one a
-	// later HEAD or LIST gives agree.
-	mt := o.info.LastModified.Truncate(time.Second)
-	if o.attrs.HasMtime {
-		mt = o.attrs.Mtime
-	}
-	at := mt // atime is stored only when set explicitly
-	if o.attrs.HasAtime {
-		at = o.attrs.Atime
-	}
-	ct := changeTime(o.attrs, mt)
-	a.SetTimes(&at, &mt, &ct)
-}
-
 // entryKind is what a name in a directory is.
 type entryKind int
 

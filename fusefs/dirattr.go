@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
-
 	"github.com/csefs/csefs/metadata"
 	"github.com/csefs/csefs/objectstore"
 )
@@ -141,48 +139,6 @@ func (f *FS) forgetDir(prefix string) {
 			delete(f.dirs.m, p)
 		}
 	}
-}
-
-// fillDirAttr fills a directory's attributes from st.
-func (f *FS) fillDirAttr(a *fuse.Attr, st dirState) {
-	mode := f.opt.DirMode
-	if st.attrs.HasMode {
-		mode = st.attrs.Mode & 0o7777
-	}
-	a.Mode = syscall.S_IFDIR | mode
-	a.Nlink = 2
-	a.Uid, a.Gid = f.opt.UID, f.opt.GID
-	if st.attrs.HasOwner {
-		a.Uid, a.Gid = st.attrs.UID, st.attrs.GID
-	}
-	a.Size = 4096
-	a.Blocks = 8
-	a.Blksize = 4096
-	mt := f.started
-	switch {
-	case !st.mtime.IsZero():
-		mt = st.mtime
-	case st.attrs.HasMtime:
-		mt = st.attrs.Mtime
-	case st.marker && !st.upload.IsZero():
-		mt = st.upload.Truncate(time.Second)
-	}
-	at := mt
-	if st.attrs.HasAtime {
-		at = st.attrs.Atime
-	}
-	ct := changeTime(st.attrs, mt)
-	a.SetTimes(&at, &mt, &ct)
-}
-
-// dirAttrOf fills prefix's attributes, HEADing its marker if needed.
-func (f *FS) dirAttrOf(ctx context.Context, prefix string, a *fuse.Attr) error {
-	st, err := f.dirInfo(ctx, prefix)
-	if err != nil {
-		return err
-	}
-	f.fillDirAttr(a, st)
-	return nil
 }
 
 // touchDir records a change inside prefix now: its mtime moves in this
@@ -445,13 +401,4 @@ func (f *FS) renamedIn(d *dirNode, newParent any, name, newName string, errno sy
 			f.touchDir(nd.prefix())
 		}
 	}
-}
-
-// changeTime is the ctime to show: the last attribute change stored, or the
-// mtime if that is later (a write changes both).
-func changeTime(a metadata.Attrs, mtime time.Time) time.Time {
-	if a.HasCtime && a.Ctime.After(mtime) {
-		return a.Ctime
-	}
-	return mtime
 }

@@ -156,33 +156,6 @@ func (n *fileNode) getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	return 0
 }
 
-// pendingAttr fills the attributes of a file with changes not yet uploaded,
-// from the attributes its new version will carry (a mode of 0000 included).
-func (f *FS) pendingAttr(a *fuse.Attr, size int64, attrs metadata.Attrs) {
-	mode := f.opt.FileMode
-	if attrs.HasMode {
-		mode = attrs.Mode & 0o7777
-	}
-	a.Mode = syscall.S_IFREG | mode
-	a.Nlink = 1
-	a.Uid, a.Gid = f.opt.UID, f.opt.GID
-	if attrs.HasOwner {
-		a.Uid, a.Gid = attrs.UID, attrs.GID
-	}
-	a.Size = uint64(size)
-	a.Blocks = (a.Size + 511) / 512
-	a.Blksize = 1 << 20
-	// Whole seconds, as the committed object's upload time will be.
-	now := time.Now().Truncate(time.Second)
-	a.SetTimes(&now, &now, &now)
-}
-
-// fillAttr fills the attributes of a node that is being created.
-func (n *fileNode) fillAttr(a *fuse.Attr) {
-	size, attrs, _ := n.streaming()
-	n.fsys.pendingAttr(a, size, attrs)
-}
-
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	ctx, done := n.fsys.untilKilled(ctx, "open", n.key())
 	defer done()

@@ -162,19 +162,6 @@ func (n *symlinkNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.Se
 	return n.fsys.setMetaOnly(ctx, n.key(), in, c, out)
 }
 
-// headAttr answers getattr of a node whose attributes are all in its
-// object's metadata (symlinks, special files): from a HEAD, or the cache.
-func (f *FS) headAttr(ctx context.Context, key string, out *fuse.AttrOut) syscall.Errno {
-	ctx, done := f.untilKilled(ctx, "getattr", key)
-	defer done()
-	o, err := f.head(ctx, key)
-	if err != nil {
-		return f.logErr("getattr", key, err)
-	}
-	f.fileAttr(o, &out.Attr)
-	return 0
-}
-
 // setMetaOnly applies c to such a node: a size is EINVAL (there is no
 // content to truncate), the rest is persisted like a file's (attr.go).
 func (f *FS) setMetaOnly(ctx context.Context, key string, in *fuse.SetAttrIn, c attrChange, out *fuse.AttrOut) syscall.Errno {
