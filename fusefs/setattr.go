@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/csefs/csefs/metadata"
@@ -133,6 +134,77 @@ func (c attrChange) withoutMtime() attrChange {
 	return c
 }
 
+func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx = mutating(ctx)
+	f := n.fsys
+	if f.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	if size, ok := in.GetSize(); ok {
+		if int64(size) > f.maxFileSize() || int64(size) < 0 {
+			return f.logErr("truncate", n.key(), fmt.Errorf("truncate to %d: %w", size, errFileTooBig))
+		}
+		if err := n.setSize(ctx, fh, int64(size)); err != nil {
+			return f.logErr("truncate", n.key(), err)
+		}
+	}
+	if err := n.setMeta(ctx, in); err != nil {
+		return f.logErr("setattr", n.key(), err)
+	}
+	return n.Getattr(ctx, fh, out)
+}
+
+// setSize truncates. Through a handle open for writing, the handle decides;
+// otherwise the object is replaced (empty, or staged and re-uploaded).
+func (n *fileNode) setSize(ctx context.Context, fh fs.FileHandle, size int64) error {
+	f := n.fsys
+	w, _ := fh.(*writeHandle)
+	if w == nil {
+		n.mu.Lock()
+		var open []*writeHandle
+		for h := range n.writers {
+			open = append(open, h)
+		}
+		n.mu.Unlock()
+		// A handle whose stream was committed by close(2) stays registered
+		// until its RELEASE, which comes later: truncate(2) right after
+		// close must not go to it.
+		for _, h := range open {
+			if !h.finished() {
+				w = h
+				break
+			}
+		}
+	}
+	if w != nil {
+		return w.truncate(ctx, size)
+	}
+	if err := f.flushAttrs(ctx, n.key()); err != nil {
+		return err
+	}
+	o, err := f.head(ctx, n.key())
+	if err != nil {
+		return err
+	}
+	if size == o.plainSize {
+		return nil
+	}
+	nw, err := f.newWriter(ctx, n, n.currentAttrs(ctx), size == 0, false)
+	if err != nil {
+		return err
+	}
+	defer nw.Release(ctx)
+	if size != 0 {
+		if err := nw.truncate(ctx, size); err != nil {
+			return err
+		}
+	}
+	if errno := nw.Flush(ctx); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
 // setMeta applies chmod, chown and utimes (see above).
 func (n *fileNode) setMeta(ctx context.Context, in *fuse.SetAttrIn) error {
 	c := changeFrom(in)
@@ -199,6 +271,24 @@ func lockNode(n *fileNode) *treeLock {
 	return lk
 }
 
+// setMetaOnly applies c to such a node: a size is EINVAL (there is no
+// content to truncate), the rest is persisted like a file's (attr.go).
+func (f *FS) setMetaOnly(ctx context.Context, key string, in *fuse.SetAttrIn, c attrChange, out *fuse.AttrOut) syscall.Errno {
+	ctx = mutating(ctx)
+	if f.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	if _, ok := in.GetSize(); ok {
+		return syscall.EINVAL
+	}
+	if !c.empty() {
+		if err := f.persistAttrs(ctx, key, c); err != nil {
+			return f.logErr("setattr", key, err)
+		}
+	}
+	return f.headAttr(ctx, key, out)
+}
+
 // attrCopyAttempts bounds persistAttrs' read-and-copy rounds: each round
 // that loses to a concurrent writer (412) reads the object again.
 const attrCopyAttempts = 5
@@ -258,6 +348,86 @@ func keepMtime(a metadata.Attrs, uploaded time.Time) metadata.Attrs {
 	if !a.HasMtime && !uploaded.IsZero() {
 		a.Mtime, a.HasMtime = uploaded.Truncate(time.Second), true // as fileAttr shows it
 	}
+	return a
+}
+
+// setDirMeta applies chmod, chown and utimes to a directory: the marker is
+// copied onto itself with its metadata replaced, or created with them. The
+// root keeps them in memory. A copy that loses to another writer of the
+// marker (412) is retried on a fresh HEAD, up to attrCopyAttempts times.
+func (f *FS) setDirMeta(ctx context.Context, prefix string, c attrChange) error {
+	var err error
+	for attempt := 0; attempt < attrCopyAttempts; attempt++ {
+		err = f.setDirMetaOnce(ctx, prefix, c)
+		if !errors.Is(err, objectstore.ErrPreconditionFailed) {
+			return err
+		}
+	}
+	return err
+}
+
+// setDirMetaOnce is one round of setDirMeta.
+func (f *FS) setDirMetaOnce(ctx context.Context, prefix string, c attrChange) error {
+	f.dirs.mu.Lock()
+	st := f.dirStateLocked(prefix)
+	local := st.mtime
+	if prefix == "" {
+		st.attrs = c.apply(dirAttrsOr(st.attrs, f.opt.DirMode), f.opt.UID, f.opt.GID)
+		if c.setMtime {
+			st.mtime = time.Time{}
+		}
+		f.dirs.mu.Unlock()
+		return nil
+	}
+	f.dirs.mu.Unlock()
+	f.dirs.wmu.Lock()
+	defer f.dirs.wmu.Unlock()
+	info, err := f.store.Head(ctx, prefix)
+	var a metadata.Attrs
+	meta := map[string]string{}
+	switch {
+	case err == nil:
+		meta = maps.Clone(info.Metadata)
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		a = keepMtime(metadata.ParseAttrs(meta), info.LastModified)
+	case isNotFound(err):
+		// A prefix-only directory gets a marker with its attributes.
+		a = metadata.Attrs{Mtime: f.started, HasMtime: true}
+	default:
+		return err
+	}
+	if !local.IsZero() {
+		a.Mtime, a.HasMtime = local, true
+	}
+	c.apply(dirAttrsOr(a, f.opt.DirMode), f.opt.UID, f.opt.GID).Apply(meta)
+	if err == nil {
+		_, err = f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag})
+	} else {
+		_, err = f.store.Put(ctx, prefix, nil, meta)
+	}
+	f.dirs.mu.Lock()
+	defer f.dirs.mu.Unlock()
+	st = f.dirStateLocked(prefix)
+	st.gen++
+	st.at = time.Time{}
+	if err == nil && st.mtime.Equal(local) {
+		st.mtime, st.dirty = time.Time{}, false
+	}
+	return err
+}
+
+// dirAttrsOr gives a directory without a stored mode the mount's, and a
+// stored mode the directory type.
+func dirAttrsOr(a metadata.Attrs, mode uint32) metadata.Attrs {
+	switch {
+	case !a.HasMode:
+		a.Mode = syscall.S_IFDIR | mode
+	case a.Mode&syscall.S_IFMT != syscall.S_IFDIR:
+		a.Mode = syscall.S_IFDIR | a.Mode&0o7777
+	}
+	a.HasMode = true
 	return a
 }
 

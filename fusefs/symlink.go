@@ -162,24 +162,6 @@ func (n *symlinkNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.Se
 	return n.fsys.setMetaOnly(ctx, n.key(), in, c, out)
 }
 
-// setMetaOnly applies c to such a node: a size is EINVAL (there is no
-// content to truncate), the rest is persisted like a file's (attr.go).
-func (f *FS) setMetaOnly(ctx context.Context, key string, in *fuse.SetAttrIn, c attrChange, out *fuse.AttrOut) syscall.Errno {
-	ctx = mutating(ctx)
-	if f.opt.ReadOnly {
-		return syscall.EROFS
-	}
-	if _, ok := in.GetSize(); ok {
-		return syscall.EINVAL
-	}
-	if !c.empty() {
-		if err := f.persistAttrs(ctx, key, c); err != nil {
-			return f.logErr("setattr", key, err)
-		}
-	}
-	return f.headAttr(ctx, key, out)
-}
-
 // Link refuses hard links: an object has exactly one name.
 func (d *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	d.fsys.log.Debug("hard link refused: not supported", "name", childKey(d.prefix(), name))
