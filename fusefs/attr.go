@@ -157,17 +157,7 @@ func (f *FS) listedObject(key string) *object {
 	if !f.opt.AttrsFromList {
 		return nil
 	}
-	prefix, name := splitKey(key)
-	c := &f.meta
-	c.mu.Lock()
-	l := c.listings[prefix]
-	if l == nil || !l.usable(f.opt.MetadataTTL) {
-		c.mu.Unlock()
-		return nil
-	}
-	in, ok := l.infos[name]
-	began := l.began
-	c.mu.Unlock()
+	in, began, ok := f.listedInfo(key)
 	if !ok {
 		return nil
 	}

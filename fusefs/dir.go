@@ -312,9 +312,7 @@ func (f *FS) listDir(ctx context.Context, prefix string, heads bool) (l *listing
 		for _, o := range files {
 			infos[strings.TrimPrefix(o.Key, prefix)] = o
 		}
-		f.meta.mu.Lock()
-		l.infos = infos
-		f.meta.mu.Unlock()
+		f.setListedInfos(l, infos)
 	}
 	pf.finish(done)
 	return l, entries, nil

@@ -135,13 +135,7 @@ type FS struct {
 	store objectstore.Store
 	log   *slog.Logger
 
-	mu    sync.Mutex
-	stats map[string]statEntry // key -> resolved object, within MetadataTTL
-
-	meta metaCache // listings and HEADs in flight (cache.go)
-
-	verifiedMu sync.Mutex
-	verified   map[string]bool // "key\x00etag" of GCM objects whose tag verified
+	meta metaCache // metacache.go: stats, listings, negative entries, HEADs in flight, verified ETags
 
 	inflight sync.WaitGroup // open write handles
 
@@ -186,13 +180,11 @@ func New(opt Options) (*FS, fs.InodeEmbedder, error) {
 		opt.ReadAhead = 32 << 20
 	}
 	f := &FS{
-		opt:      opt,
-		store:    opt.Store,
-		log:      opt.Logger,
-		stats:    make(map[string]statEntry),
-		verified: make(map[string]bool),
-		pend:     make(map[string]*fileNode),
-		started:  time.Now().Truncate(time.Second),
+		opt:     opt,
+		store:   opt.Store,
+		log:     opt.Logger,
+		pend:    make(map[string]*fileNode),
+		started: time.Now().Truncate(time.Second),
 	}
 	if opt.StagingDir != "" {
 		st, err := newStager(opt.StagingDir, opt.StagingLimit)

@@ -12,18 +12,28 @@ import (
 	"github.com/csefs/csefs/objectstore"
 )
 
-// Metadata caches, all bounded in time by Options.MetadataTTL:
+// The metadata cache (FS.meta) holds what this mount learnt of the store's
+// metadata, bounded in time by Options.MetadataTTL:
 //
-//   - the stat cache (fs.go: stats) holds resolved objects by key;
+//   - the stat cache holds resolved objects by key (a HEAD, a commit);
 //   - the listing cache holds, per directory prefix, the kind of every name a
 //     readdir saw, so the lookups that follow (ls -l, readdirplus) need no
 //     LIST of their own and a name absent from a fresh listing is ENOENT at
 //     once;
+//   - negative entries: a name a probe found to be nothing, for absentTTL;
 //   - heads in flight are shared (single flight), so a lookup joins the
-//     read-ahead HEAD that a readdir started instead of sending its own.
+//     read-ahead HEAD that a readdir started instead of sending its own;
+//   - the verified ETags: the GCM objects whose whole body authenticated
+//     (read.go), which no TTL bounds (an ETag names one version).
 //
 // Every change made through this mount updates or drops the entries it
 // affects; changes made elsewhere show after at most MetadataTTL.
+//
+// One lock, metaCache.mu, guards all of it. It is held only while the maps
+// are read or changed, never across a request to the store, and no other
+// lock is taken under it. Only the methods in this file touch metaCache's
+// fields (tests aside). They are methods of FS, which reads the TTL from
+// its options at each call.
 
 // listing is what one readdir saw.
 type listing struct {
@@ -60,8 +70,13 @@ type headCall struct {
 	err     error
 }
 
+// metaCache is the metadata cache; every field is guarded by mu.
 type metaCache struct {
-	mu       sync.Mutex
+	mu sync.Mutex
+	// stats holds resolved objects by key (cachedStat, putStat).
+	stats map[string]statEntry
+	// verified holds "key\x00etag" of GCM objects whose tag verified.
+	verified map[string]bool
 	listings map[string]*listing
 	heads    map[string]*headCall
 	// absent holds keys a probe found to be nothing, briefly: the kernel
@@ -195,6 +210,30 @@ func (f *FS) cachedEntries(prefix string) (*listing, []fuse.DirEntry, bool) {
 		return nil, nil, false
 	}
 	return l, l.entries, true
+}
+
+// listedInfo returns what the usable listing of key's directory said of
+// key's object (with AttrsFromList), and when that listing's LIST began.
+func (f *FS) listedInfo(key string) (info objectstore.Info, began time.Time, ok bool) {
+	prefix, name := splitKey(key)
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.listings[prefix]
+	if l == nil || !l.usable(f.opt.MetadataTTL) {
+		return objectstore.Info{}, time.Time{}, false
+	}
+	info, ok = l.infos[name]
+	return info, l.began, ok
+}
+
+// setListedInfos records in l what its LIST said of each file (by name),
+// for listedInfo.
+func (f *FS) setListedInfos(l *listing, infos map[string]objectstore.Info) {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l.infos = infos
 }
 
 // listingStream serves entries and keeps l (if not nil) usable until the
@@ -412,18 +451,19 @@ func (f *FS) headUncached(ctx context.Context, key string) (*object, error) {
 // dates have one-second resolution, listings milliseconds). A metadata-only
 // rewrite (chmod through another mount) changes the modification time.
 func (f *FS) revalidate(o objectstore.Info) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	e, ok := f.stats[o.Key]
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.stats[o.Key]
 	if !ok {
 		return false
 	}
-	c := e.obj.info
-	if c.ETag != o.ETag || c.Size != o.Size || !c.LastModified.Truncate(time.Second).Equal(o.LastModified.Truncate(time.Second)) {
+	old := e.obj.info
+	if old.ETag != o.ETag || old.Size != o.Size || !old.LastModified.Truncate(time.Second).Equal(o.LastModified.Truncate(time.Second)) {
 		return false
 	}
 	e.at = time.Now()
-	f.stats[o.Key] = e
+	c.stats[o.Key] = e
 	return true
 }
 
@@ -434,9 +474,10 @@ type statEntry struct {
 
 // cachedStat returns a fresh resolved object for key, if any.
 func (f *FS) cachedStat(key string) *object {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	e, ok := f.stats[key]
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.stats[key]
 	if !ok || time.Since(e.at) > f.opt.MetadataTTL {
 		return nil
 	}
@@ -447,44 +488,54 @@ func (f *FS) cachedStat(key string) *object {
 // renewed by a LIST) at or after since: one as fresh as the listing that
 // began then.
 func (f *FS) statSince(key string, since time.Time) *object {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	e, ok := f.stats[key]
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.stats[key]
 	if !ok || (time.Since(e.at) > f.opt.MetadataTTL && (since.IsZero() || e.at.Before(since))) {
 		return nil
 	}
 	return e.obj
 }
 
+// putStat caches o as key's resolved object; nil drops key's entry.
 func (f *FS) putStat(key string, o *object) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if o == nil {
-		delete(f.stats, key)
+		delete(c.stats, key)
 		return
 	}
-	f.stats[key] = statEntry{obj: o, at: time.Now()}
-	if len(f.stats) > 100000 {
+	if c.stats == nil {
+		c.stats = make(map[string]statEntry)
+	}
+	c.stats[key] = statEntry{obj: o, at: time.Now()}
+	if len(c.stats) > 100000 {
 		// Crude bound: drop everything expired.
-		for k, e := range f.stats {
+		for k, e := range c.stats {
 			if time.Since(e.at) > f.opt.MetadataTTL {
-				delete(f.stats, k)
+				delete(c.stats, k)
 			}
 		}
 	}
 }
 
+// isVerified reports whether the version etag of key has authenticated.
 func (f *FS) isVerified(key, etag string) bool {
-	f.verifiedMu.Lock()
-	defer f.verifiedMu.Unlock()
-	return f.verified[key+"\x00"+etag]
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.verified[key+"\x00"+etag]
 }
 
+// setVerified records that the version etag of key has authenticated.
 func (f *FS) setVerified(key, etag string) {
-	f.verifiedMu.Lock()
-	defer f.verifiedMu.Unlock()
-	if len(f.verified) > 100000 {
-		clear(f.verified)
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.verified == nil || len(c.verified) > 100000 {
+		c.verified = make(map[string]bool)
 	}
-	f.verified[key+"\x00"+etag] = true
+	c.verified[key+"\x00"+etag] = true
 }
