@@ -35,6 +35,36 @@ import (
 // fields (tests aside). They are methods of FS, which reads the TTL from
 // its options at each call.
 
+// metaCache is the metadata cache; every field is guarded by mu.
+type metaCache struct {
+	mu sync.Mutex
+	// stats holds resolved objects by key (cachedStat, putStat).
+	stats map[string]statEntry
+	// verified holds "key\x00etag" of GCM objects whose tag verified.
+	verified map[string]bool
+	listings map[string]*listing
+	heads    map[string]*headCall
+	// absent holds keys a probe found to be nothing, briefly: the kernel
+	// looks a name up twice before an exclusive create (it revalidates the
+	// negative dentry), and the second answer need not cost a HEAD and a
+	// LIST again.
+	absent map[string]time.Time
+	// gen versions each directory's listing: every change through this
+	// mount bumps it, and a LIST that started before a change is not
+	// cached (it may miss what the change made). Prefixes dropped from the
+	// map read as genFloor.
+	gen      map[string]uint64
+	genNext  uint64
+	genFloor uint64
+	// refreshing holds the listing refreshes in flight (refreshListing).
+	refreshing map[string]chan struct{}
+}
+
+type statEntry struct {
+	obj *object
+	at  time.Time
+}
+
 // listing is what one readdir saw.
 type listing struct {
 	began   time.Time // when its LIST started
@@ -70,73 +100,169 @@ type headCall struct {
 	err     error
 }
 
-// metaCache is the metadata cache; every field is guarded by mu.
-type metaCache struct {
-	mu sync.Mutex
-	// stats holds resolved objects by key (cachedStat, putStat).
-	stats map[string]statEntry
-	// verified holds "key\x00etag" of GCM objects whose tag verified.
-	verified map[string]bool
-	listings map[string]*listing
-	heads    map[string]*headCall
-	// absent holds keys a probe found to be nothing, briefly: the kernel
-	// looks a name up twice before an exclusive create (it revalidates the
-	// negative dentry), and the second answer need not cost a HEAD and a
-	// LIST again.
-	absent map[string]time.Time
-	// gen versions each directory's listing: every change through this
-	// mount bumps it, and a LIST that started before a change is not
-	// cached (it may miss what the change made). Prefixes dropped from the
-	// map read as genFloor.
-	gen      map[string]uint64
-	genNext  uint64
-	genFloor uint64
-	// refreshing holds the listing refreshes in flight (refreshListing).
-	refreshing map[string]chan struct{}
-}
-
-// refreshMax is the largest directory whose expired listing a lookup
-// refreshes with a LIST (one page) instead of probing its name.
-const refreshMax = 1000
-
-// refreshListing re-LISTs prefix when a lookup finds its listing expired
-// and the directory small: one LIST then answers this lookup and the next
-// ones for a TTL, where each name would otherwise cost a HEAD and a LIST
-// (a create loop's lookups, a tool stat-ing many names). It reports whether
-// a fresh listing may now be there; concurrent callers share one LIST.
-func (f *FS) refreshListing(ctx context.Context, prefix string) bool {
+// cachedStat returns a fresh resolved object for key, if any.
+func (f *FS) cachedStat(key string) *object {
 	c := &f.meta
 	c.mu.Lock()
-	l := c.listings[prefix]
-	if l == nil || len(l.kinds) > refreshMax {
-		c.mu.Unlock()
-		return false
+	defer c.mu.Unlock()
+	e, ok := c.stats[key]
+	if !ok || time.Since(e.at) > f.opt.MetadataTTL {
+		return nil
 	}
-	if l.usable(f.opt.MetadataTTL) {
-		c.mu.Unlock()
-		return true // refreshed meanwhile
+	return e.obj
+}
+
+// statSince is cachedStat, also accepting an expired stat obtained (or
+// renewed by a LIST) at or after since: one as fresh as the listing that
+// began then.
+func (f *FS) statSince(key string, since time.Time) *object {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.stats[key]
+	if !ok || (time.Since(e.at) > f.opt.MetadataTTL && (since.IsZero() || e.at.Before(since))) {
+		return nil
 	}
-	if ch, ok := c.refreshing[prefix]; ok {
-		c.mu.Unlock()
-		select {
-		case <-ch:
-			return true
-		case <-ctx.Done():
-			return false
+	return e.obj
+}
+
+// putStat caches o as key's resolved object; nil drops key's entry.
+func (f *FS) putStat(key string, o *object) {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if o == nil {
+		delete(c.stats, key)
+		return
+	}
+	if c.stats == nil {
+		c.stats = make(map[string]statEntry)
+	}
+	c.stats[key] = statEntry{obj: o, at: time.Now()}
+	if len(c.stats) > 100000 {
+		// Crude bound: drop everything expired.
+		for k, e := range c.stats {
+			if time.Since(e.at) > f.opt.MetadataTTL {
+				delete(c.stats, k)
+			}
 		}
 	}
-	if c.refreshing == nil {
-		c.refreshing = make(map[string]chan struct{})
-	}
-	ch := make(chan struct{})
-	c.refreshing[prefix] = ch
-	c.mu.Unlock()
-	_, _, err := f.listDir(ctx, prefix, false)
+}
+
+// revalidate renews a cached stat (even an expired one) when a fresh listing
+// shows the object unchanged: same ETag, size and modification second (HEAD
+// dates have one-second resolution, listings milliseconds). A metadata-only
+// rewrite (chmod through another mount) changes the modification time.
+func (f *FS) revalidate(o objectstore.Info) bool {
+	c := &f.meta
 	c.mu.Lock()
-	delete(c.refreshing, prefix)
+	defer c.mu.Unlock()
+	e, ok := c.stats[o.Key]
+	if !ok {
+		return false
+	}
+	old := e.obj.info
+	if old.ETag != o.ETag || old.Size != o.Size || !old.LastModified.Truncate(time.Second).Equal(o.LastModified.Truncate(time.Second)) {
+		return false
+	}
+	e.at = time.Now()
+	c.stats[o.Key] = e
+	return true
+}
+
+// isVerified reports whether the version etag of key has authenticated.
+func (f *FS) isVerified(key, etag string) bool {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.verified[key+"\x00"+etag]
+}
+
+// setVerified records that the version etag of key has authenticated.
+func (f *FS) setVerified(key, etag string) {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.verified == nil || len(c.verified) > 100000 {
+		c.verified = make(map[string]bool)
+	}
+	c.verified[key+"\x00"+etag] = true
+}
+
+// head resolves key through the stat cache, sharing HEADs in flight.
+func (f *FS) head(ctx context.Context, key string) (*object, error) {
+	if o := f.cachedStat(key); o != nil {
+		return o, nil
+	}
+	c := &f.meta
+	c.mu.Lock()
+	if call, ok := c.heads[key]; ok {
+		call.waiters++
+		c.mu.Unlock()
+		select {
+		case <-call.done:
+			return call.obj, call.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if c.heads == nil {
+		c.heads = make(map[string]*headCall)
+	}
+	call := &headCall{done: make(chan struct{})}
+	c.heads[key] = call
 	c.mu.Unlock()
-	close(ch)
-	return err == nil
+
+	// The HEAD is shared: it must not fail the others when the caller
+	// that started it leaves (a killed caller, see untilKilled).
+	go func() {
+		call.obj, call.err = f.headUncached(context.WithoutCancel(ctx), key)
+		c.mu.Lock()
+		delete(c.heads, key)
+		c.mu.Unlock()
+		close(call.done)
+	}()
+	select {
+	case <-call.done:
+		return call.obj, call.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (f *FS) headUncached(ctx context.Context, key string) (*object, error) {
+	info, err := f.store.Head(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	o, err := f.resolve(ctx, info)
+	if err != nil {
+		return nil, err
+	}
+	f.putStat(key, o)
+	return o, nil
+}
+
+// absentTTL bounds how long a "no such name" answer is reused; the kernel
+// keeps its own negative entries as long (MountOptions' NegativeTimeout).
+const absentTTL = time.Second
+
+func (f *FS) knownAbsent(key string) bool {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.absent[key]
+	return ok && time.Since(at) < min(absentTTL, f.opt.MetadataTTL)
+}
+
+func (f *FS) markAbsent(key string) {
+	c := &f.meta
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.absent == nil || len(c.absent) > 10000 {
+		c.absent = make(map[string]time.Time)
+	}
+	c.absent[key] = time.Now()
 }
 
 // listGen is prefix's listing version, to pass to putListing.
@@ -162,28 +288,6 @@ func (c *metaCache) bump(prefix string) {
 		c.genFloor = c.genNext
 	}
 	c.gen[prefix] = c.genNext
-}
-
-// absentTTL bounds how long a "no such name" answer is reused; the kernel
-// keeps its own negative entries as long (MountOptions' NegativeTimeout).
-const absentTTL = time.Second
-
-func (f *FS) knownAbsent(key string) bool {
-	c := &f.meta
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	at, ok := c.absent[key]
-	return ok && time.Since(at) < min(absentTTL, f.opt.MetadataTTL)
-}
-
-func (f *FS) markAbsent(key string) {
-	c := &f.meta
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.absent == nil || len(c.absent) > 10000 {
-		c.absent = make(map[string]time.Time)
-	}
-	c.absent[key] = time.Now()
 }
 
 // listed returns what a fresh listing of prefix says about name.
@@ -306,6 +410,13 @@ func (f *FS) putListing(prefix string, gen uint64, began time.Time, kinds map[st
 	}
 }
 
+// putEmptyListing records that prefix, a directory this mount just made
+// after finding nothing under it, is empty.
+func (f *FS) putEmptyListing(prefix string) {
+	_, done := f.putListing(prefix, f.listGen(prefix), time.Now(), map[string]entryKind{}, nil)
+	done()
+}
+
 // dirChanged drops the listings of the given directory prefixes after a
 // change through this mount.
 func (f *FS) dirChanged(prefixes ...string) {
@@ -373,13 +484,6 @@ func (f *FS) listingRemove(prefix, name string) {
 	l.entries = entries
 }
 
-// putEmptyListing records that prefix, a directory this mount just made
-// after finding nothing under it, is empty.
-func (f *FS) putEmptyListing(prefix string) {
-	_, done := f.putListing(prefix, f.listGen(prefix), time.Now(), map[string]entryKind{}, nil)
-	done()
-}
-
 // allDirsChanged drops every listing (a directory rename).
 func (f *FS) allDirsChanged() {
 	c := &f.meta
@@ -392,150 +496,46 @@ func (f *FS) allDirsChanged() {
 	c.genFloor = c.genNext
 }
 
-// head resolves key through the stat cache, sharing HEADs in flight.
-func (f *FS) head(ctx context.Context, key string) (*object, error) {
-	if o := f.cachedStat(key); o != nil {
-		return o, nil
-	}
+// refreshMax is the largest directory whose expired listing a lookup
+// refreshes with a LIST (one page) instead of probing its name.
+const refreshMax = 1000
+
+// refreshListing re-LISTs prefix when a lookup finds its listing expired
+// and the directory small: one LIST then answers this lookup and the next
+// ones for a TTL, where each name would otherwise cost a HEAD and a LIST
+// (a create loop's lookups, a tool stat-ing many names). It reports whether
+// a fresh listing may now be there; concurrent callers share one LIST.
+func (f *FS) refreshListing(ctx context.Context, prefix string) bool {
 	c := &f.meta
 	c.mu.Lock()
-	if call, ok := c.heads[key]; ok {
-		call.waiters++
+	l := c.listings[prefix]
+	if l == nil || len(l.kinds) > refreshMax {
+		c.mu.Unlock()
+		return false
+	}
+	if l.usable(f.opt.MetadataTTL) {
+		c.mu.Unlock()
+		return true // refreshed meanwhile
+	}
+	if ch, ok := c.refreshing[prefix]; ok {
 		c.mu.Unlock()
 		select {
-		case <-call.done:
-			return call.obj, call.err
+		case <-ch:
+			return true
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return false
 		}
 	}
-	if c.heads == nil {
-		c.heads = make(map[string]*headCall)
+	if c.refreshing == nil {
+		c.refreshing = make(map[string]chan struct{})
 	}
-	call := &headCall{done: make(chan struct{})}
-	c.heads[key] = call
+	ch := make(chan struct{})
+	c.refreshing[prefix] = ch
 	c.mu.Unlock()
-
-	// The HEAD is shared: it must not fail the others when the caller
-	// that started it leaves (a killed caller, see untilKilled).
-	go func() {
-		call.obj, call.err = f.headUncached(context.WithoutCancel(ctx), key)
-		c.mu.Lock()
-		delete(c.heads, key)
-		c.mu.Unlock()
-		close(call.done)
-	}()
-	select {
-	case <-call.done:
-		return call.obj, call.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (f *FS) headUncached(ctx context.Context, key string) (*object, error) {
-	info, err := f.store.Head(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	o, err := f.resolve(ctx, info)
-	if err != nil {
-		return nil, err
-	}
-	f.putStat(key, o)
-	return o, nil
-}
-
-// revalidate renews a cached stat (even an expired one) when a fresh listing
-// shows the object unchanged: same ETag, size and modification second (HEAD
-// dates have one-second resolution, listings milliseconds). A metadata-only
-// rewrite (chmod through another mount) changes the modification time.
-func (f *FS) revalidate(o objectstore.Info) bool {
-	c := &f.meta
+	_, _, err := f.listDir(ctx, prefix, false)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.stats[o.Key]
-	if !ok {
-		return false
-	}
-	old := e.obj.info
-	if old.ETag != o.ETag || old.Size != o.Size || !old.LastModified.Truncate(time.Second).Equal(o.LastModified.Truncate(time.Second)) {
-		return false
-	}
-	e.at = time.Now()
-	c.stats[o.Key] = e
-	return true
-}
-
-type statEntry struct {
-	obj *object
-	at  time.Time
-}
-
-// cachedStat returns a fresh resolved object for key, if any.
-func (f *FS) cachedStat(key string) *object {
-	c := &f.meta
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.stats[key]
-	if !ok || time.Since(e.at) > f.opt.MetadataTTL {
-		return nil
-	}
-	return e.obj
-}
-
-// statSince is cachedStat, also accepting an expired stat obtained (or
-// renewed by a LIST) at or after since: one as fresh as the listing that
-// began then.
-func (f *FS) statSince(key string, since time.Time) *object {
-	c := &f.meta
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.stats[key]
-	if !ok || (time.Since(e.at) > f.opt.MetadataTTL && (since.IsZero() || e.at.Before(since))) {
-		return nil
-	}
-	return e.obj
-}
-
-// putStat caches o as key's resolved object; nil drops key's entry.
-func (f *FS) putStat(key string, o *object) {
-	c := &f.meta
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if o == nil {
-		delete(c.stats, key)
-		return
-	}
-	if c.stats == nil {
-		c.stats = make(map[string]statEntry)
-	}
-	c.stats[key] = statEntry{obj: o, at: time.Now()}
-	if len(c.stats) > 100000 {
-		// Crude bound: drop everything expired.
-		for k, e := range c.stats {
-			if time.Since(e.at) > f.opt.MetadataTTL {
-				delete(c.stats, k)
-			}
-		}
-	}
-}
-
-// isVerified reports whether the version etag of key has authenticated.
-func (f *FS) isVerified(key, etag string) bool {
-	c := &f.meta
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.verified[key+"\x00"+etag]
-}
-
-// setVerified records that the version etag of key has authenticated.
-func (f *FS) setVerified(key, etag string) {
-	c := &f.meta
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.verified == nil || len(c.verified) > 100000 {
-		c.verified = make(map[string]bool)
-	}
-	c.verified[key+"\x00"+etag] = true
+	delete(c.refreshing, prefix)
+	c.mu.Unlock()
+	close(ch)
+	return err == nil
 }
