@@ -11,6 +11,14 @@ import (
 	"github.com/csefs/csefs/metadata"
 )
 
+// Attributes as getattr, lookup, readdirplus and create show them: of an
+// object as resolved or listed (fileAttr, headAttr, listedObject), of a file
+// with changes not yet uploaded (pendingAttr), of a directory from what is
+// known of its marker (fillDirAttr, dirAttrOf). Storing them is setattr.go's;
+// changes deferred in memory (lazyattr.go) show here at once.
+
+// fileAttr fills the attributes of the object o (a file, symlink or special
+// file), with its deferred attribute changes applied.
 func (f *FS) fileAttr(o *object, a *fuse.Attr) {
 	if c, ok := f.lazyOf(o.key); ok {
 		// Deferred chmod, chown or utimes (lazyattr.go).

@@ -55,7 +55,7 @@ var (
 // directory's own attribute changes may still be pending; a file created in
 // it becomes durable at its own commit (its fsync or close), as a file's
 // data on a local filesystem needs the file's fsync, not the directory's.
-// The pending attribute change is the directory's mtime (dirattr.go).
+// The pending attribute change is the directory's mtime (dirstate.go).
 func (d *dirNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
 	ctx = mutating(ctx)
 	if err := d.fsys.flushDir(ctx, d.prefix()); err != nil {
@@ -74,7 +74,7 @@ func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 }
 
 // Setattr stores chmod, chown and utimes of a directory in its marker
-// (dirattr.go).
+// (setattr.go: setDirMeta).
 func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	ctx = mutating(ctx)
 	f := d.fsys

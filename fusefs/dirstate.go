@@ -12,7 +12,8 @@ import (
 	"github.com/csefs/csefs/objectstore"
 )
 
-// Directory attributes.
+// Directory state: what this mount knows of each directory's marker, and
+// the directory mtimes it has yet to store.
 //
 // A directory with a marker object ("dir/") keeps its mode, owner, mtime and
 // atime in the marker's user metadata, under the keys files use
@@ -31,6 +32,9 @@ import (
 // --dir-mode, --uid and --gid, and as mtime the time the mount started,
 // until chmod, chown or utimes gives it a marker. The root has no marker: its
 // attributes live in memory for the mount's lifetime.
+//
+// setattr.go stores chmod, chown and utimes (setDirMeta); attr.go renders a
+// directory's attributes from its state (fillDirAttr).
 
 // dirFlushDelay is how long a directory's changed mtime waits, after the
 // last change, before it is stored.

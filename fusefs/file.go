@@ -38,10 +38,6 @@ type fileNode struct {
 	lastCommit atomic.Int64 // UnixNano of the last version committed through this node
 }
 
-// Node names. A rename changes the key of a file node and the prefix of a
-// directory node (and of every loaded node below it) while other operations
-// may be reading them, so both are atomic pointers behind accessors.
-
 // newFileNode returns the node of the object key.
 func newFileNode(f *FS, key string) *fileNode {
 	n := &fileNode{fsys: f}
@@ -49,7 +45,9 @@ func newFileNode(f *FS, key string) *fileNode {
 	return n
 }
 
-// key is the node's object key.
+// key is the node's object key. A rename changes it (retarget) while other
+// operations may be reading it, so it is an atomic pointer behind key and
+// setKey, as are the keys of the other nodes and a directory's prefix.
 func (n *fileNode) key() string { return *n.keyp.Load() }
 
 func (n *fileNode) setKey(key string) { n.keyp.Store(&key) }

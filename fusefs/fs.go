@@ -145,14 +145,14 @@ type FS struct {
 	stage *stager // nil when staging is off
 
 	pendMu sync.Mutex
-	pend   map[string]*fileNode // files being written, not yet committed
+	pend   map[string]*fileNode // write.go: files being written, not yet committed
 
 	attrMu    sync.Mutex
 	lazy      map[string]*lazyAttr     // lazyattr.go: deferred attribute changes, by key
-	pendAttrs map[*fileNode]attrChange // attr.go: changes awaiting a stream's commit
+	pendAttrs map[*fileNode]attrChange // setattr.go: changes awaiting a stream's commit
 
 	intents intentState // intent.go: directory renames in progress
-	dirs    dirStates   // dirattr.go: directory attributes
+	dirs    dirStates   // dirstate.go: directory markers and deferred mtimes
 	started time.Time   // the mount's start: the mtime of directories without one
 }
 

@@ -139,7 +139,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 			d.fsys.allDirsChanged()
 		}
 	}()
-	defer func() { d.fsys.renamedIn(d, newParent, name, newName, errno) }() // dirattr.go
+	defer func() { d.fsys.renamedIn(d, newParent, name, newName, errno) }() // dirstate.go
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return syscall.EROFS

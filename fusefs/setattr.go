@@ -34,8 +34,11 @@ import (
 // kept in FS.pendAttrs and handed to the deferred changes (lazyattr.go) by
 // deferPendingAttrs once the stream commits.
 //
-// Directories are prefixes without metadata of their own: chmod/utimes on
-// them are accepted and not persisted.
+// A directory keeps them in its marker object (setDirMeta; dirstate.go
+// tells how), a symlink or special file in its object, as a file does
+// (setMetaOnly).
+//
+// Rendering them for getattr, lookup and readdir is attr.go's.
 
 // attrChange is what one SETATTR asks to change.
 type attrChange struct {
@@ -272,7 +275,7 @@ func lockNode(n *fileNode) *treeLock {
 }
 
 // setMetaOnly applies c to such a node: a size is EINVAL (there is no
-// content to truncate), the rest is persisted like a file's (attr.go).
+// content to truncate), the rest is persisted like a file's (persistAttrs).
 func (f *FS) setMetaOnly(ctx context.Context, key string, in *fuse.SetAttrIn, c attrChange, out *fuse.AttrOut) syscall.Errno {
 	ctx = mutating(ctx)
 	if f.opt.ReadOnly {

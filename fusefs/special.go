@@ -122,7 +122,7 @@ func (n *specialNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.A
 	return n.fsys.headAttr(ctx, n.key(), out)
 }
 
-// Setattr persists chmod, chown and utimes like a file's (attr.go); the type
+// Setattr persists chmod, chown and utimes like a file's (setattr.go); the type
 // and rdev stay.
 func (n *specialNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	return n.fsys.setMetaOnly(ctx, n.key(), in, changeFrom(in), out)

@@ -313,6 +313,13 @@ func (sf *stageFile) reader() io.Reader {
 	return io.NewSectionReader(sf, 0, sf.Size())
 }
 
+// Node staging. A file node has at most one staging file, shared by all its
+// handles in stage mode, each holding a reference (acquireStage). It is
+// seeded with the object's content when made, uploaded whole by flushStage
+// when changed (Flush, Fsync, the last release), and removed when the last
+// reference goes. fileNode.stageMu serialises its setup, uploads and
+// teardown.
+
 // stageFile returns the node's staging file; a handle in stage mode holds a
 // reference, so it is not nil for it.
 func (n *fileNode) stageFile() *stageFile {

@@ -154,7 +154,7 @@ func (n *symlinkNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.A
 	return n.fsys.headAttr(ctx, n.key(), out)
 }
 
-// Setattr persists lchown and lutimes like a file's (see attr.go); a
+// Setattr persists lchown and lutimes like a file's (see setattr.go); a
 // symlink's mode is always 0777.
 func (n *symlinkNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	c := changeFrom(in)
