@@ -21,8 +21,8 @@ import (
 // Lock order: stageMu before mu; a writeHandle's mu before either.
 type fileNode struct {
 	fs.Inode
-	fsys *FS
-	keyp atomic.Pointer[string] // the object key: use key(); a rename changes it
+	fsys    *FS
+	nodeKey // the object key: key(), setKey()
 
 	stageMu    sync.Mutex // serialises staging setup, uploads and teardown
 	stage      *stageFile
@@ -44,13 +44,6 @@ func newFileNode(f *FS, key string) *fileNode {
 	n.setKey(key)
 	return n
 }
-
-// key is the node's object key. A rename changes it (retarget) while other
-// operations may be reading it, so it is an atomic pointer behind key and
-// setKey, as are the keys of the other nodes and a directory's prefix.
-func (n *fileNode) key() string { return *n.keyp.Load() }
-
-func (n *fileNode) setKey(key string) { n.keyp.Store(&key) }
 
 var (
 	_ fs.NodeGetattrer = (*fileNode)(nil)

@@ -21,6 +21,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -332,6 +333,29 @@ func ino(key string, dir bool) uint64 {
 	}
 	return n
 }
+
+// nodeKey is the object key of a file, symlink or special file node. A
+// rename changes it (treeLock.retarget) while other operations may be
+// reading it, so it is an atomic pointer behind key and setKey (as a
+// directory's prefix is, dirNode.prefix).
+type nodeKey struct{ p atomic.Pointer[string] }
+
+// key is the node's object key.
+func (k *nodeKey) key() string { return *k.p.Load() }
+
+func (k *nodeKey) setKey(key string) { k.p.Store(&key) }
+
+// keyedNode is a node with a nodeKey: a file, symlink or special file.
+type keyedNode interface {
+	key() string
+	setKey(key string)
+}
+
+var (
+	_ keyedNode = (*fileNode)(nil)
+	_ keyedNode = (*symlinkNode)(nil)
+	_ keyedNode = (*specialNode)(nil)
+)
 
 // childKey joins a directory prefix and a name.
 func childKey(prefix, name string) string { return prefix + name }

@@ -653,15 +653,7 @@ func (lk *treeLock) retarget(ch *fs.Inode, src, dst string) {
 	var walk func(*fs.Inode)
 	walk = func(in *fs.Inode) {
 		switch n := in.Operations().(type) {
-		case *fileNode:
-			if k, ok := renamedKey(n.key(), src, dst); ok {
-				n.setKey(k)
-			}
-		case *symlinkNode:
-			if k, ok := renamedKey(n.key(), src, dst); ok {
-				n.setKey(k)
-			}
-		case *specialNode:
+		case keyedNode:
 			if k, ok := renamedKey(n.key(), src, dst); ok {
 				n.setKey(k)
 			}

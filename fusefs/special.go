@@ -3,7 +3,6 @@ package fusefs
 import (
 	"context"
 	"hash/fnv"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -23,8 +22,8 @@ import (
 // specialNode is a fifo, socket or device object.
 type specialNode struct {
 	fs.Inode
-	fsys *FS
-	keyp atomic.Pointer[string] // use key(); a rename changes it
+	fsys    *FS
+	nodeKey // the object key: key(), setKey()
 }
 
 var (
@@ -38,9 +37,6 @@ func newSpecialNode(f *FS, key string) *specialNode {
 	n.setKey(key)
 	return n
 }
-
-func (n *specialNode) key() string       { return *n.keyp.Load() }
-func (n *specialNode) setKey(key string) { n.keyp.Store(&key) }
 
 // isSpecial says whether a stored mode is that of a special file.
 func isSpecial(a metadata.Attrs) bool {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -29,8 +28,8 @@ const maxSymlink = 64 << 10
 // symlinkNode is a symbolic link object.
 type symlinkNode struct {
 	fs.Inode
-	fsys *FS
-	keyp atomic.Pointer[string] // use key(); a rename changes it
+	fsys    *FS
+	nodeKey // the object key: key(), setKey()
 }
 
 var (
@@ -47,8 +46,6 @@ func newSymlinkNode(f *FS, key string) *symlinkNode {
 	return n
 }
 
-func (n *symlinkNode) key() string       { return *n.keyp.Load() }
-func (n *symlinkNode) setKey(key string) { n.keyp.Store(&key) }
 func symlinkStable(key string) fs.StableAttr {
 	return fs.StableAttr{Mode: syscall.S_IFLNK, Ino: symlinkIno(key)}
 }
