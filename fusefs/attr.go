@@ -2,316 +2,190 @@ package fusefs
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"maps"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/metadata"
-	"github.com/csefs/csefs/objectstore"
 )
 
-// Persisted attributes.
-//
-// chmod, chown and utimes on a file are stored in the object's user metadata
-// (csefs-mode, csefs-uid/csefs-gid, csefs-mtime; see metadata/attrs.go) by a
-// server-side copy of the object onto itself with the metadata replaced: the
-// current metadata from a fresh HEAD, with only those keys changed, so the
-// envelope keys are kept byte for byte. An mtime that was implicit (the
-// upload time) is stored explicitly by the first such copy, so chmod and
-// chown do not move it. atime is not stored. getattr shows
-// them (uid/gid when present, else the mount's --uid/--gid; mtime when
-// present, else the object's LastModified). chown is accepted from anyone
-// and only recorded: csefs enforces no ownership.
-//
-// While the file has a write in progress the change rides on the upload
-// instead: a staged version carries it in its attributes; a new version
-// streaming up right now has its metadata fixed already, so the change is
-// kept in FS.pendAttrs and handed to the deferred changes (lazyattr.go) by
-// deferPendingAttrs once the stream commits.
-//
-// Directories are prefixes without metadata of their own: chmod/utimes on
-// them are accepted and not persisted.
+// Attributes as getattr, lookup, readdirplus and create show them: of an
+// object as resolved or listed (fileAttr, headAttr, listedObject), of a file
+// with changes not yet uploaded (pendingAttr), of a directory from what is
+// known of its marker (fillDirAttr, dirAttrOf). Storing them is setattr.go's;
+// changes deferred in memory (lazyattr.go) show here at once.
 
-// attrChange is what one SETATTR asks to change.
-type attrChange struct {
-	perm     uint32 // permission bits
-	setMode  bool
-	uid, gid uint32
-	setUID   bool
-	setGID   bool
-	mtime    time.Time
-	setMtime bool
-	atime    time.Time
-	setAtime bool
-	ctime    time.Time // when the change was asked for: the new ctime
-	setCtime bool
+// fileAttr fills the attributes of the object o (a file, symlink or special
+// file), with its deferred attribute changes applied.
+func (f *FS) fileAttr(o *object, a *fuse.Attr) {
+	if c, ok := f.lazyOf(o.key); ok {
+		// Deferred chmod, chown or utimes (lazyattr.go).
+		o2 := *o
+		o2.attrs = c.apply(keepMtime(o.attrs, o.info.LastModified), f.opt.UID, f.opt.GID)
+		o = &o2
+	}
+	mode := f.opt.FileMode
+	if o.attrs.HasMode {
+		mode = o.attrs.Mode & 0o7777
+	}
+	a.Mode = syscall.S_IFREG | mode
+	switch {
+	case o.attrs.Symlink:
+		a.Mode = syscall.S_IFLNK | 0o777
+	case isSpecial(o.attrs):
+		a.Mode = o.attrs.Mode
+		a.Rdev = uint32(o.attrs.Rdev)
+	}
+	a.Nlink = 1
+	a.Uid, a.Gid = f.opt.UID, f.opt.GID
+	if o.attrs.HasOwner {
+		a.Uid, a.Gid = o.attrs.UID, o.attrs.GID
+	}
+	a.Size = uint64(o.plainSize)
+	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = 1 << 20
+	// An upload time has whole seconds on S3 (an HTTP date); it is shown
+	// so on every store, so that the time a commit reports and the one a
+	// later HEAD or LIST gives agree.
+	mt := o.info.LastModified.Truncate(time.Second)
+	if o.attrs.HasMtime {
+		mt = o.attrs.Mtime
+	}
+	at := mt // atime is stored only when set explicitly
+	if o.attrs.HasAtime {
+		at = o.attrs.Atime
+	}
+	ct := changeTime(o.attrs, mt)
+	a.SetTimes(&at, &mt, &ct)
 }
 
-func changeFrom(in *fuse.SetAttrIn) attrChange {
-	var c attrChange
-	c.perm, c.setMode = in.GetMode()
-	c.uid, c.setUID = in.GetUID()
-	c.gid, c.setGID = in.GetGID()
-	c.mtime, c.setMtime = in.GetMTime()
-	c.atime, c.setAtime = in.GetATime()
-	if !c.empty() {
-		c.ctime, c.setCtime = time.Now(), true
+// pendingAttr fills the attributes of a file with changes not yet uploaded,
+// from the attributes its new version will carry (a mode of 0000 included).
+func (f *FS) pendingAttr(a *fuse.Attr, size int64, attrs metadata.Attrs) {
+	mode := f.opt.FileMode
+	if attrs.HasMode {
+		mode = attrs.Mode & 0o7777
 	}
-	return c
+	a.Mode = syscall.S_IFREG | mode
+	a.Nlink = 1
+	a.Uid, a.Gid = f.opt.UID, f.opt.GID
+	if attrs.HasOwner {
+		a.Uid, a.Gid = attrs.UID, attrs.GID
+	}
+	a.Size = uint64(size)
+	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = 1 << 20
+	// Whole seconds, as the committed object's upload time will be.
+	now := time.Now().Truncate(time.Second)
+	a.SetTimes(&now, &now, &now)
 }
 
-func (c attrChange) empty() bool {
-	return !c.setMode && !c.setUID && !c.setGID && !c.setMtime && !c.setAtime
+// fillAttr fills the attributes of a node that is being created.
+func (n *fileNode) fillAttr(a *fuse.Attr) {
+	size, attrs, _ := n.streaming()
+	n.fsys.pendingAttr(a, size, attrs)
 }
 
-// then is c followed by a later change d.
-func (c attrChange) then(d attrChange) attrChange {
-	if d.setMode {
-		c.perm, c.setMode = d.perm, true
+// headAttr answers getattr of a node whose attributes are all in its
+// object's metadata (symlinks, special files): from a HEAD, or the cache.
+func (f *FS) headAttr(ctx context.Context, key string, out *fuse.AttrOut) syscall.Errno {
+	ctx, done := f.untilKilled(ctx, "getattr", key)
+	defer done()
+	o, err := f.head(ctx, key)
+	if err != nil {
+		return f.logErr("getattr", key, err)
 	}
-	if d.setUID {
-		c.uid, c.setUID = d.uid, true
-	}
-	if d.setGID {
-		c.gid, c.setGID = d.gid, true
-	}
-	if d.setMtime {
-		c.mtime, c.setMtime = d.mtime, true
-	}
-	if d.setAtime {
-		c.atime, c.setAtime = d.atime, true
-	}
-	if d.setCtime {
-		c.ctime, c.setCtime = d.ctime, true
-	}
-	return c
+	f.fileAttr(o, &out.Attr)
+	return 0
 }
 
-// apply returns a with c made. A file without a stored mode gets type
-// S_IFREG; an owner half given takes the other half from a, else from the
-// mount's defaults uid and gid.
-func (c attrChange) apply(a metadata.Attrs, uid, gid uint32) metadata.Attrs {
-	if c.setMode {
-		typ := a.Mode &^ 0o7777
-		if !a.HasMode || typ == 0 {
-			typ = syscall.S_IFREG
-		}
-		a.Mode, a.HasMode = typ|c.perm&0o7777, true
+// fillDirAttr fills a directory's attributes from st.
+func (f *FS) fillDirAttr(a *fuse.Attr, st dirState) {
+	mode := f.opt.DirMode
+	if st.attrs.HasMode {
+		mode = st.attrs.Mode & 0o7777
 	}
-	if c.setUID || c.setGID {
-		if a.HasOwner {
-			uid, gid = a.UID, a.GID
-		}
-		if c.setUID {
-			uid = c.uid
-		}
-		if c.setGID {
-			gid = c.gid
-		}
-		a.UID, a.GID, a.HasOwner = uid, gid, true
+	a.Mode = syscall.S_IFDIR | mode
+	a.Nlink = 2
+	a.Uid, a.Gid = f.opt.UID, f.opt.GID
+	if st.attrs.HasOwner {
+		a.Uid, a.Gid = st.attrs.UID, st.attrs.GID
 	}
-	if c.setMtime {
-		a.Mtime, a.HasMtime = c.mtime, true
+	a.Size = 4096
+	a.Blocks = 8
+	a.Blksize = 4096
+	mt := f.started
+	switch {
+	case !st.mtime.IsZero():
+		mt = st.mtime
+	case st.attrs.HasMtime:
+		mt = st.attrs.Mtime
+	case st.marker && !st.upload.IsZero():
+		mt = st.upload.Truncate(time.Second)
 	}
-	if c.setAtime {
-		a.Atime, a.HasAtime = c.atime, true
+	at := mt
+	if st.attrs.HasAtime {
+		at = st.attrs.Atime
 	}
-	if c.setCtime {
-		a.Ctime, a.HasCtime = c.ctime, true
-	}
-	return a
+	ct := changeTime(st.attrs, mt)
+	a.SetTimes(&at, &mt, &ct)
 }
 
-// withoutMtime is c for the attributes a later new version starts from: a
-// write after utimes gives the file the write's time.
-func (c attrChange) withoutMtime() attrChange {
-	c.setMtime = false
-	return c
-}
-
-// setMeta applies chmod, chown and utimes (see above).
-func (n *fileNode) setMeta(ctx context.Context, in *fuse.SetAttrIn) error {
-	c := changeFrom(in)
-	if c.empty() {
-		return nil
+// dirAttrOf fills prefix's attributes, HEADing its marker if needed.
+func (f *FS) dirAttrOf(ctx context.Context, prefix string, a *fuse.Attr) error {
+	st, err := f.dirInfo(ctx, prefix)
+	if err != nil {
+		return err
 	}
-	f := n.fsys
-	lk := lockNode(n)
-	defer lk.unlock()
-	// Handles that may start a new version later start from the new
-	// attributes.
-	for _, w := range lk.writers {
-		w.attrs = c.withoutMtime().apply(w.attrs, f.opt.UID, f.opt.GID) // w.mu is held
-	}
-	if lk.streaming {
-		f.addPendingAttrs(n, c)
-		return nil
-	}
-	// A change deferred earlier (lazyattr.go) is older than c. Unless c is
-	// deferred after it, store it first: otherwise its timer would later
-	// put it back over c, stored now or carried by the staged upload.
-	n.mu.Lock()
-	hasStage := n.stage != nil
-	n.mu.Unlock()
-	active := false
-	for _, w := range lk.writers {
-		if !w.closed && !(w.mode == modeStream && w.done) { // w.mu is held
-			active = true
-		}
-	}
-	if hasStage || active || time.Since(time.Unix(0, n.lastCommit.Load())) > deferAfterCommit {
-		if err := f.flushAttrs(ctx, n.key()); err != nil {
-			return err
-		}
-	}
-	n.mu.Lock()
-	staged, dirty := n.stage != nil, n.stageDirty
-	if staged {
-		n.stageAttrs = c.apply(n.stageAttrs, f.opt.UID, f.opt.GID)
-	}
-	n.mu.Unlock()
-	if dirty {
-		return nil // the staged upload carries it
-	}
-	// Right after close(2) the handle stays registered until its RELEASE:
-	// a handle whose stream is committed writes nothing more unless it
-	// writes again, and then it starts from w.attrs, set above.
-	for _, w := range lk.writers {
-		if !w.closed && !(w.mode == modeStream && w.done) { // w.mu is held
-			staged = true
-		}
-	}
-	if staged || time.Since(time.Unix(0, n.lastCommit.Load())) > deferAfterCommit {
-		return f.persistAttrs(ctx, n.key(), c)
-	}
-	f.deferAttrs(n.key(), c) // lazyattr.go
+	f.fillDirAttr(a, st)
 	return nil
 }
 
-// lockNode locks n and its write handles as lockTree does.
-func lockNode(n *fileNode) *treeLock {
-	lk := &treeLock{nodes: []*fileNode{n}}
-	lk.lock()
-	return lk
+// changeTime is the ctime to show: the last attribute change stored, or the
+// mtime if that is later (a write changes both).
+func changeTime(a metadata.Attrs, mtime time.Time) time.Time {
+	if a.HasCtime && a.Ctime.After(mtime) {
+		return a.Ctime
+	}
+	return mtime
 }
 
-// attrCopyAttempts bounds persistAttrs' read-and-copy rounds: each round
-// that loses to a concurrent writer (412) reads the object again.
-const attrCopyAttempts = 5
+// With Options.AttrsFromList, stat(2) of a listed file is answered from
+// what its directory's LIST said, without a HEAD: this is what a LIST of
+// 10,000 files costs against 10,000 HEADs more (docs/semantics.md,
+// "Attributes from LIST"). Such a listed object is used for attributes
+// only, never cached as a stat nor opened: open(2) always HEADs.
 
-// persistAttrs copies key onto itself with c applied to its metadata.
-//
-// The copy carries the ETag of the HEAD its metadata came from
-// (CopySourceIfMatch), so it can never pair this version's envelope with the
-// body of a newer one written meanwhile (by another mount or process). When
-// the object changed between the HEAD and the copy (412), it is read again
-// and the change applied to the new version, up to attrCopyAttempts times;
-// then it fails with ErrPreconditionFailed, which is ESTALE (the kernel
-// retries a path operation once on ESTALE).
-func (f *FS) persistAttrs(ctx context.Context, key string, c attrChange) error {
-	defer f.putStat(key, nil)
-	var err error
-	for attempt := 0; attempt < attrCopyAttempts; attempt++ {
-		err = f.copyAttrs(ctx, key, c, attempt == 0)
-		if !errors.Is(err, objectstore.ErrPreconditionFailed) {
-			return err
-		}
-		f.log.Debug("object changed under a metadata copy; reading it again", "object", f.uri(key), "attempt", attempt+1)
+// listedObject returns key's attributes as its directory's usable listing
+// gives them, or nil (not listed, no AttrsFromList, or a stat obtained
+// since the LIST is cached and wins).
+func (f *FS) listedObject(key string) *object {
+	if !f.opt.AttrsFromList {
+		return nil
 	}
-	return fmt.Errorf("metadata copy lost to concurrent writers %d times: %w", attrCopyAttempts, err)
-}
-
-// copyAttrs is one round of persistAttrs. The first round starts from the
-// version this mount knows (it wrote or stat'ed it within the TTL), if it
-// knows its metadata; the copy is pinned to that version's ETag, so if the
-// object changed since, the copy fails (412) and the next round HEADs.
-func (f *FS) copyAttrs(ctx context.Context, key string, c attrChange, first bool) error {
-	var info *objectstore.Info
-	if o := f.cachedStat(key); first && o != nil && o.info.Metadata != nil && o.info.ETag != "" {
-		info = &o.info
-	} else {
-		var err error
-		if info, err = f.store.Head(ctx, key); err != nil {
-			return err
-		}
-	}
-	meta := maps.Clone(info.Metadata)
-	if meta == nil {
-		meta = map[string]string{}
-	}
-	c.apply(keepMtime(metadata.ParseAttrs(meta), info.LastModified), f.opt.UID, f.opt.GID).Apply(meta)
-	if err := metadata.CheckSize(meta); err != nil {
-		return fmt.Errorf("attributes do not fit beside the envelope: %w: %w", err, errUnsupported)
-	}
-	_, err := f.store.Copy(ctx, key, key, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag})
-	return err
-}
-
-// keepMtime stores an implicit mtime (the upload time, which the self-copy
-// of persistAttrs would change) explicitly: chmod and chown change only the
-// ctime.
-func keepMtime(a metadata.Attrs, uploaded time.Time) metadata.Attrs {
-	if !a.HasMtime && !uploaded.IsZero() {
-		a.Mtime, a.HasMtime = uploaded.Truncate(time.Second), true // as fileAttr shows it
-	}
-	return a
-}
-
-// addPendingAttrs records c for the stream of n in progress.
-func (f *FS) addPendingAttrs(n *fileNode, c attrChange) {
-	f.attrMu.Lock()
-	defer f.attrMu.Unlock()
-	if f.pendAttrs == nil {
-		f.pendAttrs = make(map[*fileNode]attrChange)
-	}
-	f.pendAttrs[n] = f.pendAttrs[n].then(c)
-}
-
-// deferPendingAttrs hands the attribute changes made while a new version
-// of n was streaming up to the deferred ones (lazyattr.go), to be stored
-// with whatever follows them. The write path calls it right after that
-// stream's commit succeeded (without pending changes it does nothing).
-func (n *fileNode) deferPendingAttrs() {
-	f := n.fsys
-	f.attrMu.Lock()
-	defer f.attrMu.Unlock()
-	c, ok := f.pendAttrs[n]
-	delete(f.pendAttrs, n)
-	if ok {
-		f.deferAttrsLocked(n.key(), c)
-	}
-}
-
-// stagePendingAttrs moves the attribute changes recorded for n's stream,
-// which was aborted for staging, onto the staged version. The node's
-// staging file is held.
-func (n *fileNode) stagePendingAttrs() {
-	f := n.fsys
-	f.attrMu.Lock()
-	c, ok := f.pendAttrs[n]
-	delete(f.pendAttrs, n)
-	f.attrMu.Unlock()
+	in, began, ok := f.listedInfo(key)
 	if !ok {
-		return
+		return nil
 	}
-	n.mu.Lock()
-	n.stageAttrs = c.apply(n.stageAttrs, f.opt.UID, f.opt.GID)
-	n.mu.Unlock()
+	if o := f.statSince(key, began); o != nil {
+		return o
+	}
+	size := in.Size
+	if f.opt.Provider != nil {
+		// What this mount writes: a GCM body.
+		if n, err := cse.GCMPlainSize(size); err == nil {
+			size = n
+		}
+	}
+	return &object{key: key, info: in, plainSize: size, listed: true}
 }
 
-// withCreator records the calling process as the owner of a new file,
-// directory or special file, as POSIX has it (the creator's uid and gid),
-// when that differs from the mount's --uid and --gid; otherwise nothing is
-// stored and the defaults show.
-func (f *FS) withCreator(ctx context.Context, a metadata.Attrs) metadata.Attrs {
-	c, ok := fuse.FromContext(ctx)
-	if !ok || (c.Uid == f.opt.UID && c.Gid == f.opt.GID) {
-		return a
-	}
-	a.UID, a.GID, a.HasOwner = c.Uid, c.Gid, true
-	return a
+// sameAttr says whether a and b show the same attributes.
+func (f *FS) sameAttr(a, b *object) bool {
+	var x, y fuse.Attr
+	f.fileAttr(a, &x)
+	f.fileAttr(b, &y)
+	return x == y
 }

@@ -128,10 +128,10 @@ func (f *FS) putListingNow(prefix string, gen uint64, kinds map[string]entryKind
 // A listing being read stays usable past the TTL, with the stats obtained
 // since its LIST began, until its stream is closed.
 func TestListingHeldWhileRead(t *testing.T) {
-	f := &FS{opt: Options{MetadataTTL: time.Second}, stats: map[string]statEntry{}}
+	f := &FS{opt: Options{MetadataTTL: time.Second}, meta: metaCache{stats: map[string]statEntry{}}}
 	began := time.Now().Add(-time.Minute) // everything below is past the TTL
-	f.stats["d/old"] = statEntry{obj: &object{key: "d/old"}, at: began.Add(-time.Second)}
-	f.stats["d/a"] = statEntry{obj: &object{key: "d/a"}, at: began.Add(time.Second)}
+	f.meta.stats["d/old"] = statEntry{obj: &object{key: "d/old"}, at: began.Add(-time.Second)}
+	f.meta.stats["d/a"] = statEntry{obj: &object{key: "d/a"}, at: began.Add(time.Second)}
 	l, done := f.putListing("d/", f.listGen("d/"), began, map[string]entryKind{"a": entryFile, "old": entryFile}, []fuse.DirEntry{fileEntry("a"), fileEntry("old")})
 	done()
 	l.at = began.Add(2 * time.Second)

@@ -24,6 +24,18 @@ type dirNode struct {
 	prefixp atomic.Pointer[string] // use prefix(): "" for the root, else "a/b/"; a rename changes it
 }
 
+// newDirNode returns the node of the directory prefix ("" or "a/b/").
+func newDirNode(f *FS, prefix string) *dirNode {
+	d := &dirNode{fsys: f}
+	d.setPrefix(prefix)
+	return d
+}
+
+// prefix is the directory's key prefix: "" for the root, else "a/b/".
+func (d *dirNode) prefix() string { return *d.prefixp.Load() }
+
+func (d *dirNode) setPrefix(prefix string) { d.prefixp.Store(&prefix) }
+
 var (
 	_ fs.NodeLookuper  = (*dirNode)(nil)
 	_ fs.NodeReaddirer = (*dirNode)(nil)
@@ -43,7 +55,7 @@ var (
 // directory's own attribute changes may still be pending; a file created in
 // it becomes durable at its own commit (its fsync or close), as a file's
 // data on a local filesystem needs the file's fsync, not the directory's.
-// The pending attribute change is the directory's mtime (dirattr.go).
+// The pending attribute change is the directory's mtime (dirstate.go).
 func (d *dirNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
 	ctx = mutating(ctx)
 	if err := d.fsys.flushDir(ctx, d.prefix()); err != nil {
@@ -62,7 +74,7 @@ func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 }
 
 // Setattr stores chmod, chown and utimes of a directory in its marker
-// (dirattr.go).
+// (setattr.go: setDirMeta).
 func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	ctx = mutating(ctx)
 	f := d.fsys
@@ -75,48 +87,6 @@ func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAtt
 		}
 	}
 	return d.Getattr(ctx, fh, out)
-}
-
-func (f *FS) fileAttr(o *object, a *fuse.Attr) {
-	if c, ok := f.lazyOf(o.key); ok {
-		// Deferred chmod, chown or utimes (lazyattr.go).
-		o2 := *o
-		o2.attrs = c.apply(keepMtime(o.attrs, o.info.LastModified), f.opt.UID, f.opt.GID)
-		o = &o2
-	}
-	mode := f.opt.FileMode
-	if o.attrs.HasMode {
-		mode = o.attrs.Mode & 0o7777
-	}
-	a.Mode = syscall.S_IFREG | mode
-	switch {
-	case o.attrs.Symlink:
-		a.Mode = syscall.S_IFLNK | 0o777
-	case isSpecial(o.attrs):
-		a.Mode = o.attrs.Mode
-		a.Rdev = uint32(o.attrs.Rdev)
-	}
-	a.Nlink = 1
-	a.Uid, a.Gid = f.opt.UID, f.opt.GID
-	if o.attrs.HasOwner {
-		a.Uid, a.Gid = o.attrs.UID, o.attrs.GID
-	}
-	a.Size = uint64(o.plainSize)
-	a.Blocks = (a.Size + 511) / 512
-	a.Blksize = 1 << 20
-	// An upload time has whole seconds on S3 (an HTTP date); it is shown
-	// so on every store, so that the time a commit reports and the one a
-	// later HEAD or LIST gives agree.
-	mt := o.info.LastModified.Truncate(time.Second)
-	if o.attrs.HasMtime {
-		mt = o.attrs.Mtime
-	}
-	at := mt // atime is stored only when set explicitly
-	if o.attrs.HasAtime {
-		at = o.attrs.Atime
-	}
-	ct := changeTime(o.attrs, mt)
-	a.SetTimes(&at, &mt, &ct)
 }
 
 // entryKind is what a name in a directory is.
@@ -342,9 +312,7 @@ func (f *FS) listDir(ctx context.Context, prefix string, heads bool) (l *listing
 		for _, o := range files {
 			infos[strings.TrimPrefix(o.Key, prefix)] = o
 		}
-		f.meta.mu.Lock()
-		l.infos = infos
-		f.meta.mu.Unlock()
+		f.setListedInfos(l, infos)
 	}
 	pf.finish(done)
 	return l, entries, nil
@@ -582,6 +550,29 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	f.forgetDir(key)
 	f.touchDir(d.prefix())
 	return 0
+}
+
+// dirEmpty reports whether nothing but prefix's own marker lies under it.
+func (f *FS) dirEmpty(ctx context.Context, prefix string) (bool, error) {
+	empty := true
+	err := f.store.List(ctx, prefix, "/", func(p objectstore.ListPage) error {
+		for _, o := range p.Objects {
+			if o.Key != prefix {
+				empty = false
+			}
+		}
+		if len(p.Prefixes) > 0 {
+			empty = false
+		}
+		if !empty {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return false, err
+	}
+	return empty, nil
 }
 
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {

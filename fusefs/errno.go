@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"syscall"
 
@@ -27,6 +28,8 @@ var (
 	// errExists: creating what already exists.
 	errExists = errors.New("fusefs: file exists")
 )
+
+var errTruncatedObject = fmt.Errorf("object shorter than its size: %w", cse.ErrTruncated)
 
 // localErrnos are the only errnos of the operating system that toErrno
 // passes on: conditions of this machine's own disks (the staging directory, a
@@ -114,3 +117,5 @@ func isLocalErrno(err error) syscall.Errno {
 	}
 	return 0
 }
+
+func isNotFound(err error) bool { return errors.Is(err, objectstore.ErrNotFound) }

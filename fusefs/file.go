@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,7 +12,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/metadata"
 	"github.com/csefs/csefs/objectstore"
 )
@@ -25,8 +21,8 @@ import (
 // Lock order: stageMu before mu; a writeHandle's mu before either.
 type fileNode struct {
 	fs.Inode
-	fsys *FS
-	keyp atomic.Pointer[string] // the object key: use key(); a rename changes it
+	fsys    *FS
+	nodeKey // the object key: key(), setKey()
 
 	stageMu    sync.Mutex // serialises staging setup, uploads and teardown
 	stage      *stageFile
@@ -42,42 +38,18 @@ type fileNode struct {
 	lastCommit atomic.Int64 // UnixNano of the last version committed through this node
 }
 
+// newFileNode returns the node of the object key.
+func newFileNode(f *FS, key string) *fileNode {
+	n := &fileNode{fsys: f}
+	n.setKey(key)
+	return n
+}
+
 var (
 	_ fs.NodeGetattrer = (*fileNode)(nil)
 	_ fs.NodeOpener    = (*fileNode)(nil)
 	_ fs.NodeSetattrer = (*fileNode)(nil)
 )
-
-// pendingNode returns the node of a file being written under key.
-func (f *FS) pendingNode(key string) *fileNode {
-	f.pendMu.Lock()
-	defer f.pendMu.Unlock()
-	return f.pend[key]
-}
-
-// pendingUnder lists the keys being written directly under prefix.
-func (f *FS) pendingUnder(prefix string) []string {
-	f.pendMu.Lock()
-	defer f.pendMu.Unlock()
-	var keys []string
-	for k := range f.pend {
-		if rest, ok := strings.CutPrefix(k, prefix); ok && !strings.Contains(rest, "/") {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func (f *FS) setPending(key string, n *fileNode, on bool) {
-	f.pendMu.Lock()
-	defer f.pendMu.Unlock()
-	if on {
-		f.pend[key] = n
-	} else if f.pend[key] == n {
-		delete(f.pend, key)
-	}
-}
 
 func (n *fileNode) addWriter(w *writeHandle) {
 	n.mu.Lock()
@@ -108,187 +80,6 @@ func (n *fileNode) streaming() (int64, metadata.Attrs, bool) {
 		}
 	}
 	return 0, metadata.Attrs{}, false
-}
-
-// stageFile returns the node's staging file; a handle in stage mode holds a
-// reference, so it is not nil for it.
-func (n *fileNode) stageFile() *stageFile {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.stage
-}
-
-func (n *fileNode) markDirty() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.stageDirty = true
-}
-
-// acquireStage returns the node's staging file, creating it on first use
-// (fresh) with the object's current content unless empty is set.
-func (n *fileNode) acquireStage(ctx context.Context, empty bool) (sf *stageFile, fresh bool, err error) {
-	n.stageMu.Lock()
-	defer n.stageMu.Unlock()
-	n.mu.Lock()
-	if n.stage != nil {
-		n.stageRefs++
-		sf := n.stage
-		n.mu.Unlock()
-		return sf, false, nil
-	}
-	n.mu.Unlock()
-	f := n.fsys
-	// The staged version starts from the stored attributes: store the
-	// deferred ones first (lazyattr.go), as open(2) for writing does.
-	if err := f.flushAttrs(ctx, n.key()); err != nil {
-		return nil, false, err
-	}
-	sf, err = f.stage.create()
-	if err != nil {
-		return nil, false, err
-	}
-	attrs := fileAttrs(f.opt.FileMode)
-	o, err := f.head(ctx, n.key())
-	switch {
-	case err == nil:
-		attrs = o.attrs
-		attrs.HasMtime = false
-		if !attrs.HasMode {
-			attrs = fileAttrs(f.opt.FileMode)
-		}
-		if !empty && o.plainSize > 0 {
-			if err := n.fsys.fill(ctx, o, sf); err != nil {
-				sf.Close()
-				return nil, false, err
-			}
-		}
-	case !isNotFound(err):
-		sf.Close()
-		return nil, false, err
-	}
-	n.mu.Lock()
-	n.stage, n.stageRefs, n.stageDirty, n.stageAttrs = sf, 1, false, attrs
-	n.mu.Unlock()
-	return sf, true, nil
-}
-
-// fill copies an object's authenticated plaintext into a staging file.
-func (f *FS) fill(ctx context.Context, o *object, sf *stageFile) error {
-	r, err := f.newReaderNoPreload(ctx, o)
-	if err != nil {
-		return err
-	}
-	defer r.Release(ctx)
-	src, c, err := r.openStream(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	buf := make([]byte, 1<<20)
-	var off int64
-	for {
-		n, err := io.ReadFull(src, buf)
-		if n > 0 {
-			if _, werr := sf.WriteAt(buf[:n], off); werr != nil {
-				return werr
-			}
-			off += int64(n)
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("object %s: %w", o.key, err)
-		}
-	}
-	if off != o.plainSize {
-		return fmt.Errorf("object %s: read %d of %d bytes: %w", o.key, off, o.plainSize, errTruncatedObject)
-	}
-	return nil
-}
-
-// flushStage uploads the staged content if it changed since the last upload.
-func (n *fileNode) flushStage(ctx context.Context) error {
-	n.stageMu.Lock()
-	defer n.stageMu.Unlock()
-	return n.flushStageLocked(ctx)
-}
-
-func (n *fileNode) flushStageLocked(ctx context.Context) error {
-	n.mu.Lock()
-	sf, dirty, attrs := n.stage, n.stageDirty, n.stageAttrs
-	n.mu.Unlock()
-	if sf == nil || !dirty || n.unlinked.Load() {
-		return nil // unchanged, or unlinked while open: nothing to store
-	}
-	f := n.fsys
-	committed := false
-	defer func() {
-		if !committed {
-			// A new file's name, which the listing got at create time,
-			// must not outlive the failure.
-			f.dirChanged(parentPrefix(n.key()))
-		}
-	}()
-	u, err := f.beginUpload(ctx, n.key(), attrs)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(u, sf.reader()); err != nil {
-		u.abort(ctx)
-		return err
-	}
-	o, err := u.commit(ctx)
-	if err != nil {
-		u.abort(ctx)
-		return err
-	}
-	committed = true
-	n.mu.Lock()
-	n.stageDirty = false
-	n.mu.Unlock()
-	n.committed(o)
-	return nil
-}
-
-// releaseStage drops a reference; the last one uploads what no Flush did
-// and removes the staging file.
-func (n *fileNode) releaseStage(ctx context.Context) {
-	n.stageMu.Lock()
-	defer n.stageMu.Unlock()
-	n.mu.Lock()
-	n.stageRefs--
-	last := n.stageRefs == 0
-	n.mu.Unlock()
-	if !last {
-		return
-	}
-	if err := n.flushStageLocked(ctx); err != nil {
-		n.fsys.logErr("release", n.key(), err)
-	}
-	n.mu.Lock()
-	sf := n.stage
-	n.stage = nil
-	n.mu.Unlock()
-	if sf != nil {
-		sf.Close()
-	}
-}
-
-// dropStage releases a reference without uploading (shutdown).
-func (n *fileNode) dropStage() {
-	n.stageMu.Lock()
-	defer n.stageMu.Unlock()
-	n.mu.Lock()
-	n.stageRefs--
-	var sf *stageFile
-	if n.stageRefs == 0 {
-		sf, n.stage = n.stage, nil
-	}
-	n.mu.Unlock()
-	if sf != nil {
-		sf.Close()
-	}
 }
 
 // committed records a new version written through this node.
@@ -354,33 +145,6 @@ func (n *fileNode) getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	}
 	f.fileAttr(o, &out.Attr)
 	return 0
-}
-
-// pendingAttr fills the attributes of a file with changes not yet uploaded,
-// from the attributes its new version will carry (a mode of 0000 included).
-func (f *FS) pendingAttr(a *fuse.Attr, size int64, attrs metadata.Attrs) {
-	mode := f.opt.FileMode
-	if attrs.HasMode {
-		mode = attrs.Mode & 0o7777
-	}
-	a.Mode = syscall.S_IFREG | mode
-	a.Nlink = 1
-	a.Uid, a.Gid = f.opt.UID, f.opt.GID
-	if attrs.HasOwner {
-		a.Uid, a.Gid = attrs.UID, attrs.GID
-	}
-	a.Size = uint64(size)
-	a.Blocks = (a.Size + 511) / 512
-	a.Blksize = 1 << 20
-	// Whole seconds, as the committed object's upload time will be.
-	now := time.Now().Truncate(time.Second)
-	a.SetTimes(&now, &now, &now)
-}
-
-// fillAttr fills the attributes of a node that is being created.
-func (n *fileNode) fillAttr(a *fuse.Attr) {
-	size, attrs, _ := n.streaming()
-	n.fsys.pendingAttr(a, size, attrs)
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -460,78 +224,3 @@ func (n *fileNode) headFile(ctx context.Context) (*object, error) {
 	}
 	return o, nil
 }
-
-func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	ctx = mutating(ctx)
-	f := n.fsys
-	if f.opt.ReadOnly {
-		return syscall.EROFS
-	}
-	if size, ok := in.GetSize(); ok {
-		if int64(size) > f.maxFileSize() || int64(size) < 0 {
-			return f.logErr("truncate", n.key(), fmt.Errorf("truncate to %d: %w", size, errFileTooBig))
-		}
-		if err := n.setSize(ctx, fh, int64(size)); err != nil {
-			return f.logErr("truncate", n.key(), err)
-		}
-	}
-	if err := n.setMeta(ctx, in); err != nil {
-		return f.logErr("setattr", n.key(), err)
-	}
-	return n.Getattr(ctx, fh, out)
-}
-
-// setSize truncates. Through a handle open for writing, the handle decides;
-// otherwise the object is replaced (empty, or staged and re-uploaded).
-func (n *fileNode) setSize(ctx context.Context, fh fs.FileHandle, size int64) error {
-	f := n.fsys
-	w, _ := fh.(*writeHandle)
-	if w == nil {
-		n.mu.Lock()
-		var open []*writeHandle
-		for h := range n.writers {
-			open = append(open, h)
-		}
-		n.mu.Unlock()
-		// A handle whose stream was committed by close(2) stays registered
-		// until its RELEASE, which comes later: truncate(2) right after
-		// close must not go to it.
-		for _, h := range open {
-			if !h.finished() {
-				w = h
-				break
-			}
-		}
-	}
-	if w != nil {
-		return w.truncate(ctx, size)
-	}
-	if err := f.flushAttrs(ctx, n.key()); err != nil {
-		return err
-	}
-	o, err := f.head(ctx, n.key())
-	if err != nil {
-		return err
-	}
-	if size == o.plainSize {
-		return nil
-	}
-	nw, err := f.newWriter(ctx, n, n.currentAttrs(ctx), size == 0, false)
-	if err != nil {
-		return err
-	}
-	defer nw.Release(ctx)
-	if size != 0 {
-		if err := nw.truncate(ctx, size); err != nil {
-			return err
-		}
-	}
-	if errno := nw.Flush(ctx); errno != 0 {
-		return errno
-	}
-	return nil
-}
-
-var errTruncatedObject = fmt.Errorf("object shorter than its size: %w", cse.ErrTruncated)
-
-func isNotFound(err error) bool { return errors.Is(err, objectstore.ErrNotFound) }

@@ -21,6 +21,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -135,13 +136,7 @@ type FS struct {
 	store objectstore.Store
 	log   *slog.Logger
 
-	mu    sync.Mutex
-	stats map[string]statEntry // key -> resolved object, within MetadataTTL
-
-	meta metaCache // listings and HEADs in flight (cache.go)
-
-	verifiedMu sync.Mutex
-	verified   map[string]bool // "key\x00etag" of GCM objects whose tag verified
+	meta metaCache // metacache.go: stats, listings, negative entries, HEADs in flight, verified ETags
 
 	inflight sync.WaitGroup // open write handles
 
@@ -151,20 +146,15 @@ type FS struct {
 	stage *stager // nil when staging is off
 
 	pendMu sync.Mutex
-	pend   map[string]*fileNode // files being written, not yet committed
+	pend   map[string]*fileNode // write.go: files being written, not yet committed
 
 	attrMu    sync.Mutex
 	lazy      map[string]*lazyAttr     // lazyattr.go: deferred attribute changes, by key
-	pendAttrs map[*fileNode]attrChange // attr.go: changes awaiting a stream's commit
+	pendAttrs map[*fileNode]attrChange // setattr.go: changes awaiting a stream's commit
 
 	intents intentState // intent.go: directory renames in progress
-	dirs    dirStates   // dirattr.go: directory attributes
+	dirs    dirStates   // dirstate.go: directory markers and deferred mtimes
 	started time.Time   // the mount's start: the mtime of directories without one
-}
-
-type statEntry struct {
-	obj *object
-	at  time.Time
 }
 
 // New returns a filesystem and its root node.
@@ -191,13 +181,11 @@ func New(opt Options) (*FS, fs.InodeEmbedder, error) {
 		opt.ReadAhead = 32 << 20
 	}
 	f := &FS{
-		opt:      opt,
-		store:    opt.Store,
-		log:      opt.Logger,
-		stats:    make(map[string]statEntry),
-		verified: make(map[string]bool),
-		pend:     make(map[string]*fileNode),
-		started:  time.Now().Truncate(time.Second),
+		opt:     opt,
+		store:   opt.Store,
+		log:     opt.Logger,
+		pend:    make(map[string]*fileNode),
+		started: time.Now().Truncate(time.Second),
 	}
 	if opt.StagingDir != "" {
 		st, err := newStager(opt.StagingDir, opt.StagingLimit)
@@ -329,63 +317,6 @@ func (f *FS) logErr(op, key string, err error) syscall.Errno {
 	return errno
 }
 
-// cachedStat returns a fresh resolved object for key, if any.
-func (f *FS) cachedStat(key string) *object {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	e, ok := f.stats[key]
-	if !ok || time.Since(e.at) > f.opt.MetadataTTL {
-		return nil
-	}
-	return e.obj
-}
-
-// statSince is cachedStat, also accepting an expired stat obtained (or
-// renewed by a LIST) at or after since: one as fresh as the listing that
-// began then.
-func (f *FS) statSince(key string, since time.Time) *object {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	e, ok := f.stats[key]
-	if !ok || (time.Since(e.at) > f.opt.MetadataTTL && (since.IsZero() || e.at.Before(since))) {
-		return nil
-	}
-	return e.obj
-}
-
-func (f *FS) putStat(key string, o *object) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if o == nil {
-		delete(f.stats, key)
-		return
-	}
-	f.stats[key] = statEntry{obj: o, at: time.Now()}
-	if len(f.stats) > 100000 {
-		// Crude bound: drop everything expired.
-		for k, e := range f.stats {
-			if time.Since(e.at) > f.opt.MetadataTTL {
-				delete(f.stats, k)
-			}
-		}
-	}
-}
-
-func (f *FS) isVerified(key, etag string) bool {
-	f.verifiedMu.Lock()
-	defer f.verifiedMu.Unlock()
-	return f.verified[key+"\x00"+etag]
-}
-
-func (f *FS) setVerified(key, etag string) {
-	f.verifiedMu.Lock()
-	defer f.verifiedMu.Unlock()
-	if len(f.verified) > 100000 {
-		clear(f.verified)
-	}
-	f.verified[key+"\x00"+etag] = true
-}
-
 // ino gives a key a stable inode number, so that two lookups of one path
 // are one inode to the kernel.
 func ino(key string, dir bool) uint64 {
@@ -402,6 +333,29 @@ func ino(key string, dir bool) uint64 {
 	}
 	return n
 }
+
+// nodeKey is the object key of a file, symlink or special file node. A
+// rename changes it (treeLock.retarget) while other operations may be
+// reading it, so it is an atomic pointer behind key and setKey (as a
+// directory's prefix is, dirNode.prefix).
+type nodeKey struct{ p atomic.Pointer[string] }
+
+// key is the node's object key.
+func (k *nodeKey) key() string { return *k.p.Load() }
+
+func (k *nodeKey) setKey(key string) { k.p.Store(&key) }
+
+// keyedNode is a node with a nodeKey: a file, symlink or special file.
+type keyedNode interface {
+	key() string
+	setKey(key string)
+}
+
+var (
+	_ keyedNode = (*fileNode)(nil)
+	_ keyedNode = (*symlinkNode)(nil)
+	_ keyedNode = (*specialNode)(nil)
+)
 
 // childKey joins a directory prefix and a name.
 func childKey(prefix, name string) string { return prefix + name }

@@ -43,34 +43,6 @@ import (
 // Limitation: a file open for reading that is renamed keeps reading from the
 // old key; reads not yet served from memory then fail (ENOENT/EIO).
 
-// Node names. A rename changes the key of a file node and the prefix of a
-// directory node (and of every loaded node below it) while other operations
-// may be reading them, so both are atomic pointers behind accessors.
-
-// newFileNode returns the node of the object key.
-func newFileNode(f *FS, key string) *fileNode {
-	n := &fileNode{fsys: f}
-	n.setKey(key)
-	return n
-}
-
-// key is the node's object key.
-func (n *fileNode) key() string { return *n.keyp.Load() }
-
-func (n *fileNode) setKey(key string) { n.keyp.Store(&key) }
-
-// newDirNode returns the node of the directory prefix ("" or "a/b/").
-func newDirNode(f *FS, prefix string) *dirNode {
-	d := &dirNode{fsys: f}
-	d.setPrefix(prefix)
-	return d
-}
-
-// prefix is the directory's key prefix: "" for the root, else "a/b/".
-func (d *dirNode) prefix() string { return *d.prefixp.Load() }
-
-func (d *dirNode) setPrefix(prefix string) { d.prefixp.Store(&prefix) }
-
 // Flags of renameat2(2).
 const (
 	renameNoReplace = 0x1
@@ -167,7 +139,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 			d.fsys.allDirsChanged()
 		}
 	}()
-	defer func() { d.fsys.renamedIn(d, newParent, name, newName, errno) }() // dirattr.go
+	defer func() { d.fsys.renamedIn(d, newParent, name, newName, errno) }() // dirstate.go
 	f := d.fsys
 	if f.opt.ReadOnly {
 		return syscall.EROFS
@@ -566,29 +538,6 @@ func forEach(ctx context.Context, n int, fn func(context.Context, int) error) er
 	return first
 }
 
-// dirEmpty reports whether nothing but prefix's own marker lies under it.
-func (f *FS) dirEmpty(ctx context.Context, prefix string) (bool, error) {
-	empty := true
-	err := f.store.List(ctx, prefix, "/", func(p objectstore.ListPage) error {
-		for _, o := range p.Objects {
-			if o.Key != prefix {
-				empty = false
-			}
-		}
-		if len(p.Prefixes) > 0 {
-			empty = false
-		}
-		if !empty {
-			return errStop
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStop) {
-		return false, err
-	}
-	return empty, nil
-}
-
 // keepDir stores a marker for prefix if the directory has become empty and
 // has none: a directory without a marker exists only through its entries,
 // and moving its last entry away must not make it vanish. An existing
@@ -625,19 +574,6 @@ func (f *FS) putMissingMarker(ctx context.Context, prefix string) error {
 	st.gen++
 	st.at = time.Time{} // HEAD again for the new marker
 	return err
-}
-
-// pendingIn reports whether a new file is streaming up at key or under
-// key + "/".
-func (f *FS) pendingIn(key string) bool {
-	f.pendMu.Lock()
-	defer f.pendMu.Unlock()
-	for k := range f.pend {
-		if k == key || strings.HasPrefix(k, key+"/") {
-			return true
-		}
-	}
-	return false
 }
 
 // treeLock holds the locks of every loaded file node of a subtree (and of
@@ -717,15 +653,7 @@ func (lk *treeLock) retarget(ch *fs.Inode, src, dst string) {
 	var walk func(*fs.Inode)
 	walk = func(in *fs.Inode) {
 		switch n := in.Operations().(type) {
-		case *fileNode:
-			if k, ok := renamedKey(n.key(), src, dst); ok {
-				n.setKey(k)
-			}
-		case *symlinkNode:
-			if k, ok := renamedKey(n.key(), src, dst); ok {
-				n.setKey(k)
-			}
-		case *specialNode:
+		case keyedNode:
 			if k, ok := renamedKey(n.key(), src, dst); ok {
 				n.setKey(k)
 			}

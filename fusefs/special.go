@@ -3,7 +3,6 @@ package fusefs
 import (
 	"context"
 	"hash/fnv"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -23,8 +22,8 @@ import (
 // specialNode is a fifo, socket or device object.
 type specialNode struct {
 	fs.Inode
-	fsys *FS
-	keyp atomic.Pointer[string] // use key(); a rename changes it
+	fsys    *FS
+	nodeKey // the object key: key(), setKey()
 }
 
 var (
@@ -38,9 +37,6 @@ func newSpecialNode(f *FS, key string) *specialNode {
 	n.setKey(key)
 	return n
 }
-
-func (n *specialNode) key() string       { return *n.keyp.Load() }
-func (n *specialNode) setKey(key string) { n.keyp.Store(&key) }
 
 // isSpecial says whether a stored mode is that of a special file.
 func isSpecial(a metadata.Attrs) bool {
@@ -122,7 +118,7 @@ func (n *specialNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.A
 	return n.fsys.headAttr(ctx, n.key(), out)
 }
 
-// Setattr persists chmod, chown and utimes like a file's (attr.go); the type
+// Setattr persists chmod, chown and utimes like a file's (setattr.go); the type
 // and rdev stay.
 func (n *specialNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	return n.fsys.setMetaOnly(ctx, n.key(), in, changeFrom(in), out)

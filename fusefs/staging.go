@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -310,4 +311,192 @@ func (sf *stageFile) Truncate(size int64) error {
 // reader returns the staged plaintext as a stream from offset 0.
 func (sf *stageFile) reader() io.Reader {
 	return io.NewSectionReader(sf, 0, sf.Size())
+}
+
+// Node staging. A file node has at most one staging file, shared by all its
+// handles in stage mode, each holding a reference (acquireStage). It is
+// seeded with the object's content when made, uploaded whole by flushStage
+// when changed (Flush, Fsync, the last release), and removed when the last
+// reference goes. fileNode.stageMu serialises its setup, uploads and
+// teardown.
+
+// stageFile returns the node's staging file; a handle in stage mode holds a
+// reference, so it is not nil for it.
+func (n *fileNode) stageFile() *stageFile {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stage
+}
+
+func (n *fileNode) markDirty() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.stageDirty = true
+}
+
+// acquireStage returns the node's staging file, creating it on first use
+// (fresh) with the object's current content unless empty is set.
+func (n *fileNode) acquireStage(ctx context.Context, empty bool) (sf *stageFile, fresh bool, err error) {
+	n.stageMu.Lock()
+	defer n.stageMu.Unlock()
+	n.mu.Lock()
+	if n.stage != nil {
+		n.stageRefs++
+		sf := n.stage
+		n.mu.Unlock()
+		return sf, false, nil
+	}
+	n.mu.Unlock()
+	f := n.fsys
+	// The staged version starts from the stored attributes: store the
+	// deferred ones first (lazyattr.go), as open(2) for writing does.
+	if err := f.flushAttrs(ctx, n.key()); err != nil {
+		return nil, false, err
+	}
+	sf, err = f.stage.create()
+	if err != nil {
+		return nil, false, err
+	}
+	attrs := fileAttrs(f.opt.FileMode)
+	o, err := f.head(ctx, n.key())
+	switch {
+	case err == nil:
+		attrs = o.attrs
+		attrs.HasMtime = false
+		if !attrs.HasMode {
+			attrs = fileAttrs(f.opt.FileMode)
+		}
+		if !empty && o.plainSize > 0 {
+			if err := n.fsys.fill(ctx, o, sf); err != nil {
+				sf.Close()
+				return nil, false, err
+			}
+		}
+	case !isNotFound(err):
+		sf.Close()
+		return nil, false, err
+	}
+	n.mu.Lock()
+	n.stage, n.stageRefs, n.stageDirty, n.stageAttrs = sf, 1, false, attrs
+	n.mu.Unlock()
+	return sf, true, nil
+}
+
+// fill copies an object's authenticated plaintext into a staging file.
+func (f *FS) fill(ctx context.Context, o *object, sf *stageFile) error {
+	r, err := f.newReaderNoPreload(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer r.Release(ctx)
+	src, c, err := r.openStream(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf := make([]byte, 1<<20)
+	var off int64
+	for {
+		n, err := io.ReadFull(src, buf)
+		if n > 0 {
+			if _, werr := sf.WriteAt(buf[:n], off); werr != nil {
+				return werr
+			}
+			off += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("object %s: %w", o.key, err)
+		}
+	}
+	if off != o.plainSize {
+		return fmt.Errorf("object %s: read %d of %d bytes: %w", o.key, off, o.plainSize, errTruncatedObject)
+	}
+	return nil
+}
+
+// flushStage uploads the staged content if it changed since the last upload.
+func (n *fileNode) flushStage(ctx context.Context) error {
+	n.stageMu.Lock()
+	defer n.stageMu.Unlock()
+	return n.flushStageLocked(ctx)
+}
+
+func (n *fileNode) flushStageLocked(ctx context.Context) error {
+	n.mu.Lock()
+	sf, dirty, attrs := n.stage, n.stageDirty, n.stageAttrs
+	n.mu.Unlock()
+	if sf == nil || !dirty || n.unlinked.Load() {
+		return nil // unchanged, or unlinked while open: nothing to store
+	}
+	f := n.fsys
+	committed := false
+	defer func() {
+		if !committed {
+			// A new file's name, which the listing got at create time,
+			// must not outlive the failure.
+			f.dirChanged(parentPrefix(n.key()))
+		}
+	}()
+	u, err := f.beginUpload(ctx, n.key(), attrs)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(u, sf.reader()); err != nil {
+		u.abort(ctx)
+		return err
+	}
+	o, err := u.commit(ctx)
+	if err != nil {
+		u.abort(ctx)
+		return err
+	}
+	committed = true
+	n.mu.Lock()
+	n.stageDirty = false
+	n.mu.Unlock()
+	n.committed(o)
+	return nil
+}
+
+// releaseStage drops a reference; the last one uploads what no Flush did
+// and removes the staging file.
+func (n *fileNode) releaseStage(ctx context.Context) {
+	n.stageMu.Lock()
+	defer n.stageMu.Unlock()
+	n.mu.Lock()
+	n.stageRefs--
+	last := n.stageRefs == 0
+	n.mu.Unlock()
+	if !last {
+		return
+	}
+	if err := n.flushStageLocked(ctx); err != nil {
+		n.fsys.logErr("release", n.key(), err)
+	}
+	n.mu.Lock()
+	sf := n.stage
+	n.stage = nil
+	n.mu.Unlock()
+	if sf != nil {
+		sf.Close()
+	}
+}
+
+// dropStage releases a reference without uploading (shutdown).
+func (n *fileNode) dropStage() {
+	n.stageMu.Lock()
+	defer n.stageMu.Unlock()
+	n.mu.Lock()
+	n.stageRefs--
+	var sf *stageFile
+	if n.stageRefs == 0 {
+		sf, n.stage = n.stage, nil
+	}
+	n.mu.Unlock()
+	if sf != nil {
+		sf.Close()
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -29,8 +28,8 @@ const maxSymlink = 64 << 10
 // symlinkNode is a symbolic link object.
 type symlinkNode struct {
 	fs.Inode
-	fsys *FS
-	keyp atomic.Pointer[string] // use key(); a rename changes it
+	fsys    *FS
+	nodeKey // the object key: key(), setKey()
 }
 
 var (
@@ -47,8 +46,6 @@ func newSymlinkNode(f *FS, key string) *symlinkNode {
 	return n
 }
 
-func (n *symlinkNode) key() string       { return *n.keyp.Load() }
-func (n *symlinkNode) setKey(key string) { n.keyp.Store(&key) }
 func symlinkStable(key string) fs.StableAttr {
 	return fs.StableAttr{Mode: syscall.S_IFLNK, Ino: symlinkIno(key)}
 }
@@ -154,43 +151,12 @@ func (n *symlinkNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.A
 	return n.fsys.headAttr(ctx, n.key(), out)
 }
 
-// Setattr persists lchown and lutimes like a file's (see attr.go); a
+// Setattr persists lchown and lutimes like a file's (see setattr.go); a
 // symlink's mode is always 0777.
 func (n *symlinkNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	c := changeFrom(in)
 	c.setMode = false
 	return n.fsys.setMetaOnly(ctx, n.key(), in, c, out)
-}
-
-// headAttr answers getattr of a node whose attributes are all in its
-// object's metadata (symlinks, special files): from a HEAD, or the cache.
-func (f *FS) headAttr(ctx context.Context, key string, out *fuse.AttrOut) syscall.Errno {
-	ctx, done := f.untilKilled(ctx, "getattr", key)
-	defer done()
-	o, err := f.head(ctx, key)
-	if err != nil {
-		return f.logErr("getattr", key, err)
-	}
-	f.fileAttr(o, &out.Attr)
-	return 0
-}
-
-// setMetaOnly applies c to such a node: a size is EINVAL (there is no
-// content to truncate), the rest is persisted like a file's (attr.go).
-func (f *FS) setMetaOnly(ctx context.Context, key string, in *fuse.SetAttrIn, c attrChange, out *fuse.AttrOut) syscall.Errno {
-	ctx = mutating(ctx)
-	if f.opt.ReadOnly {
-		return syscall.EROFS
-	}
-	if _, ok := in.GetSize(); ok {
-		return syscall.EINVAL
-	}
-	if !c.empty() {
-		if err := f.persistAttrs(ctx, key, c); err != nil {
-			return f.logErr("setattr", key, err)
-		}
-	}
-	return f.headAttr(ctx, key, out)
 }
 
 // Link refuses hard links: an object has exactly one name.

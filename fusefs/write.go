@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -140,6 +141,31 @@ func (w *writeHandle) startStage(ctx context.Context, seed []byte) error {
 	return nil
 }
 
+// prefixHoldsAll reports whether w.prefix holds everything streamed so far,
+// so that the stream can be replaced by staging seeded with it: it is kept
+// (staging is on) and no write has outgrown streamPrefix. w.mu is held.
+func (w *writeHandle) prefixHoldsAll() bool {
+	return w.prefix != nil && int64(len(w.prefix)) == w.up.written
+}
+
+// toStaging switches a handle whose stream is still open (not done) to the
+// node's staging file, seeded with what was streamed: the stream is aborted,
+// so nothing of it is committed, and the file is no longer pending.
+// Precondition: everything written so far is in w.prefix (prefixHoldsAll).
+// The write, read or truncate that needed staging then goes to the staging
+// file. w.mu is held.
+func (w *writeHandle) toStaging(ctx context.Context) error {
+	seed := w.prefix
+	w.up.abort(ctx)
+	w.done = true
+	w.fsys.setPending(w.key, w.node, false)
+	if err := w.startStage(ctx, seed); err != nil {
+		return err
+	}
+	w.prefix = nil
+	return nil
+}
+
 // restage moves a handle whose stream was committed to staging, so that it
 // stays writable. The staging file starts as what was committed: the kept
 // prefix when it holds all of it and the object is still the one committed,
@@ -149,7 +175,7 @@ func (w *writeHandle) restage(ctx context.Context) error {
 	if w.fsys.stage == nil {
 		return fmt.Errorf("write after a commit needs staging: %w", errUnsupported)
 	}
-	seed := w.prefix != nil && int64(len(w.prefix)) == w.up.written && w.result == nil
+	seed := w.prefixHoldsAll() && w.result == nil
 	if seed {
 		o, err := w.fsys.head(ctx, w.key)
 		seed = err == nil && o.info.ETag == w.etag && o.plainSize == w.up.written
@@ -250,21 +276,16 @@ func (w *writeHandle) write(ctx context.Context, data []byte, off int64) (int, e
 		} else if off != w.up.written {
 			// Not sequential: switch to staging if everything written so
 			// far is still at hand.
-			if w.prefix == nil || int64(len(w.prefix)) != w.up.written {
+			if !w.prefixHoldsAll() {
 				// The upload cannot take it: fail it for good, so that
 				// close(2) reports the failure and nothing is committed.
 				err := fmt.Errorf("write at %d after streaming %d bytes: %w", off, w.up.written, errNonSequential)
 				w.finishStream(ctx, err)
 				return 0, err
 			}
-			seed := w.prefix
-			w.up.abort(ctx)
-			w.done = true
-			w.fsys.setPending(w.key, w.node, false)
-			if err := w.startStage(ctx, seed); err != nil {
+			if err := w.toStaging(ctx); err != nil {
 				return 0, err
 			}
-			w.prefix = nil
 		} else {
 			n, err := w.up.Write(data)
 			if w.prefix != nil {
@@ -304,14 +325,10 @@ func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (res fus
 	}
 	if w.mode == modeStream && !w.done {
 		// Reading back a file that is being streamed: stage it first.
-		if w.prefix == nil || int64(len(w.prefix)) != w.up.written {
+		if !w.prefixHoldsAll() {
 			return nil, w.fsys.logErr("read", w.key, fmt.Errorf("read of a file streamed past %d bytes: %w", streamPrefix, errNonSequential))
 		}
-		seed := w.prefix
-		w.up.abort(ctx)
-		w.done = true
-		w.fsys.setPending(w.key, w.node, false)
-		if err := w.startStage(ctx, seed); err != nil {
+		if err := w.toStaging(ctx); err != nil {
 			return nil, w.fsys.logErr("read", w.key, err)
 		}
 	}
@@ -356,14 +373,10 @@ func (w *writeHandle) truncate(ctx context.Context, size int64) error {
 			}
 		case size == w.up.written:
 			return nil
-		case w.prefix == nil || int64(len(w.prefix)) != w.up.written:
+		case !w.prefixHoldsAll():
 			return fmt.Errorf("truncate to %d after streaming: %w", size, errNonSequential)
 		default:
-			seed := w.prefix
-			w.up.abort(ctx)
-			w.done = true
-			w.fsys.setPending(w.key, w.node, false)
-			if err := w.startStage(ctx, seed); err != nil {
+			if err := w.toStaging(ctx); err != nil {
 				return err
 			}
 		}
@@ -517,6 +530,50 @@ func (w *writeHandle) abandon() {
 		w.node.dropStage()
 	}
 	w.detach()
+}
+
+// pendingNode returns the node of a file being written under key.
+func (f *FS) pendingNode(key string) *fileNode {
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	return f.pend[key]
+}
+
+// pendingUnder lists the keys being written directly under prefix.
+func (f *FS) pendingUnder(prefix string) []string {
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	var keys []string
+	for k := range f.pend {
+		if rest, ok := strings.CutPrefix(k, prefix); ok && !strings.Contains(rest, "/") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// pendingIn reports whether a new file is streaming up at key or under
+// key + "/".
+func (f *FS) pendingIn(key string) bool {
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	for k := range f.pend {
+		if k == key || strings.HasPrefix(k, key+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *FS) setPending(key string, n *fileNode, on bool) {
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	if on {
+		f.pend[key] = n
+	} else if f.pend[key] == n {
+		delete(f.pend, key)
+	}
 }
 
 // callerTgid is the thread group (process) id of a request's caller. FUSE

@@ -8,13 +8,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
-
 	"github.com/csefs/csefs/metadata"
 	"github.com/csefs/csefs/objectstore"
 )
 
-// Directory attributes.
+// Directory state: what this mount knows of each directory's marker, and
+// the directory mtimes it has yet to store.
 //
 // A directory with a marker object ("dir/") keeps its mode, owner, mtime and
 // atime in the marker's user metadata, under the keys files use
@@ -33,6 +32,9 @@ import (
 // --dir-mode, --uid and --gid, and as mtime the time the mount started,
 // until chmod, chown or utimes gives it a marker. The root has no marker: its
 // attributes live in memory for the mount's lifetime.
+//
+// setattr.go stores chmod, chown and utimes (setDirMeta); attr.go renders a
+// directory's attributes from its state (fillDirAttr).
 
 // dirFlushDelay is how long a directory's changed mtime waits, after the
 // last change, before it is stored.
@@ -141,48 +143,6 @@ func (f *FS) forgetDir(prefix string) {
 			delete(f.dirs.m, p)
 		}
 	}
-}
-
-// fillDirAttr fills a directory's attributes from st.
-func (f *FS) fillDirAttr(a *fuse.Attr, st dirState) {
-	mode := f.opt.DirMode
-	if st.attrs.HasMode {
-		mode = st.attrs.Mode & 0o7777
-	}
-	a.Mode = syscall.S_IFDIR | mode
-	a.Nlink = 2
-	a.Uid, a.Gid = f.opt.UID, f.opt.GID
-	if st.attrs.HasOwner {
-		a.Uid, a.Gid = st.attrs.UID, st.attrs.GID
-	}
-	a.Size = 4096
-	a.Blocks = 8
-	a.Blksize = 4096
-	mt := f.started
-	switch {
-	case !st.mtime.IsZero():
-		mt = st.mtime
-	case st.attrs.HasMtime:
-		mt = st.attrs.Mtime
-	case st.marker && !st.upload.IsZero():
-		mt = st.upload.Truncate(time.Second)
-	}
-	at := mt
-	if st.attrs.HasAtime {
-		at = st.attrs.Atime
-	}
-	ct := changeTime(st.attrs, mt)
-	a.SetTimes(&at, &mt, &ct)
-}
-
-// dirAttrOf fills prefix's attributes, HEADing its marker if needed.
-func (f *FS) dirAttrOf(ctx context.Context, prefix string, a *fuse.Attr) error {
-	st, err := f.dirInfo(ctx, prefix)
-	if err != nil {
-		return err
-	}
-	f.fillDirAttr(a, st)
-	return nil
 }
 
 // touchDir records a change inside prefix now: its mtime moves in this
@@ -346,86 +306,6 @@ func (f *FS) FlushDirs(ctx context.Context) {
 	}
 }
 
-// setDirMeta applies chmod, chown and utimes to a directory: the marker is
-// copied onto itself with its metadata replaced, or created with them. The
-// root keeps them in memory. A copy that loses to another writer of the
-// marker (412) is retried on a fresh HEAD, up to attrCopyAttempts times.
-func (f *FS) setDirMeta(ctx context.Context, prefix string, c attrChange) error {
-	var err error
-	for attempt := 0; attempt < attrCopyAttempts; attempt++ {
-		err = f.setDirMetaOnce(ctx, prefix, c)
-		if !errors.Is(err, objectstore.ErrPreconditionFailed) {
-			return err
-		}
-	}
-	return err
-}
-
-// setDirMetaOnce is one round of setDirMeta.
-func (f *FS) setDirMetaOnce(ctx context.Context, prefix string, c attrChange) error {
-	f.dirs.mu.Lock()
-	st := f.dirStateLocked(prefix)
-	local := st.mtime
-	if prefix == "" {
-		st.attrs = c.apply(dirAttrsOr(st.attrs, f.opt.DirMode), f.opt.UID, f.opt.GID)
-		if c.setMtime {
-			st.mtime = time.Time{}
-		}
-		f.dirs.mu.Unlock()
-		return nil
-	}
-	f.dirs.mu.Unlock()
-	f.dirs.wmu.Lock()
-	defer f.dirs.wmu.Unlock()
-	info, err := f.store.Head(ctx, prefix)
-	var a metadata.Attrs
-	meta := map[string]string{}
-	switch {
-	case err == nil:
-		meta = maps.Clone(info.Metadata)
-		if meta == nil {
-			meta = map[string]string{}
-		}
-		a = keepMtime(metadata.ParseAttrs(meta), info.LastModified)
-	case isNotFound(err):
-		// A prefix-only directory gets a marker with its attributes.
-		a = metadata.Attrs{Mtime: f.started, HasMtime: true}
-	default:
-		return err
-	}
-	if !local.IsZero() {
-		a.Mtime, a.HasMtime = local, true
-	}
-	c.apply(dirAttrsOr(a, f.opt.DirMode), f.opt.UID, f.opt.GID).Apply(meta)
-	if err == nil {
-		_, err = f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag})
-	} else {
-		_, err = f.store.Put(ctx, prefix, nil, meta)
-	}
-	f.dirs.mu.Lock()
-	defer f.dirs.mu.Unlock()
-	st = f.dirStateLocked(prefix)
-	st.gen++
-	st.at = time.Time{}
-	if err == nil && st.mtime.Equal(local) {
-		st.mtime, st.dirty = time.Time{}, false
-	}
-	return err
-}
-
-// dirAttrsOr gives a directory without a stored mode the mount's, and a
-// stored mode the directory type.
-func dirAttrsOr(a metadata.Attrs, mode uint32) metadata.Attrs {
-	switch {
-	case !a.HasMode:
-		a.Mode = syscall.S_IFDIR | mode
-	case a.Mode&syscall.S_IFMT != syscall.S_IFDIR:
-		a.Mode = syscall.S_IFDIR | a.Mode&0o7777
-	}
-	a.HasMode = true
-	return a
-}
-
 // newDirAttrs are the attributes mkdir stores with a new marker.
 func newDirAttrs(mode uint32, now time.Time) metadata.Attrs {
 	return metadata.Attrs{Mode: syscall.S_IFDIR | mode&0o7777, HasMode: true, Mtime: now, HasMtime: true}
@@ -445,13 +325,4 @@ func (f *FS) renamedIn(d *dirNode, newParent any, name, newName string, errno sy
 			f.touchDir(nd.prefix())
 		}
 	}
-}
-
-// changeTime is the ctime to show: the last attribute change stored, or the
-// mtime if that is later (a write changes both).
-func changeTime(a metadata.Attrs, mtime time.Time) time.Time {
-	if a.HasCtime && a.Ctime.After(mtime) {
-		return a.Ctime
-	}
-	return mtime
 }
