@@ -18,16 +18,16 @@ import (
 // catches up with the fetches (it had to wait for the next range: the
 // store, not the reader, is the bottleneck), up to max. A seek shrinks it
 // back to where it started. The ranges themselves grow from first to
-// chunk bytes, doubling with each one scheduled.
+// rangeMax bytes, doubling with each one scheduled.
 type readWindow struct {
-	first, chunk, max int64
-	size              int64 // current window
-	next              int64 // size of the next range
+	first, rangeMax, max int64
+	size                 int64 // current window
+	next                 int64 // size of the next range
 }
 
-func newReadWindow(first, chunk, limit int64) readWindow {
-	first = min(first, chunk)
-	return readWindow{first: first, chunk: chunk, max: max(limit, first), size: first, next: first}
+func newReadWindow(first, rangeMax, limit int64) readWindow {
+	first = min(first, rangeMax)
+	return readWindow{first: first, rangeMax: rangeMax, max: max(limit, first), size: first, next: first}
 }
 
 // fits reports whether a range of n bytes may be scheduled with queued
@@ -35,7 +35,7 @@ func newReadWindow(first, chunk, limit int64) readWindow {
 func (w *readWindow) fits(queued, n int64) bool { return queued == 0 || queued+n <= w.size }
 
 // scheduled records that a range was scheduled: the next is larger.
-func (w *readWindow) scheduled() { w.next = min(2*w.next, w.chunk) }
+func (w *readWindow) scheduled() { w.next = min(2*w.next, w.rangeMax) }
 
 // grow doubles the window: the reader waited for a range.
 func (w *readWindow) grow() { w.size = min(2*w.size, w.max) }
@@ -50,7 +50,7 @@ func (w *readWindow) shrink() { w.size, w.next = w.first, w.first }
 // memory budget (so every stream progresses); the others come from the
 // budget, within this stream's fair share of it (Budget.TryAcquireShare):
 // when the budget says no, the window stops growing. So a stream holds at
-// most min(window, parallel*chunk) bytes.
+// most min(window, parallel*rangeMax) bytes.
 type prefetchReader struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -83,20 +83,20 @@ type fetch struct {
 	cost int64 // taken from the budget
 }
 
-// rangePool recycles the streamChunk-sized range buffers: fresh ones would
+// rangePool recycles the rangeMax-sized range buffers: fresh ones would
 // be zeroed by the allocator only to be overwritten.
-var rangePool = sync.Pool{New: func() any { return make([]byte, streamChunk) }}
+var rangePool = sync.Pool{New: func() any { return make([]byte, rangeMax) }}
 
 func getRange(n int64) []byte {
-	if n == streamChunk {
+	if n == rangeMax {
 		return rangePool.Get().([]byte)
 	}
 	return make([]byte, n)
 }
 
 func putRange(b []byte) {
-	if cap(b) == streamChunk {
-		rangePool.Put(b[:streamChunk])
+	if cap(b) == rangeMax {
+		rangePool.Put(b[:rangeMax])
 	}
 }
 
@@ -105,13 +105,13 @@ func putRange(b []byte) {
 const streamFirst = 1<<20 + 128<<10
 
 // newPrefetchReader streams [off, size) of key with up to parallel ranges
-// of up to chunk bytes in flight.
-func newPrefetchReader(ctx context.Context, store objectstore.Store, key, etag string, off, size, chunk int64, parallel int, budget *objectstore.Budget) *prefetchReader {
+// of up to rangeMax bytes in flight.
+func newPrefetchReader(ctx context.Context, store objectstore.Store, key, etag string, off, size, rangeMax int64, parallel int, budget *objectstore.Budget) *prefetchReader {
 	ctx, cancel := context.WithCancel(ctx)
 	parallel = max(parallel, 1)
 	budget.Join()
 	return &prefetchReader{ctx: ctx, cancel: cancel, store: store, key: key, etag: etag, end: size,
-		next: off, win: newReadWindow(streamFirst, chunk, int64(parallel)*chunk), parallel: parallel, budget: budget}
+		next: off, win: newReadWindow(streamFirst, rangeMax, int64(parallel)*rangeMax), parallel: parallel, budget: budget}
 }
 
 // seek tells the stream that its reader has jumped elsewhere: it fetches

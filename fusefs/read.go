@@ -27,13 +27,13 @@ import (
 //     object (once per ETag). StrictRanged authenticates the whole object
 //     before serving the first random read.
 //
-// streamChunk and streamParallel shape the ranged GETs of a sequential
-// stream: up to streamParallel ranges of streamChunk bytes in flight, as
+// rangeMax and streamParallel shape the ranged GETs of a sequential
+// stream: up to streamParallel ranges of rangeMax bytes in flight, as
 // its window grows (prefetch.go), within the memory budget. 16 ranges of
 // 8 MiB (128 MiB) keep a store 20 ms away, at 50 MB/s per connection,
 // busy at about 600 MB/s: each range takes 8 MiB / 50 MB/s + 20 ms.
 const (
-	streamChunk    = 8 << 20
+	rangeMax       = 8 << 20
 	streamParallel = 16
 )
 
@@ -92,13 +92,13 @@ func (r *readHandle) zero() {
 // openStream opens the object from the start as a plaintext stream that
 // authenticates (GCM) or checks padding (CBC) at its end.
 //
-// Objects larger than one chunk are fetched as parallel ranged GETs pinned to
+// Objects larger than one range (rangeMax) are fetched as parallel ranged GETs pinned to
 // the ETag and decrypted in order; smaller ones with one GET.
 func (r *readHandle) openStream(ctx context.Context) (io.Reader, io.Closer, error) {
 	o := r.obj
 	var rc io.ReadCloser
-	if o.info.Size > streamChunk {
-		rc = newPrefetchReader(ctx, r.fsys.store, o.key, o.info.ETag, 0, o.info.Size, streamChunk, streamParallel, r.fsys.opt.Budget)
+	if o.info.Size > rangeMax {
+		rc = newPrefetchReader(ctx, r.fsys.store, o.key, o.info.ETag, 0, o.info.Size, rangeMax, streamParallel, r.fsys.opt.Budget)
 	} else {
 		var err error
 		rc, _, err = r.fsys.store.Get(ctx, o.key, objectstore.GetOptions{Length: -1, IfMatch: o.info.ETag})

@@ -254,7 +254,7 @@ func TestPrefetchRanges(t *testing.T) {
 	data := seqData(37<<20 + 5)
 	local, info := localObject(t, data)
 	st := &rangeRecorder{Store: local}
-	p := newPrefetchReader(context.Background(), st, "obj", info.ETag, 0, int64(len(data)), streamChunk, streamParallel, nil)
+	p := newPrefetchReader(context.Background(), st, "obj", info.ETag, 0, int64(len(data)), rangeMax, streamParallel, nil)
 	var got []byte
 	for {
 		b, err := p.Next(300 << 10)
@@ -278,7 +278,7 @@ func TestPrefetchRanges(t *testing.T) {
 	}
 	next := int64(0)
 	for i, r := range st.ranges {
-		if r[0] != next || r[1] <= 0 || r[1] > streamChunk {
+		if r[0] != next || r[1] <= 0 || r[1] > rangeMax {
 			t.Fatalf("range %d is %v after %d", i, r, next)
 		}
 		next = r[0] + r[1]
