@@ -1,8 +1,13 @@
-// Package keycache is a decorator over a cse.Provider that keeps unwrapped
-// data keys in memory, so that reading an object again (or many objects that
-// share a data key) does not call the key service every time.
+// Package keycache holds the key material a mount keeps in memory, as two
+// decorators over a cse.Provider:
 //
-// Invariants:
+//   - Cache (this file) keeps unwrapped data keys, so that reading an object
+//     again (or many objects that share a data key) does not call the key
+//     service every time;
+//   - KeyAhead (keyahead.go) keeps a few fresh data keys generated ahead,
+//     so that creating a file does not wait for the key service.
+//
+// The Cache's invariants:
 //   - An entry is found only by everything the unwrapping is bound to: the
 //     wrap algorithm, the content algorithm, the wrapped key bytes and the
 //     canonical materials description (encryption context). A change in any

@@ -90,7 +90,7 @@ type Config struct {
 	KeyCacheSize      int
 	KeyCacheTTL       time.Duration
 	// KMSKeyAhead is how many unused data keys each KMS key keeps generated
-	// ahead per materials description (cse.KeyAhead); 0: none.
+	// ahead per materials description (keycache.KeyAhead); 0: none.
 	KMSKeyAhead int
 	// S3RetryDeadline bounds how long one S3 request keeps retrying through
 	// an outage, throttling or lost replies (objectstore.RetryPolicy); 0:

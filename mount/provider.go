@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/keycache"
 )
 
 // DefaultJobFlowJSON is where EMR describes the cluster a node belongs to
@@ -111,7 +112,7 @@ type keySetup struct {
 	PolicyFor func(bucketKey string) cse.CommitmentPolicy
 	// aheads are the KMS providers' pools of data keys generated ahead;
 	// Close zeroes them.
-	aheads []*cse.KeyAhead
+	aheads []*keycache.KeyAhead
 }
 
 // Close stops the key-ahead pools and zeroes their unused data keys. Later
@@ -186,7 +187,7 @@ func buildProvider(ctx context.Context, cfg *Config, src source, loadAWS func() 
 		return ks, nil
 	}
 
-	// Each KMS key generates data keys ahead (cse.KeyAhead), unless
+	// Each KMS key generates data keys ahead (keycache.KeyAhead), unless
 	// --kms-key-ahead 0, or every object gets its own materials description
 	// (EMRFS's Path), which would waste every key generated ahead.
 	keyAhead := cfg.KMSKeyAhead
@@ -244,7 +245,7 @@ func buildProvider(ctx context.Context, cfg *Config, src source, loadAWS func() 
 		}
 		var p cse.Provider = kp
 		if keyAhead > 0 {
-			a := cse.NewKeyAhead(kp, cse.KeyAheadOptions{Depth: keyAhead, OnError: keyAheadErrorLog(log, keyID)})
+			a := keycache.NewKeyAhead(kp, keycache.KeyAheadOptions{Depth: keyAhead, OnError: keyAheadErrorLog(log, keyID)})
 			ks.aheads = append(ks.aheads, a)
 			p = a
 		}

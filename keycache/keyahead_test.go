@@ -1,4 +1,4 @@
-package cse
+package keycache
 
 import (
 	"bytes"
@@ -6,9 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+
+	"github.com/csefs/csefs/cse"
 )
 
 // aheadFake is an in-memory inner provider. Every key it returns is recorded
@@ -17,7 +23,7 @@ type aheadFake struct {
 	mu      sync.Mutex
 	n       int
 	keys    [][]byte
-	reqs    []KeyRequest
+	reqs    []cse.KeyRequest
 	failAt  map[int]error // call number (1-based) → error
 	failAll error
 	// gate, if set, blocks calls from the n-th on (gateFrom) until it is
@@ -27,18 +33,18 @@ type aheadFake struct {
 	gateFrom int
 	entered  chan struct{}
 	// careless makes the fake return the request's own MatDesc map, after
-	// writing into it, and keep (and later check) every WrappedKey it
+	// writing into it, and keep (and later check) every cse.WrappedKey it
 	// returned: a provider that aliases whatever it is given.
 	careless bool
-	handed   []WrappedKey
+	handed   []cse.WrappedKey
 	blobs    []string // copies of handed[i].Blob as returned
 }
 
-func (f *aheadFake) GenerateKey(ctx context.Context, req KeyRequest) ([]byte, WrappedKey, error) {
+func (f *aheadFake) GenerateKey(ctx context.Context, req cse.KeyRequest) ([]byte, cse.WrappedKey, error) {
 	f.mu.Lock()
 	f.n++
 	n := f.n
-	f.reqs = append(f.reqs, KeyRequest{CEKAlg: req.CEKAlg, MatDesc: maps.Clone(req.MatDesc), Object: req.Object, Key: req.Key})
+	f.reqs = append(f.reqs, cse.KeyRequest{CEKAlg: req.CEKAlg, MatDesc: maps.Clone(req.MatDesc), Object: req.Object, Key: req.Key})
 	err := f.failAll
 	if e, ok := f.failAt[n]; ok {
 		err = e
@@ -53,13 +59,13 @@ func (f *aheadFake) GenerateKey(ctx context.Context, req KeyRequest) ([]byte, Wr
 		select {
 		case <-gate:
 		case <-ctx.Done():
-			return nil, WrappedKey{}, ctx.Err()
+			return nil, cse.WrappedKey{}, ctx.Err()
 		}
 	}
 	if err != nil {
-		return nil, WrappedKey{}, err
+		return nil, cse.WrappedKey{}, err
 	}
-	key := testBytes(uint64(1000+n), KeySize)
+	key := testBytes(uint64(1000+n), cse.KeySize)
 	md := maps.Clone(req.MatDesc)
 	if f.careless && req.MatDesc != nil {
 		md = req.MatDesc
@@ -68,7 +74,7 @@ func (f *aheadFake) GenerateKey(ctx context.Context, req KeyRequest) ([]byte, Wr
 		md = map[string]string{}
 	}
 	md["fake-cek"] = req.CEKAlg
-	w := WrappedKey{WrapAlg: "fake", CEKAlg: req.CEKAlg, Blob: []byte(fmt.Sprintf("blob-%d", n)), MatDesc: md}
+	w := cse.WrappedKey{WrapAlg: "fake", CEKAlg: req.CEKAlg, Blob: []byte(fmt.Sprintf("blob-%d", n)), MatDesc: md}
 	f.mu.Lock()
 	f.keys = append(f.keys, key)
 	if f.careless {
@@ -79,8 +85,8 @@ func (f *aheadFake) GenerateKey(ctx context.Context, req KeyRequest) ([]byte, Wr
 	return key, w, nil
 }
 
-func (f *aheadFake) DecryptKey(_ context.Context, w WrappedKey) ([]byte, error) {
-	return nil, fmt.Errorf("fake decrypt %s: %w", w.Blob, ErrKeyAccess)
+func (f *aheadFake) DecryptKey(_ context.Context, w cse.WrappedKey) ([]byte, error) {
+	return nil, fmt.Errorf("fake decrypt %s: %w", w.Blob, cse.ErrKeyAccess)
 }
 
 func (f *aheadFake) calls() int {
@@ -116,7 +122,7 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newTestAhead(t *testing.T, f Provider, opt KeyAheadOptions) (*KeyAhead, *fakeClock) {
+func newTestAhead(t *testing.T, f cse.Provider, opt KeyAheadOptions) (*KeyAhead, *fakeClock) {
 	t.Helper()
 	a := NewKeyAhead(f, opt)
 	clk := &fakeClock{t: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
@@ -129,9 +135,9 @@ func newTestAhead(t *testing.T, f Provider, opt KeyAheadOptions) (*KeyAhead, *fa
 // progress: every refill is started (wg.Add) before its GenerateKey returns.
 func (a *KeyAhead) settle() { a.wg.Wait() }
 
-func gen(t *testing.T, a *KeyAhead, md map[string]string) ([]byte, WrappedKey) {
+func gen(t *testing.T, a *KeyAhead, md map[string]string) ([]byte, cse.WrappedKey) {
 	t.Helper()
-	k, w, err := a.GenerateKey(context.Background(), KeyRequest{CEKAlg: CEKAlgGCM, MatDesc: md})
+	k, w, err := a.GenerateKey(context.Background(), cse.KeyRequest{CEKAlg: cse.CEKAlgGCM, MatDesc: md})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +157,7 @@ func TestKeyAheadHitsAfterFirstMiss(t *testing.T) {
 	a, _ := newTestAhead(t, f, KeyAheadOptions{Depth: 3})
 	md := map[string]string{"JobflowId": "j-1"}
 
-	k1, w1, err := a.GenerateKey(context.Background(), KeyRequest{CEKAlg: CEKAlgGCM, MatDesc: md, Object: "s3://b/k", Key: "k"})
+	k1, w1, err := a.GenerateKey(context.Background(), cse.KeyRequest{CEKAlg: cse.CEKAlgGCM, MatDesc: md, Object: "s3://b/k", Key: "k"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,10 +177,10 @@ func TestKeyAheadHitsAfterFirstMiss(t *testing.T) {
 		if want := fmt.Sprintf("blob-%d", i); string(w.Blob) != want {
 			t.Fatalf("take %d: got %s, want %s", i, w.Blob, want)
 		}
-		if !bytes.Equal(k, testBytes(uint64(1000+i), KeySize)) {
+		if !bytes.Equal(k, testBytes(uint64(1000+i), cse.KeySize)) {
 			t.Fatalf("take %d: key does not belong to its blob", i)
 		}
-		if w.MatDesc["JobflowId"] != "j-1" || w.MatDesc["fake-cek"] != CEKAlgGCM || w.CEKAlg != CEKAlgGCM {
+		if w.MatDesc["JobflowId"] != "j-1" || w.MatDesc["fake-cek"] != cse.CEKAlgGCM || w.CEKAlg != cse.CEKAlgGCM {
 			t.Fatalf("take %d: wrapped %+v", i, w)
 		}
 		a.settle()
@@ -185,7 +191,7 @@ func TestKeyAheadHitsAfterFirstMiss(t *testing.T) {
 	}
 	// Refills ask for the group only: no object, no key.
 	for i, r := range f.reqs {
-		if r.CEKAlg != CEKAlgGCM || !maps.Equal(r.MatDesc, md) {
+		if r.CEKAlg != cse.CEKAlgGCM || !maps.Equal(r.MatDesc, md) {
 			t.Fatalf("inner request %d: %+v", i, r)
 		}
 		if i == 0 && (r.Object != "s3://b/k" || r.Key != "k") {
@@ -200,18 +206,18 @@ func TestKeyAheadHitsAfterFirstMiss(t *testing.T) {
 func TestKeyAheadGroups(t *testing.T) {
 	f := &aheadFake{}
 	a, _ := newTestAhead(t, f, KeyAheadOptions{Depth: 2})
-	reqs := []KeyRequest{
-		{CEKAlg: CEKAlgGCM},
-		{CEKAlg: CEKAlgGCM, MatDesc: map[string]string{"a": "1"}},
-		{CEKAlg: CEKAlgGCM, MatDesc: map[string]string{"a": "2"}},
-		{CEKAlg: CEKAlgGCM, MatDesc: map[string]string{"a": "1", "b": "2"}},
+	reqs := []cse.KeyRequest{
+		{CEKAlg: cse.CEKAlgGCM},
+		{CEKAlg: cse.CEKAlgGCM, MatDesc: map[string]string{"a": "1"}},
+		{CEKAlg: cse.CEKAlgGCM, MatDesc: map[string]string{"a": "2"}},
+		{CEKAlg: cse.CEKAlgGCM, MatDesc: map[string]string{"a": "1", "b": "2"}},
 		// Encodings that naive concatenation would confuse with the above.
-		{CEKAlg: CEKAlgGCM, MatDesc: map[string]string{"a": "1b2"}},
-		{CEKAlg: CEKAlgGCM, MatDesc: map[string]string{"a1": ""}},
-		{CEKAlg: CEKAlgGCM, MatDesc: map[string]string{"a": "x1:b"}},
-		{CEKAlg: CEKAlgGCM, MatDesc: map[string]string{"a": "x", "b": ""}},
-		{CEKAlg: CEKAlgGCM, MatDesc: map[string]string{"a": "x", "1:b": ""}},
-		{CEKAlg: CEKAlgCBC, MatDesc: map[string]string{"a": "1"}},
+		{CEKAlg: cse.CEKAlgGCM, MatDesc: map[string]string{"a": "1b2"}},
+		{CEKAlg: cse.CEKAlgGCM, MatDesc: map[string]string{"a1": ""}},
+		{CEKAlg: cse.CEKAlgGCM, MatDesc: map[string]string{"a": "x1:b"}},
+		{CEKAlg: cse.CEKAlgGCM, MatDesc: map[string]string{"a": "x", "b": ""}},
+		{CEKAlg: cse.CEKAlgGCM, MatDesc: map[string]string{"a": "x", "1:b": ""}},
+		{CEKAlg: cse.CEKAlgCBC, MatDesc: map[string]string{"a": "1"}},
 	}
 	for _, r := range reqs {
 		if _, _, err := a.GenerateKey(context.Background(), r); err != nil {
@@ -275,7 +281,7 @@ func TestKeyAheadNeverHandsOutTwice(t *testing.T) {
 	const workers, each = 10, 10
 	type got struct {
 		key []byte
-		w   WrappedKey
+		w   cse.WrappedKey
 	}
 	out := make(chan got, workers*each)
 	var wg sync.WaitGroup
@@ -284,7 +290,7 @@ func TestKeyAheadNeverHandsOutTwice(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range each {
-				k, w, err := a.GenerateKey(context.Background(), KeyRequest{CEKAlg: CEKAlgGCM, MatDesc: md})
+				k, w, err := a.GenerateKey(context.Background(), cse.KeyRequest{CEKAlg: cse.CEKAlgGCM, MatDesc: md})
 				if err != nil {
 					t.Error(err)
 					return
@@ -308,7 +314,7 @@ func TestKeyAheadNeverHandsOutTwice(t *testing.T) {
 			t.Fatalf("key of %s handed out twice", g.w.Blob)
 		}
 		keys[string(g.key)], blobs[string(g.w.Blob)] = true, true
-		if !bytes.Equal(g.key, testBytes(uint64(1000+atoiBlob(t, g.w.Blob)), KeySize)) {
+		if !bytes.Equal(g.key, testBytes(uint64(1000+atoiBlob(t, g.w.Blob)), cse.KeySize)) {
 			t.Fatalf("key does not belong to %s", g.w.Blob)
 		}
 	}
@@ -390,9 +396,9 @@ func TestKeyAheadExpiry(t *testing.T) {
 	// the keys are zeroed and the empty group is forgotten.
 	clk.advance(time.Minute)
 	f.mu.Lock()
-	f.failAll = ErrKeyAccess
+	f.failAll = cse.ErrKeyAccess
 	f.mu.Unlock()
-	if _, _, err := a.GenerateKey(context.Background(), KeyRequest{CEKAlg: CEKAlgGCM, MatDesc: md}); err != ErrKeyAccess {
+	if _, _, err := a.GenerateKey(context.Background(), cse.KeyRequest{CEKAlg: cse.CEKAlgGCM, MatDesc: md}); err != cse.ErrKeyAccess {
 		t.Fatalf("err = %v", err)
 	}
 	for i, k := range f.generated()[before+1:] {
@@ -436,12 +442,12 @@ func TestKeyAheadSweepForgetsIdleGroups(t *testing.T) {
 }
 
 func TestKeyAheadSynchronousErrorUnchanged(t *testing.T) {
-	denied := fmt.Errorf("cse: KMS GenerateDataKey: %w", ErrKeyAccess)
+	denied := fmt.Errorf("cse: KMS GenerateDataKey: %w", cse.ErrKeyAccess)
 	f := &aheadFake{failAll: denied}
 	var refillErrs []error
 	a, _ := newTestAhead(t, f, KeyAheadOptions{OnError: func(err error) { refillErrs = append(refillErrs, err) }})
-	_, _, err := a.GenerateKey(context.Background(), KeyRequest{CEKAlg: CEKAlgGCM})
-	if err != denied || !errors.Is(err, ErrKeyAccess) {
+	_, _, err := a.GenerateKey(context.Background(), cse.KeyRequest{CEKAlg: cse.CEKAlgGCM})
+	if err != denied || !errors.Is(err, cse.ErrKeyAccess) {
 		t.Fatalf("err = %v, want the inner error itself", err)
 	}
 	a.settle()
@@ -485,7 +491,7 @@ func TestKeyAheadRefillError(t *testing.T) {
 		t.Fatalf("got %s", w.Blob)
 	}
 	a.settle()
-	if _, _, err := a.GenerateKey(context.Background(), KeyRequest{CEKAlg: CEKAlgGCM}); err != throttled {
+	if _, _, err := a.GenerateKey(context.Background(), cse.KeyRequest{CEKAlg: cse.CEKAlgGCM}); err != throttled {
 		t.Fatalf("err = %v, want the inner error", err)
 	}
 	a.settle()
@@ -662,7 +668,7 @@ func TestKeyAheadCancelledContext(t *testing.T) {
 	cancel()
 	// A cancelled caller is not handed a pooled key; the inner provider
 	// decides (the fake ignores the context).
-	if _, w, _ := a.GenerateKey(ctx, KeyRequest{CEKAlg: CEKAlgGCM}); string(w.Blob) != "blob-3" {
+	if _, w, _ := a.GenerateKey(ctx, cse.KeyRequest{CEKAlg: cse.CEKAlgGCM}); string(w.Blob) != "blob-3" {
 		t.Fatalf("got %s", w.Blob)
 	}
 	a.settle()
@@ -674,8 +680,8 @@ func TestKeyAheadCancelledContext(t *testing.T) {
 func TestKeyAheadDecryptPassesThrough(t *testing.T) {
 	f := &aheadFake{}
 	a, _ := newTestAhead(t, f, KeyAheadOptions{})
-	_, err := a.DecryptKey(context.Background(), WrappedKey{Blob: []byte("b")})
-	if !errors.Is(err, ErrKeyAccess) || err.Error() != "fake decrypt b: "+ErrKeyAccess.Error() {
+	_, err := a.DecryptKey(context.Background(), cse.WrappedKey{Blob: []byte("b")})
+	if !errors.Is(err, cse.ErrKeyAccess) || err.Error() != "fake decrypt b: "+cse.ErrKeyAccess.Error() {
 		t.Fatalf("err = %v", err)
 	}
 	if f.calls() != 0 || a.Stats().Groups != 0 {
@@ -685,19 +691,19 @@ func TestKeyAheadDecryptPassesThrough(t *testing.T) {
 
 func TestKeyAheadWithKMS(t *testing.T) {
 	fk := newFakeKMS()
-	p, err := NewKMSProvider(t.Context(), fk, "alias/test", KMSOptions{})
+	p, err := cse.NewKMSProvider(t.Context(), fk, "alias/test", cse.KMSOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, _ := newTestAhead(t, p, KeyAheadOptions{Depth: 2})
-	req := KeyRequest{CEKAlg: CEKAlgGCM, MatDesc: map[string]string{"JobflowId": "j-1"}, Object: "s3://b/k", Key: "k"}
+	req := cse.KeyRequest{CEKAlg: cse.CEKAlgGCM, MatDesc: map[string]string{"JobflowId": "j-1"}, Object: "s3://b/k", Key: "k"}
 	for i := 0; i < 4; i++ {
 		k, w, err := a.GenerateKey(t.Context(), req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		a.settle()
-		if w.MatDesc[ReservedCEKAlgKey] != CEKAlgGCM || w.MatDesc["JobflowId"] != "j-1" || w.WrapAlg != WrapKMSContext {
+		if w.MatDesc[cse.ReservedCEKAlgKey] != cse.CEKAlgGCM || w.MatDesc["JobflowId"] != "j-1" || w.WrapAlg != cse.WrapKMSContext {
 			t.Fatalf("wrapped %+v", w)
 		}
 		got, err := a.DecryptKey(t.Context(), w)
@@ -709,10 +715,87 @@ func TestKeyAheadWithKMS(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 	// A request KMSProvider refuses: the same error as without the pool.
-	bad := KeyRequest{CEKAlg: CEKAlgGCM, MatDesc: map[string]string{ReservedCEKAlgKey: "x"}}
+	bad := cse.KeyRequest{CEKAlg: cse.CEKAlgGCM, MatDesc: map[string]string{cse.ReservedCEKAlgKey: "x"}}
 	_, _, err = a.GenerateKey(t.Context(), bad)
 	_, _, direct := p.GenerateKey(t.Context(), bad)
-	if !errors.Is(err, ErrContextMismatch) || err.Error() != direct.Error() {
+	if !errors.Is(err, cse.ErrContextMismatch) || err.Error() != direct.Error() {
 		t.Fatalf("err = %v, want %v", err, direct)
 	}
 }
+
+// testBytes returns n deterministic pseudo-random bytes for seed (as cse's
+// tests do).
+func testBytes(seed uint64, n int) []byte {
+	var s [32]byte
+	s[0] = byte(seed)
+	s[1] = byte(seed >> 8)
+	b := make([]byte, n)
+	r := rand.NewChaCha8(s)
+	_, _ = r.Read(b)
+	return b
+}
+
+// fakeKMS is an in-memory cse.KMSClient. A blob decrypts only with the exact
+// encryption context it was generated with, like KMS.
+type fakeKMS struct {
+	mu       sync.Mutex
+	meta     *types.KeyMetadata
+	describe error // returned by DescribeKey
+	fail     error // returned by GenerateDataKey and Decrypt
+	blobs    map[string]fakeBlob
+	lastGen  *kms.GenerateDataKeyInput
+	lastDec  *kms.DecryptInput
+	next     byte
+}
+
+type fakeBlob struct {
+	key []byte
+	ec  map[string]string
+}
+
+func newFakeKMS() *fakeKMS {
+	return &fakeKMS{
+		meta: &types.KeyMetadata{KeyState: types.KeyStateEnabled, Enabled: true,
+			KeySpec: types.KeySpecSymmetricDefault, KeyUsage: types.KeyUsageTypeEncryptDecrypt},
+		blobs: map[string]fakeBlob{},
+	}
+}
+
+var _ cse.KMSClient = (*fakeKMS)(nil)
+
+func (f *fakeKMS) DescribeKey(_ context.Context, in *kms.DescribeKeyInput, _ ...func(*kms.Options)) (*kms.DescribeKeyOutput, error) {
+	if f.describe != nil {
+		return nil, f.describe
+	}
+	return &kms.DescribeKeyOutput{KeyMetadata: f.meta}, nil
+}
+
+func (f *fakeKMS) GenerateDataKey(_ context.Context, in *kms.GenerateDataKeyInput, _ ...func(*kms.Options)) (*kms.GenerateDataKeyOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastGen = in
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	f.next++
+	key := testBytes(uint64(100+f.next), 32)
+	blob := fmt.Sprintf("blob-%d-%s", f.next, *in.KeyId)
+	f.blobs[blob] = fakeBlob{key: bytes.Clone(key), ec: maps.Clone(in.EncryptionContext)}
+	return &kms.GenerateDataKeyOutput{Plaintext: key, CiphertextBlob: []byte(blob), KeyId: in.KeyId}, nil
+}
+
+func (f *fakeKMS) Decrypt(_ context.Context, in *kms.DecryptInput, _ ...func(*kms.Options)) (*kms.DecryptOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastDec = in
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	b, ok := f.blobs[string(in.CiphertextBlob)]
+	if !ok || !maps.Equal(b.ec, in.EncryptionContext) {
+		return nil, &types.InvalidCiphertextException{Message: ptr("bad")}
+	}
+	return &kms.DecryptOutput{Plaintext: bytes.Clone(b.key)}, nil
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,4 +1,4 @@
-package cse
+package keycache
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/csefs/csefs/cse"
 )
 
 // KeyAhead defaults.
@@ -50,12 +52,12 @@ type KeyAheadStats struct {
 	Groups       int    // groups now pooled
 }
 
-// KeyAhead is a Provider that keeps a few data keys of an inner provider
+// KeyAhead is a cse.Provider that keeps a few data keys of an inner provider
 // (typically a KMSProvider) generated ahead, so that GenerateKey does not wait
 // for the key service.
 //
-// Requests are grouped by CEKAlg and materials description (KeyRequest.Object
-// and KeyRequest.Key are not part of the group and are not passed to the
+// Requests are grouped by CEKAlg and materials description (cse.KeyRequest.Object
+// and cse.KeyRequest.Key are not part of the group and are not passed to the
 // inner provider for pooled keys: wrap only providers whose keys do not depend
 // on them, as KMSProvider's do not). A group exists from its first successful
 // request on, up to 16 groups; requests for further groups always go to the
@@ -74,18 +76,18 @@ type KeyAheadStats struct {
 // OnError; the next miss reports the failure to its caller. Nothing refills
 // on a timer: an idle group keeps at most Depth keys, and those expire.
 //
-// Pooled keys older than MaxAge are zeroed (Zero) and dropped, when a request
+// Pooled keys older than MaxAge are zeroed (cse.Zero) and dropped, when a request
 // for their group sees them and in any case by a timer shortly after they
 // expire; a group left with no keys and no refill is forgotten.
 //
-// A key handed out belongs to the caller, with its WrappedKey (its own Blob
+// A key handed out belongs to the caller, with its cse.WrappedKey (its own Blob
 // and MatDesc): nothing else refers to them.
 //
 // Close stops the refills and zeroes every pooled key. After Close,
 // GenerateKey calls the inner provider directly, without pooling. DecryptKey
 // always passes through. Safe for concurrent use.
 type KeyAhead struct {
-	inner         Provider
+	inner         cse.Provider
 	depth         int
 	maxAge        time.Duration
 	refillTimeout time.Duration
@@ -105,22 +107,22 @@ type KeyAhead struct {
 }
 
 type aheadGroup struct {
-	gk        string     // groupKey(req)
-	req       KeyRequest // CEKAlg and a private copy of MatDesc
-	pool      []aheadKey // oldest first
+	gk        string         // groupKey(req)
+	req       cse.KeyRequest // CEKAlg and a private copy of MatDesc
+	pool      []aheadKey     // oldest first
 	refilling bool
 }
 
 type aheadKey struct {
 	key     []byte
-	wrapped WrappedKey
+	wrapped cse.WrappedKey
 	born    time.Time
 }
 
-var _ Provider = (*KeyAhead)(nil)
+var _ cse.Provider = (*KeyAhead)(nil)
 
 // NewKeyAhead wraps p. It starts nothing until the first GenerateKey.
-func NewKeyAhead(p Provider, opt KeyAheadOptions) *KeyAhead {
+func NewKeyAhead(p cse.Provider, opt KeyAheadOptions) *KeyAhead {
 	if opt.Depth <= 0 {
 		opt.Depth = DefaultKeyAheadDepth
 	}
@@ -148,7 +150,7 @@ func NewKeyAhead(p Provider, opt KeyAheadOptions) *KeyAhead {
 // groupKey is the pool key of a request: CEKAlg and the materials description
 // with its keys sorted, every string length-prefixed so that no two distinct
 // requests share an encoding.
-func groupKey(req KeyRequest) string {
+func groupKey(req cse.KeyRequest) string {
 	var b strings.Builder
 	put := func(s string) {
 		b.WriteString(strconv.Itoa(len(s)))
@@ -163,8 +165,8 @@ func groupKey(req KeyRequest) string {
 	return b.String()
 }
 
-// GenerateKey implements Provider.
-func (a *KeyAhead) GenerateKey(ctx context.Context, req KeyRequest) ([]byte, WrappedKey, error) {
+// GenerateKey implements cse.Provider.
+func (a *KeyAhead) GenerateKey(ctx context.Context, req cse.KeyRequest) ([]byte, cse.WrappedKey, error) {
 	// The group is taken from the request as given, before the inner
 	// provider sees (and might alter) it.
 	gk := groupKey(req)
@@ -177,7 +179,7 @@ func (a *KeyAhead) GenerateKey(ctx context.Context, req KeyRequest) ([]byte, Wra
 		a.stats.Misses++
 		a.mu.Unlock()
 	}
-	tmpl := KeyRequest{CEKAlg: req.CEKAlg, MatDesc: maps.Clone(req.MatDesc)}
+	tmpl := cse.KeyRequest{CEKAlg: req.CEKAlg, MatDesc: maps.Clone(req.MatDesc)}
 	key, w, err := a.inner.GenerateKey(ctx, req)
 	if err == nil {
 		a.mu.Lock()
@@ -190,19 +192,19 @@ func (a *KeyAhead) GenerateKey(ctx context.Context, req KeyRequest) ([]byte, Wra
 }
 
 // take hands out a pooled key of group gk, or counts a miss.
-func (a *KeyAhead) take(gk string) ([]byte, WrappedKey, bool) {
+func (a *KeyAhead) take(gk string) ([]byte, cse.WrappedKey, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	g := a.groups[gk]
 	if a.closed || g == nil {
 		a.stats.Misses++
-		return nil, WrappedKey{}, false
+		return nil, cse.WrappedKey{}, false
 	}
 	a.expire(g, a.now())
 	if len(g.pool) == 0 {
 		a.forgetIfIdle(g) // a successful miss makes it again
 		a.stats.Misses++
-		return nil, WrappedKey{}, false
+		return nil, cse.WrappedKey{}, false
 	}
 	e := g.pool[0]
 	g.pool[0] = aheadKey{}
@@ -215,7 +217,7 @@ func (a *KeyAhead) take(gk string) ([]byte, WrappedKey, bool) {
 // group returns group gk, creating it with the request template tmpl (owned
 // by the group from then on) if there is room; nil after Close or when the
 // groups are at their bound. Called with a.mu held.
-func (a *KeyAhead) group(gk string, tmpl KeyRequest) *aheadGroup {
+func (a *KeyAhead) group(gk string, tmpl cse.KeyRequest) *aheadGroup {
 	if a.closed {
 		return nil
 	}
@@ -245,7 +247,7 @@ func (a *KeyAhead) startRefill(g *aheadGroup) {
 func (a *KeyAhead) refill(g *aheadGroup) {
 	defer a.wg.Done()
 	for {
-		req := KeyRequest{CEKAlg: g.req.CEKAlg, MatDesc: maps.Clone(g.req.MatDesc)}
+		req := cse.KeyRequest{CEKAlg: g.req.CEKAlg, MatDesc: maps.Clone(g.req.MatDesc)}
 		ctx, cancel := context.WithTimeout(a.ctx, a.refillTimeout)
 		key, w, err := a.inner.GenerateKey(ctx, req)
 		cancel()
@@ -253,7 +255,7 @@ func (a *KeyAhead) refill(g *aheadGroup) {
 		a.mu.Lock()
 		if a.closed {
 			if err == nil {
-				Zero(key)
+				cse.Zero(key)
 				a.stats.Wasted++
 			}
 			a.mu.Unlock()
@@ -283,7 +285,7 @@ func (a *KeyAhead) refill(g *aheadGroup) {
 
 // cloneWrapped copies w's Blob and MatDesc, so that the pooled entry shares
 // nothing with whatever the inner provider keeps.
-func cloneWrapped(w WrappedKey) WrappedKey {
+func cloneWrapped(w cse.WrappedKey) cse.WrappedKey {
 	w.Blob = slices.Clone(w.Blob)
 	w.MatDesc = maps.Clone(w.MatDesc)
 	return w
@@ -293,7 +295,7 @@ func cloneWrapped(w WrappedKey) WrappedKey {
 func (a *KeyAhead) expire(g *aheadGroup, now time.Time) {
 	n := 0
 	for n < len(g.pool) && now.Sub(g.pool[n].born) >= a.maxAge {
-		Zero(g.pool[n].key)
+		cse.Zero(g.pool[n].key)
 		g.pool[n] = aheadKey{}
 		n++
 	}
@@ -347,8 +349,8 @@ func (a *KeyAhead) armTimer() {
 	a.timer = time.AfterFunc(d, a.sweep)
 }
 
-// DecryptKey implements Provider: it calls the inner provider.
-func (a *KeyAhead) DecryptKey(ctx context.Context, w WrappedKey) ([]byte, error) {
+// DecryptKey implements cse.Provider: it calls the inner provider.
+func (a *KeyAhead) DecryptKey(ctx context.Context, w cse.WrappedKey) ([]byte, error) {
 	return a.inner.DecryptKey(ctx, w)
 }
 
@@ -373,7 +375,7 @@ func (a *KeyAhead) Close() {
 	defer a.mu.Unlock()
 	for gk, g := range a.groups {
 		for i := range g.pool {
-			Zero(g.pool[i].key)
+			cse.Zero(g.pool[i].key)
 			g.pool[i] = aheadKey{}
 		}
 		a.stats.Wasted += uint64(len(g.pool))
