@@ -17,7 +17,7 @@
 //
 // A Provider (materials.go) makes and unwraps data keys. KMSProvider uses an
 // AWS KMS key; KeyringProvider local AES and RSA master keys. A keyring file
-// (LoadKeyring, version 2; ParseKeyring reads version 1 only) names master
+// (LoadKeyring: version 2, or version 1 as NewKeyringFile writes) names master
 // keys inline or by reference (key file, environment variable, KMS key) and
 // has rules choosing a key by object key prefix; Keyring.Writer, Rules,
 // Default and Reader turn it into providers. Router dispatches GenerateKey by

@@ -163,20 +163,6 @@ func FuzzUnwrapRSA(f *testing.F) {
 	})
 }
 
-// FuzzParseKeyring: arbitrary files never panic.
-func FuzzParseKeyring(f *testing.F) {
-	good, _ := NewKeyringFile()
-	f.Add(good)
-	f.Add([]byte(`{"version":1,"keys":[{"name":"r","rsa_private_key_pem":"-----BEGIN RSA PRIVATE KEY-----\nAA==\n-----END RSA PRIVATE KEY-----\n"}]}`))
-	f.Add([]byte(`{}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := ParseKeyring(data)
-		if err == nil && p == nil {
-			t.Fatal("nil provider without error")
-		}
-	})
-}
-
 // FuzzGCMSealParts seals a message in arbitrary 16-multiple parts (in place
 // or not, two-pass or fused path, with additional data of 0..255 bytes) and
 // compares with one-shot Seal.

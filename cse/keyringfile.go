@@ -159,7 +159,8 @@ func decodeKeyringFile(data []byte) (keyringFileV2, error) {
 	return f, nil
 }
 
-// LoadKeyring parses a keyring file, version 1 (see ParseKeyring) or 2:
+// LoadKeyring parses a keyring file, version 1 (the keys only; NewKeyringFile
+// writes one) or 2:
 //
 //	{
 //	  "version": 2,

@@ -200,7 +200,8 @@ func describe(md map[string]string) string {
 	return b.String()
 }
 
-// keyringFile is the JSON form documented on ParseKeyring.
+// keyringFile is the version 1 keyring file NewKeyringFile writes (LoadKeyring
+// reads it, and version 2).
 type keyringFile struct {
 	Version     int              `json:"version"`
 	EncryptWith string           `json:"encrypt_with,omitempty"`
@@ -211,86 +212,6 @@ type keyringFileKey struct {
 	Name          string `json:"name"`
 	AES256        string `json:"aes256,omitempty"`
 	RSAPrivateKey string `json:"rsa_private_key_pem,omitempty"`
-}
-
-// ParseKeyring parses a keyring file and returns its provider. A keyring
-// file is JSON (NewKeyringFile creates one):
-//
-//	{
-//	  "version": 1,
-//	  "encrypt_with": "default",
-//	  "keys": [
-//	    {"name": "default", "aes256": "<standard base64 of 32 bytes>"},
-//	    {"name": "old-rsa", "rsa_private_key_pem": "<PEM text of an RSA private key>"}
-//	  ]
-//	}
-//
-// The fields:
-//
-//   - version: must be 1.
-//   - keys: at least one; each has a unique non-empty "name" and exactly one
-//     of "aes256" (standard padded base64 of exactly 32 bytes) and
-//     "rsa_private_key_pem" (PEM: PKCS#1 "RSA PRIVATE KEY" or PKCS#8
-//     "PRIVATE KEY" holding an RSA key).
-//   - encrypt_with: the name of the key new objects are written with. It may
-//     be omitted when there is a single key (that key is used); with several
-//     keys and no encrypt_with the keyring is decrypt-only.
-//
-// A key's name is stored with every object it wraps ("keyname" in
-// x-amz-matdesc) and selects the key on read; renaming a key makes its
-// objects fall back to trial decryption. Unknown fields are errors. The file
-// holds secrets and should be mode 0600.
-//
-// Errors wrap ErrMalformed and name the offending field, or ErrNoMasterKey if
-// encrypt_with names no key.
-func ParseKeyring(data []byte) (*KeyringProvider, error) {
-	var f keyringFile
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("cse: keyring file: %w: %v", ErrMalformed, err)
-	}
-	if f.Version != 1 {
-		return nil, fmt.Errorf("cse: keyring file: version %d, want 1: %w", f.Version, ErrMalformed)
-	}
-	if len(f.Keys) == 0 {
-		return nil, fmt.Errorf("cse: keyring file: keys: empty: %w", ErrMalformed)
-	}
-	keys := make([]MasterKey, 0, len(f.Keys))
-	defer func() {
-		for _, k := range keys {
-			Zero(k.AES)
-		}
-	}()
-	for i, fk := range f.Keys {
-		mk := MasterKey{Name: fk.Name}
-		if fk.Name == "" {
-			return nil, fmt.Errorf("cse: keyring file: keys[%d].name: empty: %w", i, ErrMalformed)
-		}
-		if (fk.AES256 == "") == (fk.RSAPrivateKey == "") {
-			return nil, fmt.Errorf("cse: keyring file: keys[%d] (%q): need exactly one of aes256 and rsa_private_key_pem: %w", i, fk.Name, ErrMalformed)
-		}
-		if fk.AES256 != "" {
-			b, err := base64.StdEncoding.DecodeString(fk.AES256)
-			if err != nil || len(b) != KeySize {
-				Zero(b)
-				return nil, fmt.Errorf("cse: keyring file: keys[%d].aes256 (%q): not standard base64 of 32 bytes: %w", i, fk.Name, ErrMalformed)
-			}
-			mk.AES = b
-		} else {
-			priv, err := parseRSAPrivateKey([]byte(fk.RSAPrivateKey))
-			if err != nil {
-				return nil, fmt.Errorf("cse: keyring file: keys[%d].rsa_private_key_pem (%q): %w", i, fk.Name, err)
-			}
-			mk.RSA = priv
-		}
-		keys = append(keys, mk)
-	}
-	encryptWith := f.EncryptWith
-	if encryptWith == "" && len(keys) == 1 {
-		encryptWith = keys[0].Name
-	}
-	return NewKeyringProvider(keys, encryptWith)
 }
 
 func parseRSAPrivateKey(pemBytes []byte) (*rsa.PrivateKey, error) {
