@@ -37,7 +37,7 @@ func BenchmarkSealStream64MiB(b *testing.B) {
 	b.SetBytes(benchSize)
 	b.ResetTimer()
 	for range b.N {
-		s, err := NewGCMSealer(key, iv)
+		s, err := newGCMSealer(key, iv)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -58,7 +58,7 @@ func BenchmarkEncryptWriter64MiB(b *testing.B) {
 	b.SetBytes(benchSize)
 	b.ResetTimer()
 	for range b.N {
-		w, err := NewEncryptWriter(io.Discard, key, iv)
+		w, err := newEncryptWriter(io.Discard, key, iv)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -104,7 +104,7 @@ func BenchmarkOpenStream64MiB(b *testing.B) {
 	b.SetBytes(benchSize)
 	b.ResetTimer()
 	for range b.N {
-		r, err := NewGCMDecryptReader(bytes.NewReader(body), key, iv)
+		r, err := newGCMDecryptReader(bytes.NewReader(body), key, iv)
 		if err != nil {
 			b.Fatal(err)
 		}

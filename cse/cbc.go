@@ -56,13 +56,13 @@ type cbcDecryptReader struct {
 	err   error
 }
 
-// NewCBCDecryptReader returns a reader of the plaintext of an
+// newCBCDecryptReader returns a reader of the plaintext of an
 // AES/CBC/PKCS5Padding body read from src. It holds back the last block and,
 // at the end, strips and checks the padding: io.EOF means the padding was
 // valid, ErrAuthentication that it was not (wrong key, or a body cut at a
 // block boundary), ErrTruncated an empty body or one that is not a multiple
 // of 16 bytes. Nothing here is authenticated. Errors are sticky.
-func NewCBCDecryptReader(src io.Reader, key, iv []byte) (io.Reader, error) {
+func newCBCDecryptReader(src io.Reader, key, iv []byte) (io.Reader, error) {
 	block, err := newCBCBlock(key, iv)
 	if err != nil {
 		return nil, err
@@ -128,21 +128,21 @@ func (r *cbcDecryptReader) finish() {
 
 // CBCPlainSize returns the plaintext size for a CBC body of cipherSize bytes
 // whose final block holds lastLen data bytes (0..15). Most callers use
-// CBCPlainSizeFromTail.
+// cbcPlainSizeFromTail.
 func cbcPlainSize(cipherSize int64, lastLen int) int64 {
 	return cipherSize - BlockSize + int64(lastLen)
 }
 
-// CBCCipherSize returns the CBC body size for plainSize bytes: PKCS#7 always
+// cbcCipherSize returns the CBC body size for plainSize bytes: PKCS#7 always
 // adds 1..16 bytes.
-func CBCCipherSize(plainSize int64) int64 { return plainSize/BlockSize*BlockSize + BlockSize }
+func cbcCipherSize(plainSize int64) int64 { return plainSize/BlockSize*BlockSize + BlockSize }
 
-// CBCPlainSizeFromTail derives the plaintext size of a CBC body of cipherSize
+// cbcPlainSizeFromTail derives the plaintext size of a CBC body of cipherSize
 // bytes from its last block and the block before it (the IV when the body is
 // a single block), for objects without x-amz-unencrypted-content-length. It
 // fails with ErrTruncated/ErrMalformed for an impossible size and
 // ErrAuthentication for invalid padding (wrong key, or a damaged object).
-func CBCPlainSizeFromTail(key []byte, prevBlock, lastBlock []byte, cipherSize int64) (int64, error) {
+func cbcPlainSizeFromTail(key []byte, prevBlock, lastBlock []byte, cipherSize int64) (int64, error) {
 	if cipherSize < BlockSize || cipherSize%BlockSize != 0 {
 		return 0, fmt.Errorf("cse: CBC body of %d bytes: %w", cipherSize, ErrTruncated)
 	}
@@ -163,13 +163,13 @@ func CBCPlainSizeFromTail(key []byte, prevBlock, lastBlock []byte, cipherSize in
 	return cbcPlainSize(cipherSize, last), nil
 }
 
-// CBCRange maps the plaintext range [plainOff, plainOff+plainLen) of a CBC
+// cbcRange maps the plaintext range [plainOff, plainOff+plainLen) of a CBC
 // body of cipherSize bytes to the ciphertext range to fetch. The fetch starts
 // one block before the first needed block (that block is the CBC IV of the
 // next one) unless the range starts in block 0, and ends at the end of the
 // last needed block, clamped to cipherSize. Pass the result to
-// DecryptCBCRange. A plainLen of 0 or a range past the end yields fetchLen 0.
-func CBCRange(plainOff, plainLen, cipherSize int64) (fetchOff, fetchLen int64) {
+// decryptCBCRange. A plainLen of 0 or a range past the end yields fetchLen 0.
+func cbcRange(plainOff, plainLen, cipherSize int64) (fetchOff, fetchLen int64) {
 	if plainOff < 0 || plainLen <= 0 || plainOff >= cipherSize {
 		return 0, 0
 	}
@@ -180,23 +180,23 @@ func CBCRange(plainOff, plainLen, cipherSize int64) (fetchOff, fetchLen int64) {
 	return fetchOff, end - fetchOff
 }
 
-// CBCRangeStart returns the plaintext offset at which the output of
-// DecryptCBCRange for a fetch at fetchOff begins: 0 for fetchOff 0, else
+// cbcRangeStart returns the plaintext offset at which the output of
+// decryptCBCRange for a fetch at fetchOff begins: 0 for fetchOff 0, else
 // fetchOff + 16 (the first fetched block only serves as IV).
-func CBCRangeStart(fetchOff int64) int64 {
+func cbcRangeStart(fetchOff int64) int64 {
 	if fetchOff == 0 {
 		return 0
 	}
 	return fetchOff + BlockSize
 }
 
-// DecryptCBCRange decrypts src, the ciphertext bytes [fetchOff,
-// fetchOff+len(src)) of a CBC body of cipherSize bytes, as chosen by CBCRange.
+// decryptCBCRange decrypts src, the ciphertext bytes [fetchOff,
+// fetchOff+len(src)) of a CBC body of cipherSize bytes, as chosen by cbcRange.
 // iv is the object's IV (x-amz-iv), used when fetchOff is 0; otherwise the
 // first block of src is the IV. The returned plaintext starts at plaintext
-// offset CBCRangeStart(fetchOff). Padding is checked and stripped only when
+// offset cbcRangeStart(fetchOff). Padding is checked and stripped only when
 // src reaches the end of the body. Nothing is authenticated.
-func DecryptCBCRange(key, iv []byte, fetchOff, cipherSize int64, src []byte) (plain []byte, err error) {
+func decryptCBCRange(key, iv []byte, fetchOff, cipherSize int64, src []byte) (plain []byte, err error) {
 	if len(iv) != CBCIVSize {
 		return nil, fmt.Errorf("cse: CBC IV of %d bytes: %w", len(iv), ErrMalformed)
 	}

@@ -31,12 +31,12 @@ func TestCBCDecryptReaderGrid(t *testing.T) {
 	for _, size := range []int{0, 1, 15, 16, 17, 1000, 64<<10 - 1, 64 << 10, 64<<10 + 1, 1<<20 + 7} {
 		plain := testBytes(uint64(size), size)
 		body := cbcEncrypt(t, key, iv, plain)
-		if int64(len(body)) != CBCCipherSize(int64(size)) {
-			t.Fatalf("CBCCipherSize(%d) = %d, body %d", size, CBCCipherSize(int64(size)), len(body))
+		if int64(len(body)) != cbcCipherSize(int64(size)) {
+			t.Fatalf("cbcCipherSize(%d) = %d, body %d", size, cbcCipherSize(int64(size)), len(body))
 		}
 		for _, step := range []int{1, 7, 16, 4096, 1 << 20} {
 			t.Run(fmt.Sprintf("size=%d/step=%d", size, step), func(t *testing.T) {
-				r, err := NewCBCDecryptReader(bytes.NewReader(body), key, iv)
+				r, err := newCBCDecryptReader(bytes.NewReader(body), key, iv)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -49,7 +49,7 @@ func TestCBCDecryptReaderGrid(t *testing.T) {
 				}
 			})
 		}
-		r, _ := NewCBCDecryptReader(iotest.OneByteReader(bytes.NewReader(body)), key, iv)
+		r, _ := newCBCDecryptReader(iotest.OneByteReader(bytes.NewReader(body)), key, iv)
 		if err := iotest.TestReader(r, plain); err != nil {
 			t.Fatalf("size %d: %v", size, err)
 		}
@@ -63,7 +63,7 @@ func TestCBCBadPadding(t *testing.T) {
 	// last plaintext block, here the final padding byte.
 	bad := bytes.Clone(body)
 	bad[len(bad)-17] ^= 0x40
-	r, _ := NewCBCDecryptReader(bytes.NewReader(bad), key, iv)
+	r, _ := newCBCDecryptReader(bytes.NewReader(bad), key, iv)
 	_, err := io.ReadAll(r)
 	mustFail(t, err, ErrAuthentication)
 	// Sticky.
@@ -71,7 +71,7 @@ func TestCBCBadPadding(t *testing.T) {
 	mustFail(t, err, ErrAuthentication)
 
 	// Cut at a block boundary: the new last block's "padding" is data.
-	r, _ = NewCBCDecryptReader(bytes.NewReader(body[:len(body)-16]), key, iv)
+	r, _ = newCBCDecryptReader(bytes.NewReader(body[:len(body)-16]), key, iv)
 	_, err = io.ReadAll(r)
 	mustFail(t, err, ErrAuthentication)
 }
@@ -81,11 +81,11 @@ func TestCBCNotBlockMultiple(t *testing.T) {
 	body := cbcEncrypt(t, key, iv, testBytes(23, 1000))
 	for _, n := range []int{0, 1, 15, len(body) - 1, len(body) + 3} {
 		src := append(bytes.Clone(body), 1, 2, 3)[:n]
-		r, _ := NewCBCDecryptReader(bytes.NewReader(src), key, iv)
+		r, _ := newCBCDecryptReader(bytes.NewReader(src), key, iv)
 		_, err := io.ReadAll(r)
 		mustFail(t, err, ErrTruncated)
 	}
-	_, err := NewCBCDecryptReader(nil, key, iv[:12])
+	_, err := newCBCDecryptReader(nil, key, iv[:12])
 	mustFail(t, err, ErrMalformed)
 }
 
@@ -96,7 +96,7 @@ func TestCBCWrongKey(t *testing.T) {
 	// fixed keys that are known (deterministically) to fail.
 	bad := bytes.Clone(key)
 	bad[0] ^= 1
-	r, _ := NewCBCDecryptReader(bytes.NewReader(body), bad, iv)
+	r, _ := newCBCDecryptReader(bytes.NewReader(body), bad, iv)
 	_, err := io.ReadAll(r)
 	mustFail(t, err, ErrAuthentication)
 }
@@ -117,15 +117,15 @@ func TestCBCRanges(t *testing.T) {
 				if a < 0 || b > size || b <= a {
 					continue
 				}
-				fo, fl := CBCRange(int64(a), int64(b-a), cipherSize)
+				fo, fl := cbcRange(int64(a), int64(b-a), cipherSize)
 				if fo%16 != 0 || fl%16 != 0 || fo+fl > cipherSize || fo > int64(a) {
-					t.Fatalf("CBCRange(%d,%d,%d) = %d,%d", a, b-a, cipherSize, fo, fl)
+					t.Fatalf("cbcRange(%d,%d,%d) = %d,%d", a, b-a, cipherSize, fo, fl)
 				}
-				got, err := DecryptCBCRange(key, iv, fo, cipherSize, body[fo:fo+fl])
+				got, err := decryptCBCRange(key, iv, fo, cipherSize, body[fo:fo+fl])
 				if err != nil {
 					t.Fatalf("[%d,%d): %v", a, b, err)
 				}
-				start := CBCRangeStart(fo)
+				start := cbcRangeStart(fo)
 				if start > int64(a) || start+int64(len(got)) < int64(b) {
 					t.Fatalf("[%d,%d): got plaintext [%d,%d)", a, b, start, start+int64(len(got)))
 				}
@@ -135,15 +135,15 @@ func TestCBCRanges(t *testing.T) {
 			}
 		}
 		// Whole object through the range API strips padding.
-		got, err := DecryptCBCRange(key, iv, 0, cipherSize, body)
+		got, err := decryptCBCRange(key, iv, 0, cipherSize, body)
 		if err != nil || !bytes.Equal(got, plain) {
 			t.Fatalf("size %d whole: %v", size, err)
 		}
 	}
-	if fo, fl := CBCRange(0, 0, 32); fl != 0 {
+	if fo, fl := cbcRange(0, 0, 32); fl != 0 {
 		t.Fatalf("empty range fetches %d,%d", fo, fl)
 	}
-	_, err := DecryptCBCRange(key, iv, 8, 64, make([]byte, 16))
+	_, err := decryptCBCRange(key, iv, 8, 64, make([]byte, 16))
 	mustFail(t, err, ErrMalformed)
 }
 
@@ -155,7 +155,7 @@ func TestCBCPlainSizeFromTail(t *testing.T) {
 		if len(body) > 16 {
 			prev = body[len(body)-32 : len(body)-16]
 		}
-		got, err := CBCPlainSizeFromTail(key, prev, body[len(body)-16:], int64(len(body)))
+		got, err := cbcPlainSizeFromTail(key, prev, body[len(body)-16:], int64(len(body)))
 		if err != nil || got != int64(size) {
 			t.Fatalf("size %d: got %d, %v", size, got, err)
 		}
@@ -163,8 +163,8 @@ func TestCBCPlainSizeFromTail(t *testing.T) {
 	body := cbcEncrypt(t, key, iv, testBytes(26, 100))
 	prev := bytes.Clone(body[len(body)-32 : len(body)-16])
 	prev[15] ^= 0x20
-	_, err := CBCPlainSizeFromTail(key, prev, body[len(body)-16:], int64(len(body)))
+	_, err := cbcPlainSizeFromTail(key, prev, body[len(body)-16:], int64(len(body)))
 	mustFail(t, err, ErrAuthentication)
-	_, err = CBCPlainSizeFromTail(key, prev, body[len(body)-16:], 100)
+	_, err = cbcPlainSizeFromTail(key, prev, body[len(body)-16:], 100)
 	mustFail(t, err, ErrTruncated)
 }

@@ -23,8 +23,8 @@ const (
 	// algorithm the wraps bind ("aws:x-amz-cek-alg" of kms+context, the
 	// AES/GCM wrap's AAD, the RSA-OAEP pseudo key's suffix).
 	CEKAlgGCMCommit = "115"
-	// SuiteGCMCommit is the suite id, 0x0073.
-	SuiteGCMCommit uint16 = 0x0073
+	// suiteGCMCommit is the suite id, 0x0073.
+	suiteGCMCommit uint16 = 0x0073
 	// MessageIDSize is the size of x-amz-i: 224 bits.
 	MessageIDSize = 28
 	// CommitmentSize is the size of x-amz-d: 224 bits.
@@ -42,14 +42,14 @@ func CommitIV() []byte {
 	return []byte{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}
 }
 
-// CommitAAD returns the V3 content cipher's additional authenticated data:
+// commitAAD returns the V3 content cipher's additional authenticated data:
 // the suite id as two big-endian bytes, 00 73.
-func CommitAAD() []byte {
-	return []byte{byte(SuiteGCMCommit >> 8), byte(SuiteGCMCommit)}
+func commitAAD() []byte {
+	return []byte{byte(suiteGCMCommit >> 8), byte(suiteGCMCommit)}
 }
 
-// NewMessageID reads a fresh MessageIDSize-byte message ID from rand.
-func NewMessageID(rand io.Reader) ([]byte, error) {
+// newMessageID reads a fresh MessageIDSize-byte message ID from rand.
+func newMessageID(rand io.Reader) ([]byte, error) {
 	id := make([]byte, MessageIDSize)
 	if _, err := io.ReadFull(rand, id); err != nil {
 		return nil, fmt.Errorf("cse: reading random message ID: %w: %w", ErrMalformed, err)
@@ -80,8 +80,8 @@ func deriveCommit(dataKey, messageID []byte) (prk, commitment []byte, err error)
 
 func suiteInfo(label string) string {
 	var sb strings.Builder
-	sb.WriteByte(byte(SuiteGCMCommit >> 8))
-	sb.WriteByte(byte(SuiteGCMCommit))
+	sb.WriteByte(byte(suiteGCMCommit >> 8))
+	sb.WriteByte(byte(suiteGCMCommit))
 	sb.WriteString(label)
 	return sb.String()
 }
@@ -94,10 +94,10 @@ func deriveContent(prk []byte) ([]byte, error) {
 	return k, nil
 }
 
-// CommitKeys derives, for a writer, the content key and the key commitment
+// commitKeys derives, for a writer, the content key and the key commitment
 // of a new V3 object from its data key and message ID. The caller zeroes
 // contentKey; the commitment is not secret.
-func CommitKeys(dataKey, messageID []byte) (contentKey, commitment []byte, err error) {
+func commitKeys(dataKey, messageID []byte) (contentKey, commitment []byte, err error) {
 	prk, commitment, err := deriveCommit(dataKey, messageID)
 	if err != nil {
 		return nil, nil, err
@@ -110,12 +110,12 @@ func CommitKeys(dataKey, messageID []byte) (contentKey, commitment []byte, err e
 	return contentKey, commitment, nil
 }
 
-// OpenCommitment checks, for a reader, the stored commitment of a V3 object
+// openCommitment checks, for a reader, the stored commitment of a V3 object
 // against the one derived from dataKey and messageID, in constant time, and
 // only then derives the content key. A mismatch (a substituted data key, a
 // changed message ID or commitment) gives ErrCommitment; a commitment of the
 // wrong size (truncated, say) ErrMalformed. The caller zeroes contentKey.
-func OpenCommitment(dataKey, messageID, commitment []byte) (contentKey []byte, err error) {
+func openCommitment(dataKey, messageID, commitment []byte) (contentKey []byte, err error) {
 	if len(commitment) != CommitmentSize {
 		return nil, fmt.Errorf("cse: key commitment of %d bytes, want %d: %w", len(commitment), CommitmentSize, ErrMalformed)
 	}

@@ -37,11 +37,11 @@ func NewParams(cekAlg string, dataKey []byte, rand io.Reader) (p Params, content
 		}
 		return Params{CEKAlg: cekAlg, IV: iv}, bytes.Clone(dataKey), nil
 	case CEKAlgGCMCommit:
-		id, err := NewMessageID(rand)
+		id, err := newMessageID(rand)
 		if err != nil {
 			return Params{}, nil, err
 		}
-		ck, commitment, err := CommitKeys(dataKey, id)
+		ck, commitment, err := commitKeys(dataKey, id)
 		if err != nil {
 			return Params{}, nil, err
 		}
@@ -60,7 +60,7 @@ func (p Params) ContentKey(dataKey []byte) ([]byte, error) {
 	case CEKAlgGCM, CEKAlgCBC:
 		return bytes.Clone(dataKey), nil
 	case CEKAlgGCMCommit:
-		return OpenCommitment(dataKey, p.MessageID, p.Commitment)
+		return openCommitment(dataKey, p.MessageID, p.Commitment)
 	}
 	return nil, fmt.Errorf("cse: content algorithm %q: %w", p.CEKAlg, ErrUnsupported)
 }
@@ -70,9 +70,9 @@ func (p Params) ContentKey(dataKey []byte) ([]byte, error) {
 func (p Params) NewEncryptWriter(dst io.Writer, contentKey []byte) (*EncryptWriter, error) {
 	switch p.CEKAlg {
 	case CEKAlgGCM:
-		return NewEncryptWriterAAD(dst, contentKey, p.IV, nil)
+		return newEncryptWriterAAD(dst, contentKey, p.IV, nil)
 	case CEKAlgGCMCommit:
-		return NewEncryptWriterAAD(dst, contentKey, p.IV, CommitAAD())
+		return newEncryptWriterAAD(dst, contentKey, p.IV, commitAAD())
 	}
 	return nil, fmt.Errorf("cse: writing content algorithm %q: %w", p.CEKAlg, ErrUnsupported)
 }
@@ -83,9 +83,9 @@ func (p Params) NewEncryptWriter(dst io.Writer, contentKey []byte) (*EncryptWrit
 func (p Params) NewSealer(contentKey []byte) (*GCMSealer, error) {
 	switch p.CEKAlg {
 	case CEKAlgGCM:
-		return NewGCMSealerAAD(contentKey, p.IV, nil)
+		return newGCMSealerAAD(contentKey, p.IV, nil)
 	case CEKAlgGCMCommit:
-		return NewGCMSealerAAD(contentKey, p.IV, CommitAAD())
+		return newGCMSealerAAD(contentKey, p.IV, commitAAD())
 	}
 	return nil, fmt.Errorf("cse: writing content algorithm %q: %w", p.CEKAlg, ErrUnsupported)
 }
@@ -130,7 +130,7 @@ func (p Params) Content(cipherSize, plainLen int64) (Content, error) {
 		if cipherSize < BlockSize || cipherSize%BlockSize != 0 {
 			return Content{}, fmt.Errorf("cse: CBC body of %d bytes: %w", cipherSize, ErrMalformed)
 		}
-		if plainLen >= 0 && CBCCipherSize(plainLen) == cipherSize {
+		if plainLen >= 0 && cbcCipherSize(plainLen) == cipherSize {
 			c.plainSize = plainLen
 		}
 	default:
@@ -179,7 +179,7 @@ func (c Content) PlainSizeFromTail(contentKey, tail []byte) (int64, error) {
 	if len(tail) == 2*BlockSize {
 		prev, last = tail[:BlockSize], tail[BlockSize:]
 	}
-	return CBCPlainSizeFromTail(contentKey, prev, last, c.cipherSize)
+	return cbcPlainSizeFromTail(contentKey, prev, last, c.cipherSize)
 }
 
 // Range maps the plaintext range [plainOff, plainOff+plainLen) to the
@@ -192,7 +192,7 @@ func (c Content) Range(plainOff, plainLen int64) (off, n int64) {
 		return 0, 0
 	}
 	if c.p.CEKAlg == CEKAlgCBC {
-		return CBCRange(plainOff, plainLen, c.cipherSize)
+		return cbcRange(plainOff, plainLen, c.cipherSize)
 	}
 	end := min(plainOff+plainLen, c.cipherSize-TagSize)
 	if plainOff >= end {
@@ -217,13 +217,13 @@ func (c Content) DecryptRange(contentKey, dst []byte, plainOff int64, src []byte
 		if int64(len(dst)) != wantLen {
 			return fmt.Errorf("cse: range [%d,+%d) past the end of %d plaintext bytes: %w", plainOff, len(dst), c.plainSize, ErrMalformed)
 		}
-		return DecryptGCMRange(contentKey, c.p.IV, plainOff, dst, src)
+		return decryptGCMRange(contentKey, c.p.IV, plainOff, dst, src)
 	}
-	plain, err := DecryptCBCRange(contentKey, c.p.IV, wantOff, c.cipherSize, src)
+	plain, err := decryptCBCRange(contentKey, c.p.IV, wantOff, c.cipherSize, src)
 	if err != nil {
 		return err
 	}
-	skip := plainOff - CBCRangeStart(wantOff)
+	skip := plainOff - cbcRangeStart(wantOff)
 	if skip < 0 || skip+int64(len(dst)) > int64(len(plain)) {
 		return fmt.Errorf("cse: CBC range [%d,+%d) outside the plaintext: %w", plainOff, len(dst), ErrMalformed)
 	}
@@ -237,11 +237,24 @@ func (c Content) DecryptRange(contentKey, dst []byte, plainOff int64, src []byte
 // error wrapping ErrAuthentication or ErrTruncated, after which the caller
 // must discard all it has read.
 func (c Content) NewReader(src io.Reader, contentKey []byte) (io.Reader, error) {
-	switch c.p.CEKAlg {
+	return newDecryptReader(src, contentKey, c.p.CEKAlg, c.p.IV)
+}
+
+// newDecryptReader returns a plaintext reader for a body encrypted with
+// cekAlg (CEKAlgGCM, CEKAlgGCMCommit or CEKAlgCBC), as newGCMDecryptReader
+// or newCBCDecryptReader. For CEKAlgGCMCommit, key is the content key that
+// openCommitment returned and iv is CommitIV(); the additional data is
+// commitAAD(). Another algorithm gives ErrUnsupported; an IV of the wrong
+// length for the algorithm gives ErrMalformed.
+func newDecryptReader(src io.Reader, key []byte, cekAlg string, iv []byte) (io.Reader, error) {
+	switch cekAlg {
 	case CEKAlgGCM:
-		return NewGCMDecryptReader(src, contentKey, c.p.IV)
+		return newGCMDecryptReader(src, key, iv)
 	case CEKAlgGCMCommit:
-		return NewGCMDecryptReaderAAD(src, contentKey, c.p.IV, CommitAAD())
+		return newGCMDecryptReaderAAD(src, key, iv, commitAAD())
+	case CEKAlgCBC:
+		return newCBCDecryptReader(src, key, iv)
+	default:
+		return nil, fmt.Errorf("cse: content algorithm %q: %w", cekAlg, ErrUnsupported)
 	}
-	return NewCBCDecryptReader(src, contentKey, c.p.IV)
 }

@@ -25,25 +25,35 @@
 // ExecProvider delegates to an external program through a JSON protocol
 // documented on the type (cse/exec-provider-example is a working example).
 //
+// # Content
+//
+// Callers see one value per object body, whatever its algorithm
+// (content.go): Params are the content fields an envelope stores (NewParams
+// makes them for a new object, with its content key), and Content answers a
+// reader's questions about a stored body: its plaintext size, the stored
+// range a plaintext range needs, ranged decryption, and a stream that
+// authenticates at its end. Callers do no block arithmetic of their own; a
+// new content algorithm is a change in this package only.
+//
 // # What is authenticated, and when
 //
-//   - AES/GCM/NoPadding, whole body (NewGCMDecryptReader, OpenGCM): the
-//     ciphertext and its length are authenticated by the 16-byte tag at the
-//     end. The streaming reader releases plaintext before it has seen the tag
-//     (it holds back only the final piece); the body is authentic only once
-//     Read has returned io.EOF. On ErrAuthentication or ErrTruncated the caller
+//   - AES/GCM/NoPadding, whole body (Content.NewReader): the ciphertext and
+//     its length are authenticated by the 16-byte tag at the end. The
+//     streaming reader releases plaintext before it has seen the tag (it
+//     holds back only the final piece); the body is authentic only once Read
+//     has returned io.EOF. On ErrAuthentication or ErrTruncated the caller
 //     must discard, not merely stop using, what it has read so far.
 //   - The V3 suite "115" (commit.go): the same GCM body, under a content key
 //     HKDF-SHA512 derives from the data key and the object's message ID,
 //     with IV 01×12 and the suite id 00 73 as additional data. Before that
-//     key exists, OpenCommitment checks the stored key commitment in
+//     key exists, Params.ContentKey checks the stored key commitment in
 //     constant time, so a substituted data key, message ID or commitment is
 //     refused (ErrCommitment) before anything is decrypted. CommitmentPolicy
 //     says whether V3 is written and whether objects without it are read.
-//   - AES/GCM ranges (DecryptGCMRange): plain AES-CTR, NOT authenticated. An
-//     attacker who can write the object can flip chosen plaintext bits. Use it
-//     only under an explicit policy that accepts this (as the Java clients'
-//     "legacy unauthenticated modes" do).
+//   - AES/GCM ranges (Content.DecryptRange): plain AES-CTR, NOT
+//     authenticated. An attacker who can write the object can flip chosen
+//     plaintext bits. Use it only under an explicit policy that accepts this
+//     (as the Java clients' "legacy unauthenticated modes" do).
 //   - AES/CBC/PKCS5Padding (legacy, read-only): never authenticated. The
 //     padding check catches most wrong keys and cuts at block boundaries, and
 //     is reported as ErrAuthentication, but tampering goes undetected.
@@ -65,8 +75,8 @@
 // # Streaming GCM
 //
 // The Go standard library's AEAD is one-shot. GCMSealer, EncryptWriter and
-// the GCM reader produce and check the same bytes in bounded memory, built on
-// the standard library's assembly:
+// the GCM reader (gcm.go) produce and check the same bytes in bounded memory,
+// built on the standard library's assembly:
 //
 //   - Sealing: the first 64 KiB chunk is a one-shot Seal under the object's
 //     IV. Up to 1 MiB, later chunks are AES-CTR (counter IV || BE32(2+k) for

@@ -87,13 +87,13 @@ func TestExecProviderExample(t *testing.T) {
 	iv := testBytes(71, GCMIVSize)
 	plain := testBytes(72, 100_000)
 	var body bytes.Buffer
-	ew, _ := NewEncryptWriter(&body, key, iv)
+	ew, _ := newEncryptWriter(&body, key, iv)
 	_ = writeInSteps(ew, plain, 4096)
 	if err := ew.Close(); err != nil {
 		t.Fatal(err)
 	}
 	kkey, _ := kp.DecryptKey(ctx, w)
-	if back, err := OpenGCM(kkey, iv, body.Bytes()); err != nil || !bytes.Equal(back, plain) {
+	if back, err := openGCM(kkey, iv, body.Bytes()); err != nil || !bytes.Equal(back, plain) {
 		t.Fatalf("keyring reads the body: %v", err)
 	}
 	// ...and the program reads what the keyring wrote.

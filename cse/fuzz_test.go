@@ -37,7 +37,7 @@ func FuzzGCMDecrypt(f *testing.F) {
 		if lend > 0 {
 			src = &lender{body: body, step: int(lend)}
 		}
-		r, err := NewGCMDecryptReader(src, key, iv)
+		r, err := newGCMDecryptReader(src, key, iv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +61,7 @@ func FuzzGCMDecrypt(f *testing.F) {
 }
 
 // FuzzGCMDecryptDifferential compares the streaming reader with stdlib Open
-// on arbitrary bodies and additional data (V3 uses CommitAAD): same verdict,
+// on arbitrary bodies and additional data (V3 uses commitAAD): same verdict,
 // same plaintext.
 func FuzzGCMDecryptDifferential(f *testing.F) {
 	key, iv := testKeyIV(f)
@@ -69,11 +69,11 @@ func FuzzGCMDecryptDifferential(f *testing.F) {
 	f.Add(make([]byte, 16), []byte{})
 	f.Add(stdSeal(f, key, iv, []byte("hello")), []byte{})
 	f.Add(stdSeal(f, key, iv, testBytes(1, 300)), []byte{})
-	f.Add(stdGCM(f, key).Seal(nil, iv, testBytes(2, 300), CommitAAD()), CommitAAD())
+	f.Add(stdGCM(f, key).Seal(nil, iv, testBytes(2, 300), commitAAD()), commitAAD())
 	f.Add(stdGCM(f, key).Seal(nil, iv, testBytes(3, 70000), testBytes(4, 33)), testBytes(4, 33))
 	f.Fuzz(func(t *testing.T, body, aad []byte) {
-		want, werr := OpenGCMAAD(key, iv, body, aad)
-		r, _ := NewGCMDecryptReaderAAD(bytes.NewReader(body), key, iv, aad)
+		want, werr := openGCMAAD(key, iv, body, aad)
+		r, _ := newGCMDecryptReaderAAD(bytes.NewReader(body), key, iv, aad)
 		got, err := io.ReadAll(r)
 		if (err == nil) != (werr == nil) {
 			t.Fatalf("stream %v, stdlib %v", err, werr)
@@ -93,9 +93,9 @@ func FuzzCBCDecrypt(f *testing.F) {
 	f.Add(cbcEncrypt(f, key, iv, []byte("hello")), uint16(3))
 	f.Add(cbcEncrypt(f, key, iv, testBytes(2, 1000)), uint16(100))
 	f.Fuzz(func(t *testing.T, body []byte, step uint16) {
-		r, _ := NewCBCDecryptReader(bytes.NewReader(body), key, iv)
+		r, _ := newCBCDecryptReader(bytes.NewReader(body), key, iv)
 		got, err := readInSteps(r, int(step)%5000+1)
-		whole, werr := DecryptCBCRange(key, iv, 0, int64(len(body)), body)
+		whole, werr := decryptCBCRange(key, iv, 0, int64(len(body)), body)
 		if err == nil {
 			if werr != nil || !bytes.Equal(got, whole) {
 				t.Fatalf("reader ok, range: %v", werr)
@@ -108,7 +108,7 @@ func FuzzCBCDecrypt(f *testing.F) {
 			if len(body) > 16 {
 				prev = body[len(body)-32 : len(body)-16]
 			}
-			n, serr := CBCPlainSizeFromTail(key, prev, body[len(body)-16:], int64(len(body)))
+			n, serr := cbcPlainSizeFromTail(key, prev, body[len(body)-16:], int64(len(body)))
 			if (serr == nil) != (err == nil) || (serr == nil && n != int64(len(got))) {
 				t.Fatalf("size from tail %d, %v; reader %d, %v", n, serr, len(got), err)
 			}
@@ -121,8 +121,8 @@ func FuzzCBCDecrypt(f *testing.F) {
 func FuzzUnwrapAES(f *testing.F) {
 	kek := testBytes(50, 32)
 	cek := testBytes(51, 32)
-	g, _ := WrapKeyAESGCM(kek, cek, CEKAlgGCM, rand.Reader)
-	w, _ := WrapKeyAESWrap(kek, cek)
+	g, _ := wrapKeyAESGCM(kek, cek, CEKAlgGCM, rand.Reader)
+	w, _ := wrapKeyAESWrap(kek, cek)
 	f.Add(g)
 	f.Add(w)
 	f.Add(v1AESWrap(f, kek, cek))
@@ -130,9 +130,9 @@ func FuzzUnwrapAES(f *testing.F) {
 	f.Add(make([]byte, 40))
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		for name, fn := range map[string]func() ([]byte, error){
-			"aesgcm":  func() ([]byte, error) { return UnwrapKeyAESGCM(kek, blob, CEKAlgGCM) },
-			"aeswrap": func() ([]byte, error) { return UnwrapKeyAESWrap(kek, blob) },
-			"v1aes":   func() ([]byte, error) { return UnwrapKeyV1AES(kek, blob) },
+			"aesgcm":  func() ([]byte, error) { return unwrapKeyAESGCM(kek, blob, CEKAlgGCM) },
+			"aeswrap": func() ([]byte, error) { return unwrapKeyAESWrap(kek, blob) },
+			"v1aes":   func() ([]byte, error) { return unwrapKeyV1AES(kek, blob) },
 		} {
 			k, err := fn()
 			if err == nil && !validCEKLen(len(k)) && name != "aeswrap" {
@@ -146,15 +146,15 @@ func FuzzUnwrapAES(f *testing.F) {
 func FuzzUnwrapRSA(f *testing.F) {
 	priv := testRSA(f)
 	cek := testBytes(52, 32)
-	b, _ := WrapKeyRSAOAEPSHA1(&priv.PublicKey, cek, CEKAlgGCM, rand.Reader)
+	b, _ := wrapKeyRSAOAEPSHA1(&priv.PublicKey, cek, CEKAlgGCM, rand.Reader)
 	f.Add(b)
 	f.Add([]byte{})
 	f.Add(make([]byte, 256))
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		for _, fn := range []func() ([]byte, error){
-			func() ([]byte, error) { return UnwrapKeyRSAOAEPSHA1(priv, blob, CEKAlgGCM) },
-			func() ([]byte, error) { return UnwrapKeyRSAOAEPSHA256(priv, blob) },
-			func() ([]byte, error) { return UnwrapKeyV1RSA(priv, blob) },
+			func() ([]byte, error) { return unwrapKeyRSAOAEPSHA1(priv, blob, CEKAlgGCM) },
+			func() ([]byte, error) { return unwrapKeyRSAOAEPSHA256(priv, blob) },
+			func() ([]byte, error) { return unwrapKeyV1RSA(priv, blob) },
 		} {
 			if k, err := fn(); err == nil && !validCEKLen(len(k)) {
 				t.Fatalf("%d-byte key", len(k))
@@ -181,7 +181,7 @@ func FuzzGCMSealParts(f *testing.F) {
 		plain := testBytes(uint64(size), int(size))
 		aad := testBytes(uint64(aadLen)+9, int(aadLen))
 		want := stdGCM(t, key).Seal(nil, iv, plain, aad)
-		s, _ := NewGCMSealerAAD(key, iv, aad)
+		s, _ := newGCMSealerAAD(key, iv, aad)
 		out := make([]byte, size)
 		if inPlace {
 			copy(out, plain)

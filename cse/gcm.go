@@ -301,7 +301,7 @@ func (c *gcmCore) sealChunk(d, src []byte, borrow bool, scratch []byte) {
 // GCMSealer encrypts one AES-GCM message in pieces. The concatenation of
 // every Seal output followed by Tag() is byte-identical to
 // cipher.NewGCM(aes).Seal(nil, iv, plaintext, aad), where aad is the
-// additional data given to NewGCMSealerAAD (none for NewGCMSealer).
+// additional data given to newGCMSealerAAD (none for newGCMSealer).
 //
 // Not safe for concurrent use. Memory use is constant.
 type GCMSealer struct {
@@ -311,16 +311,16 @@ type GCMSealer struct {
 	done    bool
 }
 
-// NewGCMSealer starts a message under key (16, 24 or 32 bytes) and a 12-byte IV.
+// newGCMSealer starts a message under key (16, 24 or 32 bytes) and a 12-byte IV.
 // It returns an error wrapping ErrMalformed for bad sizes.
-func NewGCMSealer(key, iv []byte) (*GCMSealer, error) {
-	return NewGCMSealerAAD(key, iv, nil)
+func newGCMSealer(key, iv []byte) (*GCMSealer, error) {
+	return newGCMSealerAAD(key, iv, nil)
 }
 
-// NewGCMSealerAAD is NewGCMSealer with additional authenticated data aad
-// (the S3EC V3 content cipher authenticates its suite id, CommitAAD). aad is
+// newGCMSealerAAD is newGCMSealer with additional authenticated data aad
+// (the S3EC V3 content cipher authenticates its suite id, commitAAD). aad is
 // consumed here and not retained.
-func NewGCMSealerAAD(key, iv, aad []byte) (*GCMSealer, error) {
+func newGCMSealerAAD(key, iv, aad []byte) (*GCMSealer, error) {
 	core, err := newGCMCore(key, iv, aad)
 	if err != nil {
 		return nil, err
@@ -410,16 +410,16 @@ type EncryptWriter struct {
 
 var _ io.WriteCloser = (*EncryptWriter)(nil)
 
-// NewEncryptWriter returns a writer that encrypts onto dst under key and a
+// newEncryptWriter returns a writer that encrypts onto dst under key and a
 // 12-byte IV.
-func NewEncryptWriter(dst io.Writer, key, iv []byte) (*EncryptWriter, error) {
-	return NewEncryptWriterAAD(dst, key, iv, nil)
+func newEncryptWriter(dst io.Writer, key, iv []byte) (*EncryptWriter, error) {
+	return newEncryptWriterAAD(dst, key, iv, nil)
 }
 
-// NewEncryptWriterAAD is NewEncryptWriter with additional authenticated data
+// newEncryptWriterAAD is newEncryptWriter with additional authenticated data
 // aad: the output equals a one-shot Seal(nil, iv, plaintext, aad).
-func NewEncryptWriterAAD(dst io.Writer, key, iv, aad []byte) (*EncryptWriter, error) {
-	s, err := NewGCMSealerAAD(key, iv, aad)
+func newEncryptWriterAAD(dst io.Writer, key, iv, aad []byte) (*EncryptWriter, error) {
+	s, err := newGCMSealerAAD(key, iv, aad)
 	if err != nil {
 		return nil, err
 	}
@@ -540,7 +540,7 @@ type Lender interface {
 	Next(n int) ([]byte, error)
 }
 
-// NewGCMDecryptReader returns a reader of the plaintext of a GCM body (the
+// newGCMDecryptReader returns a reader of the plaintext of a GCM body (the
 // ciphertext followed by the 16-byte tag) read from src.
 //
 // Plaintext is released as it streams, before the tag has been checked. The
@@ -550,13 +550,13 @@ type Lender interface {
 // an error wrapping ErrAuthentication (tag mismatch) or ErrTruncated (fewer
 // than 16 bytes in all), and the caller must discard everything it read.
 // Read errors from src are returned wrapped. Errors are sticky.
-func NewGCMDecryptReader(src io.Reader, key, iv []byte) (io.Reader, error) {
-	return NewGCMDecryptReaderAAD(src, key, iv, nil)
+func newGCMDecryptReader(src io.Reader, key, iv []byte) (io.Reader, error) {
+	return newGCMDecryptReaderAAD(src, key, iv, nil)
 }
 
-// NewGCMDecryptReaderAAD is NewGCMDecryptReader for a body sealed with
+// newGCMDecryptReaderAAD is newGCMDecryptReader for a body sealed with
 // additional authenticated data aad.
-func NewGCMDecryptReaderAAD(src io.Reader, key, iv, aad []byte) (io.Reader, error) {
+func newGCMDecryptReaderAAD(src io.Reader, key, iv, aad []byte) (io.Reader, error) {
 	core, err := newGCMCore(key, iv, aad)
 	if err != nil {
 		return nil, err
@@ -717,13 +717,13 @@ func (r *gcmDecryptReader) finish(t []byte) int {
 	return len(ct)
 }
 
-// OpenGCM decrypts and authenticates a whole GCM body held in memory with the
+// openGCM decrypts and authenticates a whole GCM body held in memory with the
 // standard library. It returns ErrTruncated for fewer than 16 bytes and
 // ErrAuthentication when the tag does not verify.
-func OpenGCM(key, iv, body []byte) ([]byte, error) { return OpenGCMAAD(key, iv, body, nil) }
+func openGCM(key, iv, body []byte) ([]byte, error) { return openGCMAAD(key, iv, body, nil) }
 
-// OpenGCMAAD is OpenGCM for a body sealed with additional data aad.
-func OpenGCMAAD(key, iv, body, aad []byte) ([]byte, error) {
+// openGCMAAD is openGCM for a body sealed with additional data aad.
+func openGCMAAD(key, iv, body, aad []byte) ([]byte, error) {
 	if len(iv) != GCMIVSize {
 		return nil, fmt.Errorf("cse: GCM IV of %d bytes: %w", len(iv), ErrMalformed)
 	}
@@ -758,17 +758,17 @@ func GCMPlainSize(cipherSize int64) (int64, error) {
 	return cipherSize - TagSize, nil
 }
 
-// GCMCipherSize returns the size of the GCM body for plainSize bytes of
+// gcmCipherSize returns the size of the GCM body for plainSize bytes of
 // plaintext: plainSize + 16.
-func GCMCipherSize(plainSize int64) int64 { return plainSize + TagSize }
+func gcmCipherSize(plainSize int64) int64 { return plainSize + TagSize }
 
-// DecryptGCMRange decrypts, WITHOUT authentication, a piece of a GCM body:
+// decryptGCMRange decrypts, WITHOUT authentication, a piece of a GCM body:
 // src is ciphertext starting at byte plainOff of the body (any offset), and
 // dst[:len(src)] receives the matching plaintext. It is plain AES-CTR with the
 // counter of block k set to IV || BE32(2+k). src must not include tag bytes.
 // The output is malleable: an attacker who can change the object can flip
 // plaintext bits undetected (see the package doc).
-func DecryptGCMRange(key, iv []byte, plainOff int64, dst, src []byte) error {
+func decryptGCMRange(key, iv []byte, plainOff int64, dst, src []byte) error {
 	if len(iv) != GCMIVSize {
 		return fmt.Errorf("cse: GCM IV of %d bytes: %w", len(iv), ErrMalformed)
 	}
@@ -776,7 +776,7 @@ func DecryptGCMRange(key, iv []byte, plainOff int64, dst, src []byte) error {
 		return fmt.Errorf("cse: GCM range at %d+%d outside the message: %w", plainOff, len(src), ErrMalformed)
 	}
 	if len(dst) < len(src) {
-		panic("cse: internal error: DecryptGCMRange dst shorter than src")
+		panic("cse: internal error: decryptGCMRange dst shorter than src")
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {

@@ -27,7 +27,7 @@ func TestEncryptWriterGrid(t *testing.T) {
 			}
 			t.Run(fmt.Sprintf("size=%d/step=%d", size, step), func(t *testing.T) {
 				var buf bytes.Buffer
-				w, err := NewEncryptWriter(&buf, key, iv)
+				w, err := newEncryptWriter(&buf, key, iv)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -40,7 +40,7 @@ func TestEncryptWriterGrid(t *testing.T) {
 				if !bytes.Equal(buf.Bytes(), want) {
 					t.Fatalf("EncryptWriter output differs from one-shot Seal")
 				}
-				r, err := NewGCMDecryptReader(bytes.NewReader(want), key, iv)
+				r, err := newGCMDecryptReader(bytes.NewReader(want), key, iv)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -70,7 +70,7 @@ func TestGCMDecryptLent(t *testing.T) {
 					continue
 				}
 				l := &lender{body: body, step: lend}
-				r, err := NewGCMDecryptReader(l, key, iv)
+				r, err := newGCMDecryptReader(l, key, iv)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -89,7 +89,7 @@ func TestGCMDecryptLent(t *testing.T) {
 		bad := bytes.Clone(body)
 		bad[len(bad)-1] ^= 1
 		for _, lend := range []int{7, 4096, 1 << 20} {
-			r, _ := NewGCMDecryptReader(&lender{body: bad, step: lend}, key, iv)
+			r, _ := newGCMDecryptReader(&lender{body: bad, step: lend}, key, iv)
 			got, err := readInSteps(r, 1<<20)
 			mustFail(t, err, ErrAuthentication)
 			if len(plain) <= 1<<20-32 && len(got) != 0 {
@@ -97,7 +97,7 @@ func TestGCMDecryptLent(t *testing.T) {
 			}
 		}
 		if size > 0 {
-			r, _ := NewGCMDecryptReader(&lender{body: body[:len(body)-1], step: 4096}, key, iv)
+			r, _ := newGCMDecryptReader(&lender{body: body[:len(body)-1], step: 4096}, key, iv)
 			_, err := readInSteps(r, 65536)
 			if !errors.Is(err, ErrAuthentication) && !errors.Is(err, ErrTruncated) {
 				t.Fatalf("size %d, one byte short: %v", size, err)
@@ -121,7 +121,7 @@ func TestGCMDecryptReaderIOTest(t *testing.T) {
 		}
 		for name, src := range srcs {
 			t.Run(fmt.Sprintf("%d/%s", size, name), func(t *testing.T) {
-				r, err := NewGCMDecryptReader(src(), key, iv)
+				r, err := newGCMDecryptReader(src(), key, iv)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -153,7 +153,7 @@ func TestGCMSealerParts(t *testing.T) {
 			}
 			plain := testBytes(uint64(total), total)
 			want := stdSeal(t, key, iv, plain)
-			s, err := NewGCMSealer(key, iv)
+			s, err := newGCMSealer(key, iv)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -192,29 +192,29 @@ func mustPanic(t *testing.T, f func()) {
 
 func TestGCMSealerMisuse(t *testing.T) {
 	key, iv := testKeyIV(t)
-	s, _ := NewGCMSealer(key, iv)
+	s, _ := newGCMSealer(key, iv)
 	b := make([]byte, 32)
 	if err := s.Seal(b[:17], b[:17]); err != nil {
 		t.Fatal(err)
 	}
 	mustPanic(t, func() { _ = s.Seal(b[:16], b[:16]) })
 
-	s, _ = NewGCMSealer(key, iv)
+	s, _ = newGCMSealer(key, iv)
 	_ = s.Tag()
 	mustPanic(t, func() { _ = s.Seal(b[:16], b[:16]) })
 
-	s, _ = NewGCMSealer(key, iv)
+	s, _ = newGCMSealer(key, iv)
 	mustPanic(t, func() { _ = s.Seal(b[:1], b[:16]) })
 
-	_, err := NewGCMSealer(key, iv[:11])
+	_, err := newGCMSealer(key, iv[:11])
 	mustFail(t, err, ErrMalformed)
-	_, err = NewGCMSealer(key[:31], iv)
+	_, err = newGCMSealer(key[:31], iv)
 	mustFail(t, err, ErrMalformed)
 }
 
 func TestGCMTooLarge(t *testing.T) {
 	key, iv := testKeyIV(t)
-	s, _ := NewGCMSealer(key, iv)
+	s, _ := newGCMSealer(key, iv)
 	s.core.n = MaxGCMPlaintext - 16 // pretend 64 GiB went by
 	b := make([]byte, 32)
 	if err := s.Seal(b[:16], b[:16]); err != nil {
@@ -222,7 +222,7 @@ func TestGCMTooLarge(t *testing.T) {
 	}
 	mustFail(t, s.Seal(b[:16], b[:16]), ErrTooLarge)
 
-	w, _ := NewEncryptWriter(io.Discard, key, iv)
+	w, _ := newEncryptWriter(io.Discard, key, iv)
 	w.s.core.n = MaxGCMPlaintext
 	_, err := w.Write([]byte{1})
 	mustFail(t, err, ErrTooLarge)
@@ -234,7 +234,7 @@ func TestGCMTooLarge(t *testing.T) {
 // returns what it released and the final error.
 func openAll(t *testing.T, key, iv, body []byte) ([]byte, error) {
 	t.Helper()
-	r, err := NewGCMDecryptReader(bytes.NewReader(body), key, iv)
+	r, err := newGCMDecryptReader(bytes.NewReader(body), key, iv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestGCMTamperBody(t *testing.T) {
 			if size <= 64<<10 && len(got) != 0 {
 				t.Fatalf("size %d: %d bytes released before the tag check", size, len(got))
 			}
-			_, err = OpenGCM(key, iv, bad)
+			_, err = openGCM(key, iv, bad)
 			mustFail(t, err, ErrAuthentication)
 		}
 	}
@@ -318,7 +318,7 @@ func TestGCMTruncated(t *testing.T) {
 	}
 	_, err := openAll(t, key, iv, nil)
 	mustFail(t, err, ErrTruncated)
-	_, err = OpenGCM(key, iv, make([]byte, 15))
+	_, err = openGCM(key, iv, make([]byte, 15))
 	mustFail(t, err, ErrTruncated)
 }
 
@@ -333,7 +333,7 @@ func TestGCMSourceError(t *testing.T) {
 	key, iv := testKeyIV(t)
 	body := stdSeal(t, key, iv, testBytes(9, 1000))
 	boom := errors.New("boom")
-	r, _ := NewGCMDecryptReader(&errAfterReader{r: bytes.NewReader(body[:500]), err: boom}, key, iv)
+	r, _ := newGCMDecryptReader(&errAfterReader{r: bytes.NewReader(body[:500]), err: boom}, key, iv)
 	_, err := io.ReadAll(r)
 	if !errors.Is(err, boom) {
 		t.Fatalf("got %v, want boom", err)
@@ -352,7 +352,7 @@ func (f *failWriter) Write(p []byte) (int, error) {
 
 func TestEncryptWriterStickyError(t *testing.T) {
 	key, iv := testKeyIV(t)
-	w, _ := NewEncryptWriter(&failWriter{n: 1}, key, iv)
+	w, _ := newEncryptWriter(&failWriter{n: 1}, key, iv)
 	_, err := w.Write(make([]byte, 200000))
 	if err == nil {
 		t.Fatal("no error from failing dst")
@@ -364,7 +364,7 @@ func TestEncryptWriterStickyError(t *testing.T) {
 		t.Fatalf("Close not sticky: %v", err2)
 	}
 
-	w, _ = NewEncryptWriter(io.Discard, key, iv)
+	w, _ = newEncryptWriter(io.Discard, key, iv)
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +393,7 @@ func TestDecryptGCMRange(t *testing.T) {
 				continue
 			}
 			dst := make([]byte, b-a)
-			if err := DecryptGCMRange(key, iv, int64(a), dst, body[a:b]); err != nil {
+			if err := decryptGCMRange(key, iv, int64(a), dst, body[a:b]); err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(dst, plain[a:b]) {
@@ -401,22 +401,22 @@ func TestDecryptGCMRange(t *testing.T) {
 			}
 		}
 	}
-	mustFail(t, DecryptGCMRange(key, iv[:8], 0, nil, nil), ErrMalformed)
-	mustFail(t, DecryptGCMRange(key, iv, -1, nil, nil), ErrMalformed)
-	mustFail(t, DecryptGCMRange(key, iv, MaxGCMPlaintext, make([]byte, 1), make([]byte, 1)), ErrMalformed)
+	mustFail(t, decryptGCMRange(key, iv[:8], 0, nil, nil), ErrMalformed)
+	mustFail(t, decryptGCMRange(key, iv, -1, nil, nil), ErrMalformed)
+	mustFail(t, decryptGCMRange(key, iv, MaxGCMPlaintext, make([]byte, 1), make([]byte, 1)), ErrMalformed)
 }
 
 // TestDecryptGCMRangeCounter pins the counter layout IV || BE32(2+k) at a
 // large block number, which the 1000-byte test cannot reach.
 func TestDecryptGCMRangeCounter(t *testing.T) {
 	key, iv := testKeyIV(t)
-	s, _ := NewGCMSealer(key, iv)
+	s, _ := newGCMSealer(key, iv)
 	plain := testBytes(11, 3<<20)
 	ct := make([]byte, len(plain))
 	_ = s.Seal(ct, plain)
 	off := (3 << 20) - 4099
 	dst := make([]byte, 4099)
-	if err := DecryptGCMRange(key, iv, int64(off), dst, ct[off:]); err != nil {
+	if err := decryptGCMRange(key, iv, int64(off), dst, ct[off:]); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(dst, plain[off:]) {
@@ -440,8 +440,8 @@ func TestGCMSizes(t *testing.T) {
 		if err != nil || p != c.plain {
 			t.Fatalf("GCMPlainSize(%d) = %d, %v", c.cipher, p, err)
 		}
-		if GCMCipherSize(p) != c.cipher {
-			t.Fatalf("GCMCipherSize(%d) = %d", p, GCMCipherSize(p))
+		if gcmCipherSize(p) != c.cipher {
+			t.Fatalf("gcmCipherSize(%d) = %d", p, gcmCipherSize(p))
 		}
 	}
 }
@@ -449,7 +449,7 @@ func TestGCMSizes(t *testing.T) {
 func TestNewDecryptReaderDispatch(t *testing.T) {
 	key, iv := testKeyIV(t)
 	plain := testBytes(12, 100)
-	r, err := NewDecryptReader(bytes.NewReader(stdSeal(t, key, iv, plain)), key, CEKAlgGCM, iv)
+	r, err := newDecryptReader(bytes.NewReader(stdSeal(t, key, iv, plain)), key, CEKAlgGCM, iv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,18 +457,18 @@ func TestNewDecryptReaderDispatch(t *testing.T) {
 		t.Fatalf("GCM: %v", err)
 	}
 	civ := testBytes(13, CBCIVSize)
-	r, err = NewDecryptReader(bytes.NewReader(cbcEncrypt(t, key, civ, plain)), key, CEKAlgCBC, civ)
+	r, err = newDecryptReader(bytes.NewReader(cbcEncrypt(t, key, civ, plain)), key, CEKAlgCBC, civ)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("CBC: %v", err)
 	}
-	_, err = NewDecryptReader(nil, key, "AES/CTR/NoPadding", iv)
+	_, err = newDecryptReader(nil, key, "AES/CTR/NoPadding", iv)
 	mustFail(t, err, ErrUnsupported)
-	_, err = NewDecryptReader(nil, key, CEKAlgGCM, civ)
+	_, err = newDecryptReader(nil, key, CEKAlgGCM, civ)
 	mustFail(t, err, ErrMalformed)
-	_, err = NewDecryptReader(nil, key, CEKAlgCBC, iv)
+	_, err = newDecryptReader(nil, key, CEKAlgCBC, iv)
 	mustFail(t, err, ErrMalformed)
 }
 
@@ -497,8 +497,8 @@ func TestGCMSealerFusedPath(t *testing.T) {
 			t.Run(fmt.Sprintf("size=%d/part=%d", size, part), func(t *testing.T) {
 				inPlace := bytes.Clone(plain)
 				outOfPlace := make([]byte, size)
-				s1, _ := NewGCMSealer(key, iv)
-				s2, _ := NewGCMSealer(key, iv)
+				s1, _ := newGCMSealer(key, iv)
+				s2, _ := newGCMSealer(key, iv)
 				for off := 0; off < size; off += part {
 					end := min(off+part, size)
 					_ = s1.Seal(inPlace[off:end], inPlace[off:end])
@@ -511,7 +511,7 @@ func TestGCMSealerFusedPath(t *testing.T) {
 					t.Fatal("out of place differs")
 				}
 				var buf bytes.Buffer
-				w, _ := NewEncryptWriter(&buf, key, iv)
+				w, _ := newEncryptWriter(&buf, key, iv)
 				_ = writeInSteps(w, plain, part)
 				_ = w.Close()
 				if !bytes.Equal(buf.Bytes(), want) {
@@ -530,7 +530,7 @@ func TestGCMSealerLeavesSpareCapacity(t *testing.T) {
 	defer func() { fusedAfter = old }()
 	key, iv := testKeyIV(t)
 	buf := bytes.Repeat([]byte{0xAA}, 3*ghashChunk+64)
-	s, _ := NewGCMSealer(key, iv)
+	s, _ := newGCMSealer(key, iv)
 	for off := 0; off < 3*ghashChunk; off += ghashChunk {
 		part := buf[off : off+ghashChunk]
 		_ = s.Seal(part, part)

@@ -457,7 +457,7 @@ func TestKeyringObjectStdlib(t *testing.T) {
 			}
 			iv := testBytes(67, GCMIVSize)
 			var body bytes.Buffer
-			ew, err := NewEncryptWriter(&body, key, iv)
+			ew, err := newEncryptWriter(&body, key, iv)
 			if err != nil {
 				t.Fatal(err)
 			}

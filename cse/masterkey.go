@@ -112,10 +112,10 @@ func (p *KeyringProvider) GenerateKey(_ context.Context, req KeyRequest) ([]byte
 	var err error
 	if mk.AES != nil {
 		w.WrapAlg = WrapAESGCM
-		w.Blob, err = WrapKeyAESGCM(mk.AES, key, req.CEKAlg, rand.Reader)
+		w.Blob, err = wrapKeyAESGCM(mk.AES, key, req.CEKAlg, rand.Reader)
 	} else {
 		w.WrapAlg = WrapRSAOAEPSHA1
-		w.Blob, err = WrapKeyRSAOAEPSHA1(&mk.RSA.PublicKey, key, req.CEKAlg, rand.Reader)
+		w.Blob, err = wrapKeyRSAOAEPSHA1(&mk.RSA.PublicKey, key, req.CEKAlg, rand.Reader)
 	}
 	if err != nil {
 		Zero(key)
@@ -130,22 +130,22 @@ func (p *KeyringProvider) DecryptKey(_ context.Context, w WrappedKey) ([]byte, e
 	var unwrap func(mk MasterKey) ([]byte, error)
 	switch w.WrapAlg {
 	case WrapAESGCM:
-		unwrap = func(mk MasterKey) ([]byte, error) { return UnwrapKeyAESGCM(mk.AES, w.Blob, w.CEKAlg) }
+		unwrap = func(mk MasterKey) ([]byte, error) { return unwrapKeyAESGCM(mk.AES, w.Blob, w.CEKAlg) }
 	case WrapAESWrap:
-		unwrap = func(mk MasterKey) ([]byte, error) { return UnwrapKeyAESWrap(mk.AES, w.Blob) }
+		unwrap = func(mk MasterKey) ([]byte, error) { return unwrapKeyAESWrap(mk.AES, w.Blob) }
 	case WrapRSAOAEPSHA1:
 		wantRSA = true
-		unwrap = func(mk MasterKey) ([]byte, error) { return UnwrapKeyRSAOAEPSHA1(mk.RSA, w.Blob, w.CEKAlg) }
+		unwrap = func(mk MasterKey) ([]byte, error) { return unwrapKeyRSAOAEPSHA1(mk.RSA, w.Blob, w.CEKAlg) }
 	case WrapRSAOAEPSHA256:
 		wantRSA = true
-		unwrap = func(mk MasterKey) ([]byte, error) { return UnwrapKeyRSAOAEPSHA256(mk.RSA, w.Blob) }
+		unwrap = func(mk MasterKey) ([]byte, error) { return unwrapKeyRSAOAEPSHA256(mk.RSA, w.Blob) }
 	case WrapV1:
 		// J3 tells V1 wraps apart by size: AES/ECB of a 32-byte key is 48 bytes.
 		if len(w.Blob) > 48 {
 			wantRSA = true
-			unwrap = func(mk MasterKey) ([]byte, error) { return UnwrapKeyV1RSA(mk.RSA, w.Blob) }
+			unwrap = func(mk MasterKey) ([]byte, error) { return unwrapKeyV1RSA(mk.RSA, w.Blob) }
 		} else {
-			unwrap = func(mk MasterKey) ([]byte, error) { return UnwrapKeyV1AES(mk.AES, w.Blob) }
+			unwrap = func(mk MasterKey) ([]byte, error) { return unwrapKeyV1AES(mk.AES, w.Blob) }
 		}
 	case WrapKMS, WrapKMSContext:
 		return nil, fmt.Errorf("cse: a local keyring cannot unwrap %q: %w", w.WrapAlg, ErrUnsupported)

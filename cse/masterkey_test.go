@@ -57,7 +57,7 @@ func TestKeyringTrialDecryption(t *testing.T) {
 		t.Fatalf("trial: %v", err)
 	}
 	// AESWrap too.
-	blob, _ := WrapKeyAESWrap(b.AES, key)
+	blob, _ := wrapKeyAESWrap(b.AES, key)
 	got, err = p.DecryptKey(t.Context(), WrappedKey{WrapAlg: WrapAESWrap, CEKAlg: CEKAlgGCM, Blob: blob, MatDesc: map[string]string{}})
 	if err != nil || !bytes.Equal(got, key) {
 		t.Fatalf("AESWrap trial: %v", err)

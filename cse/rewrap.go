@@ -90,10 +90,10 @@ func (p *KeyringProvider) WrapKey(_ context.Context, key []byte, req KeyRequest)
 	var err error
 	if mk.AES != nil {
 		w.WrapAlg = WrapAESGCM
-		w.Blob, err = WrapKeyAESGCM(mk.AES, key, req.CEKAlg, rand.Reader)
+		w.Blob, err = wrapKeyAESGCM(mk.AES, key, req.CEKAlg, rand.Reader)
 	} else {
 		w.WrapAlg = WrapRSAOAEPSHA1
-		w.Blob, err = WrapKeyRSAOAEPSHA1(&mk.RSA.PublicKey, key, req.CEKAlg, rand.Reader)
+		w.Blob, err = wrapKeyRSAOAEPSHA1(&mk.RSA.PublicKey, key, req.CEKAlg, rand.Reader)
 	}
 	if err != nil {
 		return WrappedKey{}, err

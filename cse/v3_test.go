@@ -23,14 +23,14 @@ import (
 func TestGCMAADGrid(t *testing.T) {
 	key, iv := testKeyIV(t)
 	sizes := []int{0, 1, 16, 17, 64<<10 + 1, 1<<20 + 7, 3<<20 + 5}
-	aads := [][]byte{CommitAAD(), {1}, bytes.Repeat([]byte{7}, 16), bytes.Repeat([]byte{9}, 40)}
+	aads := [][]byte{commitAAD(), {1}, bytes.Repeat([]byte{7}, 16), bytes.Repeat([]byte{9}, 40)}
 	for _, size := range sizes {
 		plain := testBytes(uint64(size), size)
 		for _, aad := range aads {
 			t.Run(fmt.Sprintf("size=%d/aad=%d", size, len(aad)), func(t *testing.T) {
 				want := stdGCM(t, key).Seal(nil, iv, plain, aad)
 				var buf bytes.Buffer
-				w, err := NewEncryptWriterAAD(&buf, key, iv, aad)
+				w, err := newEncryptWriterAAD(&buf, key, iv, aad)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -43,7 +43,7 @@ func TestGCMAADGrid(t *testing.T) {
 				if !bytes.Equal(buf.Bytes(), want) {
 					t.Fatal("EncryptWriterAAD differs from one-shot Seal")
 				}
-				s, err := NewGCMSealerAAD(key, iv, aad)
+				s, err := newGCMSealerAAD(key, iv, aad)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -54,7 +54,7 @@ func TestGCMAADGrid(t *testing.T) {
 				if !bytes.Equal(append(ct, s.Tag()...), want) {
 					t.Fatal("GCMSealerAAD differs from one-shot Seal")
 				}
-				r, err := NewGCMDecryptReaderAAD(bytes.NewReader(want), key, iv, aad)
+				r, err := newGCMDecryptReaderAAD(bytes.NewReader(want), key, iv, aad)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -62,16 +62,16 @@ func TestGCMAADGrid(t *testing.T) {
 				if err != nil || !bytes.Equal(got, plain) {
 					t.Fatalf("reader: %v", err)
 				}
-				r, _ = NewGCMDecryptReaderAAD(bytes.NewReader(want), key, iv, append(aad, 0))
+				r, _ = newGCMDecryptReaderAAD(bytes.NewReader(want), key, iv, append(aad, 0))
 				if _, err := io.ReadAll(r); !errors.Is(err, ErrAuthentication) {
 					t.Fatalf("other AAD: %v, want ErrAuthentication", err)
 				}
-				r, _ = NewGCMDecryptReader(bytes.NewReader(want), key, iv)
+				r, _ = newGCMDecryptReader(bytes.NewReader(want), key, iv)
 				if _, err := io.ReadAll(r); !errors.Is(err, ErrAuthentication) {
 					t.Fatalf("no AAD: %v, want ErrAuthentication", err)
 				}
-				if got, err := OpenGCMAAD(key, iv, want, aad); err != nil || !bytes.Equal(got, plain) {
-					t.Fatalf("OpenGCMAAD: %v", err)
+				if got, err := openGCMAAD(key, iv, want, aad); err != nil || !bytes.Equal(got, plain) {
+					t.Fatalf("openGCMAAD: %v", err)
 				}
 			})
 		}
@@ -98,7 +98,7 @@ func hkdfRef(ikm, salt, info []byte, n int) []byte {
 
 func TestCommitKeysReference(t *testing.T) {
 	dk, id := testBytes(3, KeySize), testBytes(4, MessageIDSize)
-	ck, commit, err := CommitKeys(dk, id)
+	ck, commit, err := commitKeys(dk, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,11 +108,11 @@ func TestCommitKeysReference(t *testing.T) {
 	if want := hkdfRef(dk, id, append([]byte{0x00, 0x73}, "DERIVEKEY"...), 32); !bytes.Equal(ck, want) {
 		t.Fatalf("content key differs from the reference")
 	}
-	got, err := OpenCommitment(dk, id, commit)
+	got, err := openCommitment(dk, id, commit)
 	if err != nil || !bytes.Equal(got, ck) {
-		t.Fatalf("OpenCommitment: %v", err)
+		t.Fatalf("openCommitment: %v", err)
 	}
-	if !bytes.Equal(CommitIV(), bytes.Repeat([]byte{1}, 12)) || !bytes.Equal(CommitAAD(), []byte{0, 0x73}) {
+	if !bytes.Equal(CommitIV(), bytes.Repeat([]byte{1}, 12)) || !bytes.Equal(commitAAD(), []byte{0, 0x73}) {
 		t.Fatal("suite constants")
 	}
 }
@@ -121,7 +121,7 @@ func TestCommitKeysReference(t *testing.T) {
 // changed message ID or commitment is ErrCommitment; wrong sizes ErrMalformed.
 func TestOpenCommitmentRefuses(t *testing.T) {
 	dk, id := testBytes(3, KeySize), testBytes(4, MessageIDSize)
-	_, commit, err := CommitKeys(dk, id)
+	_, commit, err := commitKeys(dk, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestOpenCommitmentRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k, err := OpenCommitment(tt.dk, tt.id, tt.commit)
+			k, err := openCommitment(tt.dk, tt.id, tt.commit)
 			if !errors.Is(err, tt.want) || k != nil {
 				t.Fatalf("got %x, %v; want %v", k, err, tt.want)
 			}
@@ -319,11 +319,11 @@ func TestGoldenV3(t *testing.T) {
 			if !bytes.Equal(commit, wantCommit) {
 				t.Fatal("stored commitment differs from the HKDF reference")
 			}
-			ck, err := OpenCommitment(dk, id, commit)
+			ck, err := openCommitment(dk, id, commit)
 			if err != nil || !bytes.Equal(ck, wantCK) {
-				t.Fatalf("OpenCommitment: %v", err)
+				t.Fatalf("openCommitment: %v", err)
 			}
-			r, err := NewDecryptReader(bytes.NewReader(ct), ck, CEKAlgGCMCommit, CommitIV())
+			r, err := newDecryptReader(bytes.NewReader(ct), ck, CEKAlgGCMCommit, CommitIV())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -331,7 +331,7 @@ func TestGoldenV3(t *testing.T) {
 			if err != nil || !bytes.Equal(got, plain) {
 				t.Fatalf("content: %v", err)
 			}
-			if _, err := OpenCommitment(testBytes(9, KeySize), id, commit); !errors.Is(err, ErrCommitment) {
+			if _, err := openCommitment(testBytes(9, KeySize), id, commit); !errors.Is(err, ErrCommitment) {
 				t.Fatalf("substituted key: %v", err)
 			}
 			if v.KEKAES == "" && v.KEKRSAFile == "" {

@@ -18,10 +18,10 @@ import (
 
 func validCEKLen(n int) bool { return n == 16 || n == 24 || n == 32 }
 
-// WrapKeyAESGCM wraps cek under kek with the S3EC "AES/GCM" wrap (s3ec-format
+// wrapKeyAESGCM wraps cek under kek with the S3EC "AES/GCM" wrap (s3ec-format
 // §4.3): IV(12 random bytes from rand) || AES-GCM(kek, IV, cek, AAD = cekAlg)
 // || tag. A 32-byte cek gives 60 bytes. The AAD binds the content algorithm.
-func WrapKeyAESGCM(kek, cek []byte, cekAlg string, rand io.Reader) ([]byte, error) {
+func wrapKeyAESGCM(kek, cek []byte, cekAlg string, rand io.Reader) ([]byte, error) {
 	if !validCEKLen(len(cek)) {
 		return nil, fmt.Errorf("cse: data key of %d bytes: %w", len(cek), ErrMalformed)
 	}
@@ -36,10 +36,10 @@ func WrapKeyAESGCM(kek, cek []byte, cekAlg string, rand io.Reader) ([]byte, erro
 	return aead.Seal(out, out[:GCMIVSize], cek, []byte(cekAlg)), nil
 }
 
-// UnwrapKeyAESGCM reverses WrapKeyAESGCM. A wrong kek, a tampered blob or a cekAlg
+// unwrapKeyAESGCM reverses wrapKeyAESGCM. A wrong kek, a tampered blob or a cekAlg
 // other than the one wrapped with gives ErrAuthentication; a blob of the wrong
 // size ErrMalformed.
-func UnwrapKeyAESGCM(kek, blob []byte, cekAlg string) ([]byte, error) {
+func unwrapKeyAESGCM(kek, blob []byte, cekAlg string) ([]byte, error) {
 	aead, err := newAEAD(kek)
 	if err != nil {
 		return nil, err
@@ -66,10 +66,10 @@ func newAEAD(kek []byte) (cipher.AEAD, error) {
 	return aead, nil
 }
 
-// WrapKeyRSAOAEPSHA1 wraps cek under pub with the S3EC "RSA-OAEP-SHA1" wrap
+// wrapKeyRSAOAEPSHA1 wraps cek under pub with the S3EC "RSA-OAEP-SHA1" wrap
 // (§4.4): RSA-OAEP (SHA-1, MGF1-SHA-1, empty label) of the pseudo key
 // byte(len(cek)) || cek || cekAlg.
-func WrapKeyRSAOAEPSHA1(pub *rsa.PublicKey, cek []byte, cekAlg string, rand io.Reader) ([]byte, error) {
+func wrapKeyRSAOAEPSHA1(pub *rsa.PublicKey, cek []byte, cekAlg string, rand io.Reader) ([]byte, error) {
 	if !validCEKLen(len(cek)) {
 		return nil, fmt.Errorf("cse: data key of %d bytes: %w", len(cek), ErrMalformed)
 	}
@@ -85,12 +85,12 @@ func WrapKeyRSAOAEPSHA1(pub *rsa.PublicKey, cek []byte, cekAlg string, rand io.R
 	return out, nil
 }
 
-// UnwrapKeyRSAOAEPSHA1 reverses WrapKeyRSAOAEPSHA1. It checks that the length byte
+// unwrapKeyRSAOAEPSHA1 reverses wrapKeyRSAOAEPSHA1. It checks that the length byte
 // is 16, 24 or 32 and that the trailing algorithm name is the one cekAlg
 // implies: CEKAlgGCMCommit ("115") for a V3 object, CEKAlgGCM otherwise (the
 // name is fixed even for CTR (ranged) decryption, see J3 #288). A decryption
 // failure or a bad pseudo key gives ErrAuthentication.
-func UnwrapKeyRSAOAEPSHA1(priv *rsa.PrivateKey, blob []byte, cekAlg string) ([]byte, error) {
+func unwrapKeyRSAOAEPSHA1(priv *rsa.PrivateKey, blob []byte, cekAlg string) ([]byte, error) {
 	want := CEKAlgGCM
 	if cekAlg == CEKAlgGCMCommit {
 		want = CEKAlgGCMCommit
@@ -110,11 +110,11 @@ func UnwrapKeyRSAOAEPSHA1(priv *rsa.PrivateKey, blob []byte, cekAlg string) ([]b
 	return append([]byte(nil), pseudo[1:1+n]...), nil
 }
 
-// UnwrapKeyRSAOAEPSHA256 unwraps the legacy "RSA/ECB/OAEPWithSHA-256AndMGF1Padding"
+// unwrapKeyRSAOAEPSHA256 unwraps the legacy "RSA/ECB/OAEPWithSHA-256AndMGF1Padding"
 // wrap (§4.5): OAEP of the raw data key with SHA-256. SunJCE uses MGF1-SHA-1
 // for this name and BouncyCastle MGF1-SHA-256, so both are tried, SunJCE's
 // first. Failure of both gives ErrAuthentication.
-func UnwrapKeyRSAOAEPSHA256(priv *rsa.PrivateKey, blob []byte) ([]byte, error) {
+func unwrapKeyRSAOAEPSHA256(priv *rsa.PrivateKey, blob []byte) ([]byte, error) {
 	cek, err := priv.Decrypt(nil, blob, &rsa.OAEPOptions{Hash: crypto.SHA256, MGFHash: crypto.SHA1})
 	if err != nil {
 		cek, err = priv.Decrypt(nil, blob, &rsa.OAEPOptions{Hash: crypto.SHA256, MGFHash: crypto.SHA256})
@@ -129,9 +129,9 @@ func UnwrapKeyRSAOAEPSHA256(priv *rsa.PrivateKey, blob []byte) ([]byte, error) {
 	return cek, nil
 }
 
-// UnwrapKeyV1RSA unwraps a V1 (x-amz-key) data key encrypted with RSA PKCS#1
+// unwrapKeyV1RSA unwraps a V1 (x-amz-key) data key encrypted with RSA PKCS#1
 // v1.5 (JCE "RSA"). Failure gives ErrAuthentication.
-func UnwrapKeyV1RSA(priv *rsa.PrivateKey, blob []byte) ([]byte, error) {
+func unwrapKeyV1RSA(priv *rsa.PrivateKey, blob []byte) ([]byte, error) {
 	cek, err := rsa.DecryptPKCS1v15(nil, priv, blob)
 	if err != nil {
 		return nil, fmt.Errorf("cse: V1 RSA unwrap: %w", ErrAuthentication)
@@ -143,12 +143,12 @@ func UnwrapKeyV1RSA(priv *rsa.PrivateKey, blob []byte) ([]byte, error) {
 	return cek, nil
 }
 
-// UnwrapKeyV1AES unwraps a V1 (x-amz-key) data key encrypted with
+// unwrapKeyV1AES unwraps a V1 (x-amz-key) data key encrypted with
 // AES/ECB/PKCS5Padding (JCE "AES"): 48 bytes for a 32-byte key. This wrap has
 // no integrity: a wrong kek is caught only by the padding check (about 1 in
 // 256 wrong keys passes it), so callers should not trial-decrypt with it.
 // Bad padding gives ErrAuthentication.
-func UnwrapKeyV1AES(kek, blob []byte) ([]byte, error) {
+func unwrapKeyV1AES(kek, blob []byte) ([]byte, error) {
 	block, err := aes.NewCipher(kek)
 	if err != nil {
 		return nil, fmt.Errorf("cse: master key: %w: %v", ErrMalformed, err)
@@ -176,9 +176,9 @@ func UnwrapKeyV1AES(kek, blob []byte) ([]byte, error) {
 // aesWrapIV is RFC 3394's default initial value.
 var aesWrapIV = [8]byte{0xa6, 0xa6, 0xa6, 0xa6, 0xa6, 0xa6, 0xa6, 0xa6}
 
-// WrapKeyAESWrap wraps key (a multiple of 8 bytes, at least 16) under kek with RFC
+// wrapKeyAESWrap wraps key (a multiple of 8 bytes, at least 16) under kek with RFC
 // 3394 AES Key Wrap and the default IV: the JCE "AESWrap" transformation.
-func WrapKeyAESWrap(kek, key []byte) ([]byte, error) {
+func wrapKeyAESWrap(kek, key []byte) ([]byte, error) {
 	if len(key) < 16 || len(key)%8 != 0 {
 		return nil, fmt.Errorf("cse: AESWrap of %d bytes: %w", len(key), ErrMalformed)
 	}
@@ -205,9 +205,9 @@ func WrapKeyAESWrap(kek, key []byte) ([]byte, error) {
 	return out, nil
 }
 
-// UnwrapKeyAESWrap reverses WrapKeyAESWrap. If the integrity check value is not the
+// unwrapKeyAESWrap reverses wrapKeyAESWrap. If the integrity check value is not the
 // default IV (wrong kek or tampered blob) it returns ErrAuthentication.
-func UnwrapKeyAESWrap(kek, blob []byte) ([]byte, error) {
+func unwrapKeyAESWrap(kek, blob []byte) ([]byte, error) {
 	if len(blob) < 24 || len(blob)%8 != 0 {
 		return nil, fmt.Errorf("cse: AESWrap blob of %d bytes: %w", len(blob), ErrMalformed)
 	}

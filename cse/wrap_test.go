@@ -47,21 +47,21 @@ func TestAESWrapRFC3394(t *testing.T) {
 	} {
 		t.Run(v.name, func(t *testing.T) {
 			kek, data, want := unhex(t, v.kek), unhex(t, v.data), unhex(t, v.wrapped)
-			got, err := WrapKeyAESWrap(kek, data)
+			got, err := wrapKeyAESWrap(kek, data)
 			if err != nil || !bytes.Equal(got, want) {
 				t.Fatalf("wrap = %X, %v", got, err)
 			}
-			back, err := UnwrapKeyAESWrap(kek, want)
+			back, err := unwrapKeyAESWrap(kek, want)
 			if err != nil || !bytes.Equal(back, data) {
 				t.Fatalf("unwrap = %X, %v", back, err)
 			}
 			bad := bytes.Clone(want)
 			bad[len(bad)-1] ^= 1
-			_, err = UnwrapKeyAESWrap(kek, bad)
+			_, err = unwrapKeyAESWrap(kek, bad)
 			mustFail(t, err, ErrAuthentication)
 		})
 	}
-	_, err := UnwrapKeyAESWrap(make([]byte, 32), make([]byte, 20))
+	_, err := unwrapKeyAESWrap(make([]byte, 32), make([]byte, 20))
 	mustFail(t, err, ErrMalformed)
 }
 
@@ -72,25 +72,25 @@ func TestWrapAESGCMIndependent(t *testing.T) {
 	b, _ := aes.NewCipher(kek)
 	g, _ := cipher.NewGCM(b)
 	want := g.Seal(bytes.Clone(iv), iv, cek, []byte("AES/GCM/NoPadding"))
-	got, err := WrapKeyAESGCM(kek, cek, CEKAlgGCM, bytes.NewReader(iv))
+	got, err := wrapKeyAESGCM(kek, cek, CEKAlgGCM, bytes.NewReader(iv))
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("wrap = %x, %v", got, err)
 	}
 	if len(got) != 60 {
 		t.Fatalf("wrapped length %d, want 60", len(got))
 	}
-	back, err := UnwrapKeyAESGCM(kek, want, CEKAlgGCM)
+	back, err := unwrapKeyAESGCM(kek, want, CEKAlgGCM)
 	if err != nil || !bytes.Equal(back, cek) {
 		t.Fatalf("unwrap: %v", err)
 	}
 	// The AAD binds the content algorithm.
-	_, err = UnwrapKeyAESGCM(kek, want, CEKAlgCBC)
+	_, err = unwrapKeyAESGCM(kek, want, CEKAlgCBC)
 	mustFail(t, err, ErrAuthentication)
 	bad := bytes.Clone(kek)
 	bad[3] ^= 1
-	_, err = UnwrapKeyAESGCM(bad, want, CEKAlgGCM)
+	_, err = unwrapKeyAESGCM(bad, want, CEKAlgGCM)
 	mustFail(t, err, ErrAuthentication)
-	_, err = UnwrapKeyAESGCM(kek, want[:40], CEKAlgGCM)
+	_, err = unwrapKeyAESGCM(kek, want[:40], CEKAlgGCM)
 	mustFail(t, err, ErrMalformed)
 }
 
@@ -136,7 +136,7 @@ func TestWrapRSAOAEPSHA1Independent(t *testing.T) {
 	if len(pseudo) != 50 {
 		t.Fatal("pseudo key length")
 	}
-	blob, err := WrapKeyRSAOAEPSHA1(&priv.PublicKey, cek, CEKAlgGCM, rand.Reader)
+	blob, err := wrapKeyRSAOAEPSHA1(&priv.PublicKey, cek, CEKAlgGCM, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestWrapRSAOAEPSHA1Independent(t *testing.T) {
 		t.Fatalf("stdlib sees pseudo key %x, %v", got, err)
 	}
 	blob2, _ := rsa.EncryptOAEP(sha1.New(), rand.Reader, &priv.PublicKey, pseudo, nil)
-	back, err := UnwrapKeyRSAOAEPSHA1(priv, blob2, CEKAlgGCM)
+	back, err := unwrapKeyRSAOAEPSHA1(priv, blob2, CEKAlgGCM)
 	if err != nil || !bytes.Equal(back, cek) {
 		t.Fatalf("unwrap: %v", err)
 	}
@@ -157,14 +157,14 @@ func TestWrapRSAOAEPSHA1Independent(t *testing.T) {
 		"no name":    append([]byte{32}, cek...),
 	} {
 		blob, _ := rsa.EncryptOAEP(sha1.New(), rand.Reader, &priv.PublicKey, p, nil)
-		_, err := UnwrapKeyRSAOAEPSHA1(priv, blob, CEKAlgGCM)
+		_, err := unwrapKeyRSAOAEPSHA1(priv, blob, CEKAlgGCM)
 		if err == nil {
 			t.Fatalf("%s: accepted", name)
 		}
 		mustFail(t, err, ErrAuthentication)
 	}
 	blob[10] ^= 1
-	_, err = UnwrapKeyRSAOAEPSHA1(priv, blob, CEKAlgGCM)
+	_, err = unwrapKeyRSAOAEPSHA1(priv, blob, CEKAlgGCM)
 	mustFail(t, err, ErrAuthentication)
 }
 
@@ -176,13 +176,13 @@ func TestUnwrapRSAOAEPSHA256BothMGF(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := UnwrapKeyRSAOAEPSHA256(priv, blob)
+		got, err := unwrapKeyRSAOAEPSHA256(priv, blob)
 		if err != nil || !bytes.Equal(got, cek) {
 			t.Fatalf("MGF1-%v: %v", mgf, err)
 		}
 	}
 	blob, _ := rsa.EncryptOAEP(sha1.New(), rand.Reader, &priv.PublicKey, cek, nil) // SHA-1 OAEP: wrong
-	_, err := UnwrapKeyRSAOAEPSHA256(priv, blob)
+	_, err := unwrapKeyRSAOAEPSHA256(priv, blob)
 	mustFail(t, err, ErrAuthentication)
 }
 
@@ -204,25 +204,25 @@ func TestUnwrapV1(t *testing.T) {
 	if len(blob) != 48 {
 		t.Fatalf("V1 AES blob %d bytes", len(blob))
 	}
-	got, err := UnwrapKeyV1AES(kek, blob)
+	got, err := unwrapKeyV1AES(kek, blob)
 	if err != nil || !bytes.Equal(got, cek) {
 		t.Fatalf("V1 AES: %v", err)
 	}
 	bad := bytes.Clone(blob)
 	bad[47] ^= 1
-	_, err = UnwrapKeyV1AES(kek, bad)
+	_, err = unwrapKeyV1AES(kek, bad)
 	mustFail(t, err, ErrAuthentication)
-	_, err = UnwrapKeyV1AES(kek, blob[:40])
+	_, err = unwrapKeyV1AES(kek, blob[:40])
 	mustFail(t, err, ErrMalformed)
 
 	priv := testRSA(t)
 	rblob, _ := rsa.EncryptPKCS1v15(rand.Reader, &priv.PublicKey, cek)
-	got, err = UnwrapKeyV1RSA(priv, rblob)
+	got, err = unwrapKeyV1RSA(priv, rblob)
 	if err != nil || !bytes.Equal(got, cek) {
 		t.Fatalf("V1 RSA: %v", err)
 	}
 	rblob[5] ^= 1
-	_, err = UnwrapKeyV1RSA(priv, rblob)
+	_, err = unwrapKeyV1RSA(priv, rblob)
 	mustFail(t, err, ErrAuthentication)
 }
 
@@ -293,11 +293,11 @@ func TestGenerateGolden(t *testing.T) {
 	}
 	gens := []gen{
 		{"aes-gcm-wrap.json", "AES/GCM wrap (J3 AesKeyring), GCM content", WrapAESGCM, CEKAlgGCM, false,
-			func(cek []byte) []byte { return must(WrapKeyAESGCM(kek, cek, CEKAlgGCM, rand.Reader)) }},
+			func(cek []byte) []byte { return must(wrapKeyAESGCM(kek, cek, CEKAlgGCM, rand.Reader)) }},
 		{"rsa-oaep-sha1.json", "RSA-OAEP-SHA1 wrap of the pseudo key (J3 RsaKeyring), GCM content", WrapRSAOAEPSHA1, CEKAlgGCM, true,
-			func(cek []byte) []byte { return must(WrapKeyRSAOAEPSHA1(&priv.PublicKey, cek, CEKAlgGCM, rand.Reader)) }},
+			func(cek []byte) []byte { return must(wrapKeyRSAOAEPSHA1(&priv.PublicKey, cek, CEKAlgGCM, rand.Reader)) }},
 		{"aeswrap.json", "AESWrap (RFC 3394, JV1 AE mode), GCM content", WrapAESWrap, CEKAlgGCM, false,
-			func(cek []byte) []byte { return must(WrapKeyAESWrap(kek, cek)) }},
+			func(cek []byte) []byte { return must(wrapKeyAESWrap(kek, cek)) }},
 		{"rsa-oaep-sha256-mgf1sha1.json", "RSA/ECB/OAEPWithSHA-256AndMGF1Padding, SunJCE (MGF1-SHA-1), GCM content", WrapRSAOAEPSHA256, CEKAlgGCM, true,
 			func(cek []byte) []byte {
 				return must(rsa.EncryptOAEPWithOptions(rand.Reader, &priv.PublicKey, cek, &rsa.OAEPOptions{Hash: crypto.SHA256, MGFHash: crypto.SHA1}))
@@ -377,17 +377,17 @@ func TestGolden(t *testing.T) {
 			var cek []byte
 			switch {
 			case v.WrapAlg == WrapAESGCM:
-				cek, err = UnwrapKeyAESGCM(mk.AES, blob, v.CEKAlg)
+				cek, err = unwrapKeyAESGCM(mk.AES, blob, v.CEKAlg)
 			case v.WrapAlg == WrapRSAOAEPSHA1:
-				cek, err = UnwrapKeyRSAOAEPSHA1(mk.RSA, blob, CEKAlgGCM)
+				cek, err = unwrapKeyRSAOAEPSHA1(mk.RSA, blob, CEKAlgGCM)
 			case v.WrapAlg == WrapAESWrap:
-				cek, err = UnwrapKeyAESWrap(mk.AES, blob)
+				cek, err = unwrapKeyAESWrap(mk.AES, blob)
 			case v.WrapAlg == WrapRSAOAEPSHA256:
-				cek, err = UnwrapKeyRSAOAEPSHA256(mk.RSA, blob)
+				cek, err = unwrapKeyRSAOAEPSHA256(mk.RSA, blob)
 			case v.WrapAlg == WrapV1 && mk.RSA != nil:
-				cek, err = UnwrapKeyV1RSA(mk.RSA, blob)
+				cek, err = unwrapKeyV1RSA(mk.RSA, blob)
 			case v.WrapAlg == WrapV1:
-				cek, err = UnwrapKeyV1AES(mk.AES, blob)
+				cek, err = unwrapKeyV1AES(mk.AES, blob)
 			default:
 				t.Fatalf("unknown wrap %q", v.WrapAlg)
 			}
@@ -403,7 +403,7 @@ func TestGolden(t *testing.T) {
 			if err != nil || !bytes.Equal(cek2, wantCEK) {
 				t.Fatalf("provider: %v", err)
 			}
-			r, err := NewDecryptReader(bytes.NewReader(ct), cek, v.CEKAlg, iv)
+			r, err := newDecryptReader(bytes.NewReader(ct), cek, v.CEKAlg, iv)
 			if err != nil {
 				t.Fatal(err)
 			}
