@@ -75,8 +75,9 @@
 // # Streaming GCM
 //
 // The Go standard library's AEAD is one-shot. GCMSealer, EncryptWriter and
-// the GCM reader (gcm.go) produce and check the same bytes in bounded memory,
-// built on the standard library's assembly:
+// the GCM reader produce and check the same bytes in bounded memory, built on
+// the standard library's assembly (GHASH in ghash.go, sealing in gcmseal.go,
+// opening in gcmopen.go):
 //
 //   - Sealing: the first 64 KiB chunk is a one-shot Seal under the object's
 //     IV. Up to 1 MiB, later chunks are AES-CTR (counter IV || BE32(2+k) for
