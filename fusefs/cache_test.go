@@ -228,7 +228,7 @@ func TestRefreshListing(t *testing.T) {
 			}
 		})
 	}
-	wg.Wait()
+	waitOrFail(t, &wg, "8 concurrent refreshListing calls")
 	if n := cs.lists.Load() - lists; n < 1 || n > 2 {
 		t.Errorf("%d LISTs for 8 concurrent refreshes", n)
 	}
@@ -287,7 +287,7 @@ func TestSharedHeadOutlivesItsStarter(t *testing.T) {
 		_, err := f.head(leaderCtx, "x")
 		leader <- err
 	}()
-	<-gs.started
+	recvOrFail(t, gs.started, "the leader's HEAD")
 	waiter := make(chan *object, 1)
 	go func() {
 		o, err := f.head(context.Background(), "x")
@@ -296,18 +296,22 @@ func TestSharedHeadOutlivesItsStarter(t *testing.T) {
 		}
 		waiter <- o
 	}()
+	deadline := time.Now().Add(hangBound)
 	for joined := false; !joined; runtime.Gosched() { // until the waiter has joined the HEAD
+		if time.Now().After(deadline) {
+			t.Fatalf("the waiter did not join the HEAD within %v (hung?)", hangBound)
+		}
 		f.meta.mu.Lock()
 		call := f.meta.heads["x"]
 		joined = call != nil && call.waiters == 1
 		f.meta.mu.Unlock()
 	}
 	kill()
-	if err := <-leader; !errors.Is(err, context.Canceled) {
+	if err := recvOrFail(t, leader, "the killed caller's lookup"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("the killed caller got %v, want Canceled", err)
 	}
 	close(gs.gate)
-	if o := <-waiter; o == nil || o.plainSize != 5 {
+	if o := recvOrFail(t, waiter, "the waiting lookup"); o == nil || o.plainSize != 5 {
 		t.Fatalf("the waiter got %+v", o)
 	}
 }

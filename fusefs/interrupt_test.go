@@ -41,16 +41,16 @@ func TestUntilKilledIgnoresSignalsOfALiveCaller(t *testing.T) {
 		t.Fatal("the request's caller is lost")
 	}
 	close(intr) // INTERRUPT: the caller got a signal (say SIGURG)
-	if tid := <-calls; tid != 4242 {
+	if tid := recvOrFail(t, calls, "a check of the interrupted caller"); tid != 4242 {
 		t.Fatalf("checked thread %d, want the caller 4242", tid)
 	}
 	answers <- false
-	<-calls // the next poll: the first answer has been acted on
+	recvOrFail(t, calls, "the next poll") // the first answer has been acted on
 	if err := ctx.Err(); err != nil {
 		t.Fatalf("a signal to a live caller cancelled its request: %v", err)
 	}
 	answers <- true // now kill -9
-	<-ctx.Done()
+	recvOrFail(t, ctx.Done(), "the cancel of a killed caller's request")
 	if !errors.Is(ctx.Err(), context.Canceled) {
 		t.Fatalf("err %v, want Canceled", ctx.Err())
 	}
@@ -66,9 +66,9 @@ func TestUntilKilledCancelsForAKilledCaller(t *testing.T) {
 	ctx, done := untilKilled(&fuse.Context{Caller: fuse.Caller{Pid: 7}, Cancel: intr}, nil)
 	defer done()
 	close(intr)
-	<-calls
+	recvOrFail(t, calls, "a check of the interrupted caller")
 	answers <- true
-	<-ctx.Done()
+	recvOrFail(t, ctx.Done(), "the cancel of a killed caller's request")
 }
 
 func TestUntilKilledDoneEndsTheWatch(t *testing.T) {
@@ -76,10 +76,10 @@ func TestUntilKilledDoneEndsTheWatch(t *testing.T) {
 	intr := make(chan struct{})
 	ctx, done := untilKilled(&fuse.Context{Caller: fuse.Caller{Pid: 7}, Cancel: intr}, nil)
 	close(intr)
-	<-calls
+	recvOrFail(t, calls, "a check of the interrupted caller")
 	answers <- false
 	done() // the request ended: the watcher must stop polling
-	<-ctx.Done()
+	recvOrFail(t, ctx.Done(), "the cancel by done")
 	select {
 	case <-calls:
 		// A poll already under way when done ran; answer it, and no other

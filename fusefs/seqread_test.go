@@ -69,7 +69,7 @@ func TestSeqReaderOutOfOrder(t *testing.T) {
 			}
 		})
 	}
-	wg.Wait()
+	waitOrFail(t, &wg, "the concurrent readAt calls")
 }
 
 // A reply keeps its chunks alive after the stream has moved past them and

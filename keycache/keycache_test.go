@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -96,21 +95,13 @@ func mustKey(t *testing.T, c *Cache, w cse.WrappedKey) []byte {
 	return k
 }
 
-// spinUntil yields until cond holds. It synchronises on state the code under
-// test publishes (its counters), never on time.
-func spinUntil(cond func() bool) {
-	for !cond() {
-		runtime.Gosched()
-	}
-}
-
 func TestSingleFlight(t *testing.T) {
 	const n = 64
 	var c *Cache
 	f := &fakeProvider{}
 	// The provider returns only once all n callers have missed, so without
 	// single flight every caller would reach it.
-	f.block = func() { spinUntil(func() bool { return c.Stats().Misses == n }) }
+	f.block = func() { spinUntil(t, "all callers missing", func() bool { return c.Stats().Misses == n }) }
 	c = New(f, Options{})
 	w := wk("same")
 	keys := make([][]byte, n)
@@ -123,7 +114,7 @@ func TestSingleFlight(t *testing.T) {
 			keys[i], errs[i] = c.DecryptKey(context.Background(), w)
 		}()
 	}
-	wg.Wait()
+	waitOrFail(t, &wg, "the concurrent DecryptKey calls")
 	if got := f.nCalls(); got != 1 {
 		t.Fatalf("provider calls = %d, want 1", got)
 	}
@@ -341,17 +332,17 @@ func TestWaiterContext(t *testing.T) {
 	w := wk("a")
 	leader := make(chan error, 1)
 	go func() { _, err := c.DecryptKey(context.Background(), w); leader <- err }()
-	spinUntil(func() bool { return c.Stats().Misses == 1 })
+	spinUntil(t, "the leader's miss", func() bool { return c.Stats().Misses == 1 })
 	ctx, cancel := context.WithCancel(context.Background())
 	waiter := make(chan error, 1)
 	go func() { _, err := c.DecryptKey(ctx, w); waiter <- err }()
-	spinUntil(func() bool { return c.Stats().Misses == 2 })
+	spinUntil(t, "the waiter's miss", func() bool { return c.Stats().Misses == 2 })
 	cancel()
-	if err := <-waiter; !errors.Is(err, context.Canceled) {
+	if err := recvOrFail(t, waiter, "the cancelled waiter's DecryptKey"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("waiter err = %v", err)
 	}
 	close(release)
-	if err := <-leader; err != nil {
+	if err := recvOrFail(t, leader, "the leader's DecryptKey"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -372,16 +363,16 @@ func TestLeaderCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	leader := make(chan error, 1)
 	go func() { _, err := c.DecryptKey(ctx, w); leader <- err }()
-	spinUntil(blocked.Load)
+	spinUntil(t, "the leader in the provider", blocked.Load)
 	waiter := make(chan error, 1)
 	go func() { _, err := c.DecryptKey(context.Background(), w); waiter <- err }()
-	spinUntil(func() bool { return c.Stats().Misses == 2 })
+	spinUntil(t, "the waiter's miss", func() bool { return c.Stats().Misses == 2 })
 	cancel()
 	close(release)
-	if err := <-leader; !errors.Is(err, context.Canceled) {
+	if err := recvOrFail(t, leader, "the cancelled leader's DecryptKey"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("leader err = %v", err)
 	}
-	if err := <-waiter; err != nil {
+	if err := recvOrFail(t, waiter, "the waiter's DecryptKey"); err != nil {
 		t.Fatalf("waiter err = %v", err)
 	}
 	if f.nCalls() != 2 {
@@ -428,7 +419,7 @@ func TestConcurrentHitsAndEviction(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	waitOrFail(t, &wg, "the concurrent hits and purges")
 	if bad.Load() != 0 {
 		t.Fatalf("%d bad keys", bad.Load())
 	}

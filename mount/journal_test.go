@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/csefs/csefs/objectstore"
 )
@@ -185,7 +186,13 @@ func TestJournalShared(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute): // not a timing requirement: it only turns a hang into a failure
+		t.Fatal("the writers of the shared journal: not done after a minute (hung?)")
+	}
 	es, err := js[0].Entries()
 	if err != nil {
 		t.Fatal(err)

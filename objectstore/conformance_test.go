@@ -622,7 +622,7 @@ func testCopyIfMatchRace(t *testing.T, h harness) {
 		}
 	}
 	close(stop)
-	wg.Wait()
+	waitOrFail(t, &wg, "the overwriting goroutine, stopped")
 	t.Logf("%d of %d copies lost to an overwrite (412)", conflicts, rounds)
 	if broken > 0 {
 		t.Errorf("%d of %d metadata copies paired an old version's metadata with a newer body", broken, rounds)

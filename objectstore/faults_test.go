@@ -205,7 +205,7 @@ func TestS3Outage(t *testing.T) {
 	if _, err := w.Commit(context.Background()); err != nil {
 		t.Fatalf("Commit after the outage: %v", err)
 	}
-	if err := <-restored; err != nil {
+	if err := recvOrFail(t, restored, "the end of the outage"); err != nil {
 		t.Fatal(err)
 	}
 	checkObject(t, direct, "w", body, map[string]string{"v": "1"})

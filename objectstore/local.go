@@ -306,7 +306,8 @@ func (s *LocalStore) open(key string) (*os.File, *Info, error) {
 			// renames; wait out this process's writers and look again.
 			mu := s.lock(p)
 			mu.Lock()
-			mu.Unlock() //nolint:staticcheck // barrier
+			//lint:ignore SA2001 a barrier: waits out the writers holding mu
+			mu.Unlock()
 			continue
 		}
 		return nil, nil, fmt.Errorf("objectstore: local %q: sidecar does not describe the data file (concurrent writer in another process?)", key)

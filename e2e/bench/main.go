@@ -195,7 +195,7 @@ func main() {
 	flag.IntVar(&o.remoteRuns, "remote-runs", 2, "remote mode: runs of the sequential write and read (alternating which goes first)")
 	flag.StringVar(&remoteSize, "remote-size", "1GiB", "remote mode: size of the sequential test file")
 	flag.StringVar(&multiSize, "multi-size", "512MiB", "remote mode: total size of the 8- and 32-file workloads (split evenly)")
-	flag.StringVar(&o.tree, "tree", filepath.Join(runtime.GOROOT(), "src", "net"), "remote mode: the tree of small files for tar x and rsync -a")
+	flag.StringVar(&o.tree, "tree", goNetSource(), "remote mode: the tree of small files for tar x and rsync -a")
 	flag.StringVar(&remoteOnly, "remote-only", "", "comma-separated remote workloads: seq,multi8,multi32,tar,rsync (default all)")
 	flag.StringVar(&mountArgs, "mount-args", "", "extra csefs mount flags, space-separated (e.g. \"--memory-budget 512MiB\")")
 	flag.StringVar(&size, "size", "1GiB", "size of the sequential test file (B, KiB, MiB, GiB, TiB; KB, MB, GB are powers of 10)")

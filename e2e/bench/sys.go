@@ -75,6 +75,19 @@ func buildCSEFS(dir string) (string, error) {
 	return bin, nil
 }
 
+// goNetSource is the Go distribution's net package source, the default
+// -tree: a tree of small files that is there wherever the bench can build
+// csefs. It asks the go tool (runtime.GOROOT is deprecated); it is "" if
+// that fails, and so does buildCSEFS then.
+func goNetSource() string {
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	root := strings.TrimSpace(string(out))
+	if err != nil || root == "" {
+		return ""
+	}
+	return filepath.Join(root, "src", "net")
+}
+
 // cleanEnv is the environment without the host's AWS settings, with a
 // private runtime directory (pid files) and home under dir.
 func cleanEnv(dir string) []string {

@@ -3,7 +3,7 @@
 // operation, hold an operation at a gate until the test releases it, lose
 // the reply of an operation after applying it, and cut a Get body short.
 //
-// The injected errors look like the real ones: Network is what an S3Store
+// The injected errors look like the real ones: ErrNetwork is what an S3Store
 // returns when a connection is reset (objectstore.ErrUnavailable around a
 // *net.OpError carrying ECONNRESET), so errno mapping and log messages are
 // tested against the chain a real fault produces.
@@ -37,8 +37,8 @@ const (
 	Check  Op = "Check"
 )
 
-// Network is a connection reset as an S3Store reports it.
-var Network = fmt.Errorf("faultstore: injected: %w: %w", objectstore.ErrUnavailable,
+// ErrNetwork is a connection reset as an S3Store reports it.
+var ErrNetwork = fmt.Errorf("faultstore: injected: %w: %w", objectstore.ErrUnavailable,
 	&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)})
 
 // Kind is what a Fault does.
@@ -62,7 +62,7 @@ const (
 type Fault struct {
 	Op  Op
 	Key string // "" matches every key
-	// Kind is the fault; Err its error (Network when nil).
+	// Kind is the fault; Err its error (ErrNetwork when nil).
 	Kind Kind
 	Err  error
 	// Times is how many operations it hits (0: one; -1: no limit).
@@ -99,7 +99,7 @@ func New(s objectstore.Store) *Store { return &Store{Store: s, calls: map[Op]int
 // Add installs f and returns it (for Gate's Entered and Release).
 func (s *Store) Add(f Fault) *Fault {
 	if f.Err == nil {
-		f.Err = Network
+		f.Err = ErrNetwork
 	}
 	if f.Kind == Gate {
 		f.entered, f.release, f.once = make(chan struct{}), make(chan struct{}), new(sync.Once)
@@ -111,10 +111,10 @@ func (s *Store) Add(f Fault) *Fault {
 	return ff
 }
 
-// FailNext makes the next op (on any key) fail with err (Network if nil).
+// FailNext makes the next op (on any key) fail with err (ErrNetwork if nil).
 func (s *Store) FailNext(op Op, err error) *Fault { return s.Add(Fault{Op: op, Err: err}) }
 
-// LoseNextReply makes the next op on key be applied, then fail with Network.
+// LoseNextReply makes the next op on key be applied, then fail with ErrNetwork.
 func (s *Store) LoseNextReply(op Op, key string) *Fault {
 	return s.Add(Fault{Op: op, Key: key, Kind: LoseReply})
 }

@@ -51,7 +51,7 @@ func TestCutBody(t *testing.T) {
 	}
 	b, err := io.ReadAll(rc)
 	rc.Close()
-	if string(b) != "0123" || !errors.Is(err, Network) {
+	if string(b) != "0123" || !errors.Is(err, ErrNetwork) {
 		t.Fatalf("cut body: %q, %v", b, err)
 	}
 }
@@ -98,7 +98,7 @@ func TestLoseCommitReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Write([]byte("body"))
-	if _, err := w.Commit(ctx); !errors.Is(err, Network) {
+	if _, err := w.Commit(ctx); !errors.Is(err, ErrNetwork) {
 		t.Fatalf("Commit: %v", err)
 	}
 	if info, err := st.Head(ctx, "k"); err != nil || info.Size != 4 {
