@@ -120,6 +120,7 @@ func unusableReason(md *types.KeyMetadata) string {
 	}
 	spec := string(md.KeySpec)
 	if spec == "" {
+		//lint:ignore SA1019 KMS servers that predate KeySpec (local-kms among them) fill only CustomerMasterKeySpec
 		spec = string(md.CustomerMasterKeySpec)
 	}
 	if spec != "" && spec != string(types.KeySpecSymmetricDefault) {

@@ -132,6 +132,7 @@ func unwrapKeyRSAOAEPSHA256(priv *rsa.PrivateKey, blob []byte) ([]byte, error) {
 // unwrapKeyV1RSA unwraps a V1 (x-amz-key) data key encrypted with RSA PKCS#1
 // v1.5 (JCE "RSA"). Failure gives ErrAuthentication.
 func unwrapKeyV1RSA(priv *rsa.PrivateKey, blob []byte) ([]byte, error) {
+	//lint:ignore SA1019 the V1 format wraps data keys with PKCS#1 v1.5; reading such objects needs it
 	cek, err := rsa.DecryptPKCS1v15(nil, priv, blob)
 	if err != nil {
 		return nil, fmt.Errorf("cse: V1 RSA unwrap: %w", ErrAuthentication)

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -407,8 +406,5 @@ func parentPrefix(key string) string {
 	dir, _ := splitKey(key)
 	return dir
 }
-
-// baseName is the last path element of a key ("a/b/" -> "b").
-func baseName(key string) string { return path.Base(strings.TrimSuffix(key, "/")) }
 
 var errStop = errors.New("stop")

@@ -85,18 +85,20 @@ type fetch struct {
 
 // rangePool recycles the rangeMax-sized range buffers: fresh ones would
 // be zeroed by the allocator only to be overwritten.
-var rangePool = sync.Pool{New: func() any { return make([]byte, rangeMax) }}
+// It holds pointers, so that Put stores no slice header in an interface.
+var rangePool = sync.Pool{New: func() any { b := make([]byte, rangeMax); return &b }}
 
 func getRange(n int64) []byte {
 	if n == rangeMax {
-		return rangePool.Get().([]byte)
+		return *rangePool.Get().(*[]byte)
 	}
 	return make([]byte, n)
 }
 
 func putRange(b []byte) {
 	if cap(b) == rangeMax {
-		rangePool.Put(b[:rangeMax])
+		b = b[:rangeMax]
+		rangePool.Put(&b)
 	}
 }
 
