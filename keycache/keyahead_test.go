@@ -553,7 +553,7 @@ func TestKeyAheadCloseStopsRefill(t *testing.T) {
 	var calledOnError bool
 	a, _ := newTestAhead(t, f, KeyAheadOptions{Depth: 4, RefillTimeout: time.Hour, OnError: func(error) { calledOnError = true }})
 	gen(t, a, nil)
-	<-f.entered // the refill waits in the inner provider
+	recvOrFail(t, f.entered, "the refill in the inner provider") // the refill waits there
 	closed := make(chan struct{})
 	go func() {
 		a.Close() // cancels it, and returns once it is done
@@ -563,7 +563,7 @@ func TestKeyAheadCloseStopsRefill(t *testing.T) {
 	case <-closed:
 	case <-time.After(time.Minute): // a deadline, not synchronization
 		close(f.gate)
-		<-closed
+		recvOrFail(t, closed, "Close after the gate opened")
 		t.Fatalf("Close waited for the refill instead of cancelling it")
 	}
 	if calledOnError {
@@ -579,7 +579,7 @@ func TestKeyAheadRefillAfterCloseZeroed(t *testing.T) {
 	f := &aheadFake{gate: make(chan struct{}), gateFrom: 2, entered: make(chan struct{}, 1)}
 	a, _ := newTestAhead(t, f, KeyAheadOptions{Depth: 4})
 	gen(t, a, nil)
-	<-f.entered
+	recvOrFail(t, f.entered, "the refill in the inner provider")
 	a.mu.Lock()
 	a.closed = true // as Close does first, before cancelling
 	a.mu.Unlock()
