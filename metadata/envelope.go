@@ -79,7 +79,7 @@ type Envelope struct {
 	// PlainLen is x-amz-unencrypted-content-length, -1 when absent.
 	PlainLen int64
 	// MessageID (x-amz-i) and Commitment (x-amz-d) are set for V3 only:
-	// cse.OpenCommitment turns the data key into the content key with them.
+	// cse.Params.ContentKey turns the data key into the content key with them.
 	MessageID  []byte
 	Commitment []byte
 }
@@ -190,7 +190,7 @@ func Detect(meta map[string]string) (*Envelope, error) {
 // NewEnvelopeV3 builds a V3 envelope for a writer: w.CEKAlg must be
 // cse.CEKAlgGCMCommit and w.WrapAlg one of the wraps V3 can name (AES/GCM,
 // kms+context, RSA-OAEP-SHA1). messageID and commitment come from
-// cse.NewMessageID and cse.CommitKeys; none are copied.
+// cse.NewParams; none are copied.
 func NewEnvelopeV3(messageID, commitment []byte, w cse.WrappedKey) (*Envelope, error) {
 	if w.CEKAlg != cse.CEKAlgGCMCommit {
 		return nil, fmt.Errorf("%w: V3 envelope for content algorithm %q", ErrMalformed, w.CEKAlg)
