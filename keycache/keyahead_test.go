@@ -11,10 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/kms"
-	"github.com/aws/aws-sdk-go-v2/service/kms/types"
-
 	"github.com/csefs/csefs/cse"
+	"github.com/csefs/csefs/cse/providertest"
 )
 
 // aheadFake is an in-memory inner provider. Every key it returns is recorded
@@ -690,7 +688,7 @@ func TestKeyAheadDecryptPassesThrough(t *testing.T) {
 }
 
 func TestKeyAheadWithKMS(t *testing.T) {
-	fk := newFakeKMS()
+	fk := providertest.NewFakeKMS()
 	p, err := cse.NewKMSProvider(t.Context(), fk, "alias/test", cse.KMSOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -734,68 +732,3 @@ func testBytes(seed uint64, n int) []byte {
 	_, _ = r.Read(b)
 	return b
 }
-
-// fakeKMS is an in-memory cse.KMSClient. A blob decrypts only with the exact
-// encryption context it was generated with, like KMS.
-type fakeKMS struct {
-	mu       sync.Mutex
-	meta     *types.KeyMetadata
-	describe error // returned by DescribeKey
-	fail     error // returned by GenerateDataKey and Decrypt
-	blobs    map[string]fakeBlob
-	lastGen  *kms.GenerateDataKeyInput
-	lastDec  *kms.DecryptInput
-	next     byte
-}
-
-type fakeBlob struct {
-	key []byte
-	ec  map[string]string
-}
-
-func newFakeKMS() *fakeKMS {
-	return &fakeKMS{
-		meta: &types.KeyMetadata{KeyState: types.KeyStateEnabled, Enabled: true,
-			KeySpec: types.KeySpecSymmetricDefault, KeyUsage: types.KeyUsageTypeEncryptDecrypt},
-		blobs: map[string]fakeBlob{},
-	}
-}
-
-var _ cse.KMSClient = (*fakeKMS)(nil)
-
-func (f *fakeKMS) DescribeKey(_ context.Context, in *kms.DescribeKeyInput, _ ...func(*kms.Options)) (*kms.DescribeKeyOutput, error) {
-	if f.describe != nil {
-		return nil, f.describe
-	}
-	return &kms.DescribeKeyOutput{KeyMetadata: f.meta}, nil
-}
-
-func (f *fakeKMS) GenerateDataKey(_ context.Context, in *kms.GenerateDataKeyInput, _ ...func(*kms.Options)) (*kms.GenerateDataKeyOutput, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.lastGen = in
-	if f.fail != nil {
-		return nil, f.fail
-	}
-	f.next++
-	key := testBytes(uint64(100+f.next), 32)
-	blob := fmt.Sprintf("blob-%d-%s", f.next, *in.KeyId)
-	f.blobs[blob] = fakeBlob{key: bytes.Clone(key), ec: maps.Clone(in.EncryptionContext)}
-	return &kms.GenerateDataKeyOutput{Plaintext: key, CiphertextBlob: []byte(blob), KeyId: in.KeyId}, nil
-}
-
-func (f *fakeKMS) Decrypt(_ context.Context, in *kms.DecryptInput, _ ...func(*kms.Options)) (*kms.DecryptOutput, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.lastDec = in
-	if f.fail != nil {
-		return nil, f.fail
-	}
-	b, ok := f.blobs[string(in.CiphertextBlob)]
-	if !ok || !maps.Equal(b.ec, in.EncryptionContext) {
-		return nil, &types.InvalidCiphertextException{Message: ptr("bad")}
-	}
-	return &kms.DecryptOutput{Plaintext: bytes.Clone(b.key)}, nil
-}
-
-func ptr[T any](v T) *T { return &v }
