@@ -99,6 +99,8 @@ func (t Tamper) kind() Tamper {
 // succeed on it, provided it returns the original key: for what the wrap
 // does not bind (the S3EC AES/GCM wrap binds the content algorithm but not
 // the materials description, whose "keyname" only selects the master key).
+//
+//lint:ignore ST1012 a marker in Options.Errors, never returned as an error
 var Accepted = errors.New("providertest: tamper accepted")
 
 // Options describe the provider under test.
