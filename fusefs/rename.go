@@ -130,9 +130,12 @@ func renameTargets(keys []string, srcPrefix, dstPrefix string) ([][2]string, err
 
 func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
 	ctx = mutating(ctx)
-	d.fsys.allDirsChanged()
 	// A file moved here updates the two listings and the stat cache
-	// precisely (below); anything else drops every listing.
+	// precisely (movedFile); anything else drops every listing, a
+	// directory before it starts moving (below) and every other case when
+	// it ends. A file's listings stay usable meanwhile: until the rename
+	// returns, either state is right, and a LIST that sees the copy half
+	// done is not kept (its generation is bumped by movedFile).
 	precise := false
 	defer func() {
 		if !precise {
@@ -246,6 +249,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 			}
 		}
 	case entryDir:
+		f.allDirsChanged()
 		if err := f.flushAttrsUnder(ctx, src+"/"); err != nil {
 			return f.logErr("rename", src, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/csefs/csefs/cse"
 	"github.com/csefs/csefs/metadata"
@@ -437,4 +438,43 @@ func envelopeKeys(meta map[string]string) map[string]string {
 		}
 	}
 	return env
+}
+
+// A file's rename keeps the directory listings usable and updates them
+// (rsync renames each temp file): the rename takes a name its fresh listing
+// lacks as free, without a LIST and HEAD of it, and the lookups after it
+// are answered by the listing. (Before, every rename dropped every listing,
+// and each later lookup cost a LIST and a HEAD.)
+func TestRenameFileKeepsListing(t *testing.T) {
+	f, root, st := newTestFS(t, ObjectMetadata, true)
+	cs := &countingStore{Store: st}
+	f.store = cs
+	f.opt.MetadataTTL = time.Hour
+	ctx := context.Background()
+	writeObj(t, f, ".a.tmp", []byte("a"))
+	if _, _, err := f.listDir(ctx, "", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.settleRenames(ctx, "x", "y"); err != nil { // its LIST of intents is kept for the TTL
+		t.Fatal(err)
+	}
+	lists, heads := cs.lists.Load(), cs.heads.Load()
+	if errno := root.Rename(ctx, ".a.tmp", root, "a", 0); errno != 0 {
+		t.Fatalf("rename: %v", errno)
+	}
+	if n := cs.lists.Load() - lists; n != 0 {
+		t.Errorf("the rename made %d LISTs; the listing says the destination is free", n)
+	}
+	if n := cs.heads.Load() - heads; n != 0 {
+		t.Errorf("the rename made %d HEADs; this mount wrote the source", n)
+	}
+	for name, want := range map[string]entryKind{".a.tmp": entryNone, "a": entryFile, "other": entryNone} {
+		k, ok, _ := f.listed("", name)
+		if !ok || k != want {
+			t.Errorf("after the rename, listed(%q) = %v, %v; want %v from a usable listing", name, k, ok, want)
+		}
+	}
+	if got := readObj(t, f, "a"); string(got) != "a" {
+		t.Fatalf("renamed content %q", got)
+	}
 }
