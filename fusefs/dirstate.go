@@ -269,7 +269,7 @@ func (f *FS) storeDirMtime(ctx context.Context, prefix string, mtime time.Time) 
 	a := metadata.ParseAttrs(meta)
 	a.Mtime, a.HasMtime = mtime, true
 	a.Apply(meta)
-	if _, err := f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag}); err != nil {
+	if _, err := f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag, Source: info}); err != nil {
 		return false, err
 	}
 	return true, nil

@@ -341,7 +341,7 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, 
 		// enough for a copy whose reply was lost.
 		cctx = objectstore.WithUniqueMetadata(ctx)
 	}
-	opts := objectstore.CopyOptions{IfMatch: o.info.ETag}
+	opts := objectstore.CopyOptions{IfMatch: o.info.ETag, Source: &o.info}
 	if lazy != nil {
 		meta, err := f.withLazyAttrs(o.info.Metadata, o.info.LastModified, *lazy)
 		if err != nil {

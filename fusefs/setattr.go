@@ -340,7 +340,7 @@ func (f *FS) copyAttrs(ctx context.Context, key string, c attrChange, first bool
 	if err := metadata.CheckSize(meta); err != nil {
 		return fmt.Errorf("attributes do not fit beside the envelope: %w: %w", err, errUnsupported)
 	}
-	_, err := f.store.Copy(ctx, key, key, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag})
+	_, err := f.store.Copy(ctx, key, key, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag, Source: info})
 	return err
 }
 
@@ -406,7 +406,7 @@ func (f *FS) setDirMetaOnce(ctx context.Context, prefix string, c attrChange) er
 	}
 	c.apply(dirAttrsOr(a, f.opt.DirMode), f.opt.UID, f.opt.GID).Apply(meta)
 	if err == nil {
-		_, err = f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag})
+		_, err = f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag, Source: info})
 	} else {
 		_, err = f.store.Put(ctx, prefix, nil, meta)
 	}

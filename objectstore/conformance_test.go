@@ -50,6 +50,7 @@ func runConformance(t *testing.T, h harness) {
 		{"WriterFailure", testWriterFailure},
 		{"Copy", testCopy},
 		{"CopyIfMatch", testCopyIfMatch},
+		{"CopySource", testCopySource},
 		{"CopyIfMatchRace", testCopyIfMatchRace},
 		{"Delete", testDelete},
 		{"PrefixIsolation", testPrefixIsolation},
@@ -566,6 +567,47 @@ func testCopyIfMatch(t *testing.T, h harness) {
 	checkObject(t, s, "f", []byte("version two!"), map[string]string{"v": "2", "attr": "y"})
 	if _, err := s.Copy(ctx, "missing", "x", CopyOptions{IfMatch: cur.ETag}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Copy(missing) with IfMatch = %v, want ErrNotFound", err)
+	}
+}
+
+// testCopySource: a copy told what src is (CopyOptions.Source) is still
+// pinned to IfMatch: a stale Source and ETag fail it, a missing src is
+// ErrNotFound, and a current one copies the body with the metadata asked
+// for, or src's own.
+func testCopySource(t *testing.T, h harness) {
+	s := h.newStore(t, 0)
+	ctx := context.Background()
+	v1 := mustPut(t, s, "f", []byte("version one"), map[string]string{"v": "1"})
+	v2 := mustPut(t, s, "f", []byte("version two!"), map[string]string{"v": "2"})
+	for _, dst := range []string{"f", "new"} {
+		_, err := s.Copy(ctx, "f", dst, CopyOptions{Metadata: map[string]string{"v": "1", "attr": "x"}, IfMatch: v1.ETag, Source: v1})
+		if !errors.Is(err, ErrPreconditionFailed) {
+			t.Errorf("Copy(f, %s) with the old ETag and Source = %v, want ErrPreconditionFailed", dst, err)
+		}
+	}
+	checkObject(t, s, "f", []byte("version two!"), map[string]string{"v": "2"})
+	if _, err := s.Head(ctx, "new"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Head(new) after a failed copy = %v, want ErrNotFound", err)
+	}
+	cur, err := s.Head(ctx, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !etagEqual(cur.ETag, v2.ETag) {
+		t.Logf("the store's HEAD ETag %s differs from Put's %s", cur.ETag, v2.ETag)
+	}
+	if _, err := s.Copy(ctx, "f", "g", CopyOptions{IfMatch: cur.ETag, Source: cur}); err != nil {
+		t.Fatalf("Copy(f, g) with the current Source: %v", err)
+	}
+	checkObject(t, s, "g", []byte("version two!"), map[string]string{"v": "2"})
+	if _, err := s.Copy(ctx, "f", "f", CopyOptions{Metadata: map[string]string{"v": "2", "attr": "y"}, IfMatch: cur.ETag, Source: cur}); err != nil {
+		t.Fatalf("self-copy with the current Source: %v", err)
+	}
+	checkObject(t, s, "f", []byte("version two!"), map[string]string{"v": "2", "attr": "y"})
+	gone := *cur
+	gone.Key = "missing"
+	if _, err := s.Copy(ctx, "missing", "x", CopyOptions{IfMatch: cur.ETag, Source: &gone}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Copy(missing) with IfMatch and Source = %v, want ErrNotFound", err)
 	}
 }
 

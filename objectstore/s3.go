@@ -466,12 +466,18 @@ func (s *S3Store) Copy(ctx context.Context, src, dst string, opt CopyOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	srcInfo, err := s.Head(ctx, src)
-	if err != nil {
-		return nil, err
-	}
-	if opt.IfMatch != "" && !etagEqual(opt.IfMatch, srcInfo.ETag) {
-		return nil, fmt.Errorf("objectstore: copy %q to %q: %w", src, dst, ErrPreconditionFailed)
+	var srcInfo *Info
+	if known := opt.Source; known != nil && opt.IfMatch != "" && etagEqual(opt.IfMatch, known.ETag) && known.Size <= s.copyThreshold {
+		// The caller knows the version it pins: no HEAD. CopySourceIfMatch
+		// below refuses any other.
+		srcInfo = known
+	} else {
+		if srcInfo, err = s.Head(ctx, src); err != nil {
+			return nil, err
+		}
+		if opt.IfMatch != "" && !etagEqual(opt.IfMatch, srcInfo.ETag) {
+			return nil, fmt.Errorf("objectstore: copy %q to %q: %w", src, dst, ErrPreconditionFailed)
+		}
 	}
 	source := s.bucket + "/" + escapeKey(fullSrc)
 	if srcInfo.Size > s.copyThreshold {

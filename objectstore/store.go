@@ -66,6 +66,14 @@ type CopyOptions struct {
 	// self-copy that changes attributes) must set it to that read's ETag, or
 	// it may pair an old envelope with a newer body.
 	IfMatch string
+	// Source, when set together with IfMatch (and its ETag equal to it),
+	// is what the caller knows of src at that ETag: its size and metadata
+	// (from its own HEAD or commit). A store may then copy without reading
+	// src first, one round trip less; the copy is still pinned to IfMatch,
+	// so a src changed since fails it with ErrPreconditionFailed. The
+	// Info a Copy returns then reports Source's metadata where it keeps
+	// src's.
+	Source *Info
 }
 
 // ListPage is one page of a delimited listing.
