@@ -5,10 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"maps"
 	"slices"
@@ -198,65 +194,4 @@ func describe(md map[string]string) string {
 	}
 	b.WriteByte('}')
 	return b.String()
-}
-
-// keyringFile is the version 1 keyring file NewKeyringFile writes (LoadKeyring
-// reads it, and version 2).
-type keyringFile struct {
-	Version     int              `json:"version"`
-	EncryptWith string           `json:"encrypt_with,omitempty"`
-	Keys        []keyringFileKey `json:"keys"`
-}
-
-type keyringFileKey struct {
-	Name          string `json:"name"`
-	AES256        string `json:"aes256,omitempty"`
-	RSAPrivateKey string `json:"rsa_private_key_pem,omitempty"`
-}
-
-func parseRSAPrivateKey(pemBytes []byte) (*rsa.PrivateKey, error) {
-	block, rest := pem.Decode(pemBytes)
-	if block == nil || len(bytes.TrimSpace(rest)) != 0 {
-		return nil, fmt.Errorf("not one PEM block: %w", ErrMalformed)
-	}
-	switch block.Type {
-	case "RSA PRIVATE KEY":
-		k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
-		return k, nil
-	case "PRIVATE KEY":
-		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
-		rk, ok := k.(*rsa.PrivateKey)
-		if !ok {
-			return nil, fmt.Errorf("PKCS#8 key is %T, not RSA: %w", k, ErrMalformed)
-		}
-		return rk, nil
-	default:
-		return nil, fmt.Errorf("PEM type %q: %w", block.Type, ErrMalformed)
-	}
-}
-
-// NewKeyringFile returns a new keyring file holding one random AES-256 key
-// named "default", which it encrypts with.
-func NewKeyringFile() ([]byte, error) {
-	key := make([]byte, KeySize)
-	defer Zero(key)
-	if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("cse: random master key: %w: %w", ErrMalformed, err)
-	}
-	f := keyringFile{
-		Version:     1,
-		EncryptWith: "default",
-		Keys:        []keyringFileKey{{Name: "default", AES256: base64.StdEncoding.EncodeToString(key)}},
-	}
-	out, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("cse: %w: %v", ErrMalformed, err)
-	}
-	return append(out, '\n'), nil
 }

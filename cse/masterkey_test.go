@@ -2,10 +2,6 @@ package cse
 
 import (
 	"bytes"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
-	"encoding/pem"
 	"strings"
 	"testing"
 )
@@ -134,47 +130,5 @@ func TestNewKeyringProviderErrors(t *testing.T) {
 			_, err := NewKeyringProvider(c.keys, c.with)
 			mustFail(t, err, c.want)
 		})
-	}
-}
-
-func TestKeyringFile(t *testing.T) {
-	data, err := NewKeyringFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := LoadKeyring(data, KeyringOptions{})
-	if err != nil || kr.Default() == nil {
-		t.Fatalf("%v\n%s", err, data)
-	}
-	p := kr.Default()
-	key, w, err := p.GenerateKey(t.Context(), KeyRequest{})
-	if err != nil || w.MatDesc[KeyNameKey] != "default" {
-		t.Fatalf("generate: %v %v", err, w.MatDesc)
-	}
-	if got, err := p.DecryptKey(t.Context(), w); err != nil || !bytes.Equal(got, key) {
-		t.Fatalf("decrypt: %v", err)
-	}
-	data2, _ := NewKeyringFile()
-	if bytes.Equal(data, data2) {
-		t.Fatal("two keyring files share a key")
-	}
-
-	// A version 1 file with PKCS#1 and PKCS#8 RSA keys. (LoadKeyring's
-	// errors are TestLoadKeyringErrors'.)
-	priv := testRSA(t)
-	pkcs1 := string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(priv)}))
-	der, _ := x509.MarshalPKCS8PrivateKey(priv)
-	pkcs8 := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-	aes := base64.StdEncoding.EncodeToString(testBytes(47, 32))
-	file := func(v any) []byte { b, _ := json.Marshal(v); return b }
-	type k = map[string]string
-	good := file(map[string]any{"version": 1, "encrypt_with": "r8", "keys": []k{
-		{"name": "a", "aes256": aes}, {"name": "r1", "rsa_private_key_pem": pkcs1}, {"name": "r8", "rsa_private_key_pem": pkcs8}}})
-	kr, err = LoadKeyring(good, KeyringOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, w, err := kr.Default().GenerateKey(t.Context(), KeyRequest{}); err != nil || w.WrapAlg != WrapRSAOAEPSHA1 {
-		t.Fatalf("rsa keyring: %v", err)
 	}
 }
