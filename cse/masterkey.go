@@ -28,9 +28,10 @@ type MasterKey struct {
 //
 // GenerateKey draws a random 32-byte data key (crypto/rand) and wraps it with
 // the encrypt-with key: "AES/GCM" for an AES master key, "RSA-OAEP-SHA1" for
-// an RSA one, binding req.CEKAlg (only CEKAlgGCM is written). The stored
-// materials description is req.MatDesc plus {"keyname": <master key name>};
-// the keyring's entry replaces a caller's "keyname".
+// an RSA one, binding req.CEKAlg: CEKAlgGCM (the default) or
+// CEKAlgGCMCommit; any other gives ErrUnsupported. The stored materials
+// description is req.MatDesc plus {"keyname": <master key name>}; the
+// keyring's entry replaces a caller's "keyname".
 //
 // DecryptKey reads AES/GCM, AESWrap, V1 AES/ECB (AES master keys) and
 // RSA-OAEP-SHA1, RSA/ECB/OAEPWithSHA-256AndMGF1Padding, V1 RSA PKCS#1 v1.5
