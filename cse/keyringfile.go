@@ -22,12 +22,13 @@ type KeyringOptions struct {
 	// BaseDir is where relative *_file paths resolve (the keyring file's
 	// directory). Empty means the process's working directory.
 	BaseDir string
-	// Getenv reads *_env variables; nil means os.Getenv.
-	Getenv func(string) string
 	// KMS builds the provider for a kms_key_id entry (typically
 	// NewKMSProvider with the mount's KMS client and wrap). Nil makes such
 	// entries an error.
 	KMS func(keyID string) (Provider, error)
+
+	// getenv reads *_env variables; nil means os.Getenv. Tests set it.
+	getenv func(string) string
 }
 
 // KeySpec describes the key AddKey adds: exactly one field is set.
@@ -227,8 +228,8 @@ func LoadKeyring(data []byte, opt KeyringOptions) (*Keyring, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opt.Getenv == nil {
-		opt.Getenv = os.Getenv
+	if opt.getenv == nil {
+		opt.getenv = os.Getenv
 	}
 	var local []MasterKey
 	defer func() {
@@ -247,7 +248,7 @@ func LoadKeyring(data []byte, opt KeyringOptions) (*Keyring, error) {
 		case "aes256":
 			mk.AES, err = decodeAES256(fk.AES256)
 		case "aes256_env":
-			v := opt.Getenv(fk.AES256Env)
+			v := opt.getenv(fk.AES256Env)
 			if v == "" {
 				return nil, fmt.Errorf("%s: environment variable %s is unset or empty: %w", where, fk.AES256Env, ErrMalformed)
 			}
@@ -432,10 +433,11 @@ func (k *Keyring) Default() Provider { return k.def }
 // materials description. Its GenerateKey fails with ErrNoMasterKey.
 func (k *Keyring) Reader() Provider { return k.reader }
 
-// Router returns a Router over the keyring's rules, with Default as the rule
+// router returns a Router over the keyring's rules, with Default as the rule
 // for prefix "" when the file has no such rule, reading with Reader and then
-// extra, in order (for example the mount's KMS provider).
-func (k *Keyring) Router(extra ...Provider) (*Router, error) {
+// extra, in order. Only tests use it: the mount builds its own Router
+// (mount/provider.go), adding zones and its KMS keys.
+func (k *Keyring) router(extra ...Provider) (*Router, error) {
 	rules := k.Rules()
 	hasDefault := false
 	for _, r := range rules {

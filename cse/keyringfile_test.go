@@ -50,7 +50,7 @@ func newKeyringFixture(t *testing.T) *keyringFixture {
 	env := map[string]string{"ENV_KEY": base64.StdEncoding.EncodeToString(fx.aes["env"]), "SHORT": "AAAA", "BAD": "!!!!"}
 	fx.opt = KeyringOptions{
 		BaseDir: fx.dir,
-		Getenv:  func(k string) string { return env[k] },
+		getenv:  func(k string) string { return env[k] },
 		KMS: func(keyID string) (Provider, error) {
 			fx.kmsConstructed = append(fx.kmsConstructed, keyID)
 			return NewKMSProvider(context.Background(), fx.kms, keyID, KMSOptions{})
@@ -321,7 +321,7 @@ func TestKeyringRules(t *testing.T) {
 	if fin, _ := kr.Writer("fin"); rules[0].Provider != fin {
 		t.Fatal("a rule's provider is not the key's Writer")
 	}
-	r, err := kr.Router()
+	r, err := kr.router()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,13 +346,13 @@ func TestKeyringRules(t *testing.T) {
 	if kr, err = LoadKeyring(data, fx.opt); err != nil {
 		t.Fatal(err)
 	}
-	if _, err = kr.Router(); err != nil {
+	if _, err = kr.router(); err != nil {
 		t.Fatal(err)
 	}
 	// Decrypt-only keyrings route no writes.
 	data = fx.file(t, map[string]any{"version": 2, "keys": []kv{{"name": "d", "aes256": fx.aesB64}}})
 	kr, _ = LoadKeyring(data, fx.opt)
-	r, _ = kr.Router()
+	r, _ = kr.router()
 	_, _, err = r.GenerateKey(t.Context(), KeyRequest{Key: "x"})
 	mustFail(t, err, ErrNoMasterKey)
 	if _, ok := r.RuleFor("x"); ok {
@@ -556,7 +556,7 @@ func FuzzLoadKeyring(f *testing.F) {
 	if err := os.WriteFile(filepath.Join(dir, "k"), testBytes(81, 32), 0o600); err != nil {
 		f.Fatal(err)
 	}
-	opt := KeyringOptions{BaseDir: dir, Getenv: func(string) string { return aes }}
+	opt := KeyringOptions{BaseDir: dir, getenv: func(string) string { return aes }}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		kr, err := LoadKeyring(data, opt)
 		if err != nil {
@@ -570,7 +570,7 @@ func FuzzLoadKeyring(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		if _, err := kr.Router(); err != nil {
+		if _, err := kr.router(); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := AddKey(data, "fuzz-added-key", KeySpec{AESEnv: "K"}); err != nil && !errors.Is(err, ErrMalformed) {

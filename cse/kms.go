@@ -135,9 +135,6 @@ func unusableReason(md *types.KeyMetadata) string {
 	return ""
 }
 
-// KeyID returns the key id as configured.
-func (p *KMSProvider) KeyID() string { return p.keyID }
-
 // GenerateKey implements Provider.
 func (p *KMSProvider) GenerateKey(ctx context.Context, req KeyRequest) ([]byte, WrappedKey, error) {
 	if req.CEKAlg == "" {
