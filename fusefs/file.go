@@ -131,7 +131,7 @@ func (n *fileNode) getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 		return 0
 	}
 	if r, ok := fh.(*readHandle); ok {
-		f.fileAttr(r.obj, &out.Attr)
+		f.fileAttr(r.object(), &out.Attr)
 		return 0
 	}
 	o := f.listedObject(n.key())

@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -16,8 +17,10 @@ import (
 
 // Authentication policy (docs/security.md):
 //
-//   - GCM objects up to VerifyThreshold are fetched and authenticated whole at
-//     open; a tampered object fails open(2) with EIO.
+//   - GCM objects up to VerifyThreshold are fetched and authenticated whole
+//     by the handle's first read, before it returns any byte; a tampered
+//     object fails that read(2) with EIO. An open that never reads (rsync's
+//     open for fchmod) costs no GET.
 //   - Larger objects read sequentially from offset 0 are decrypted as they
 //     stream; the chunk holding the last bytes is released only after the tag
 //     has verified, so a whole-file read never reaches EOF unauthenticated.
@@ -43,7 +46,8 @@ type readHandle struct {
 	key  []byte // data key; nil for plaintext
 
 	mu     sync.Mutex
-	whole  []byte // authenticated plaintext of a small object
+	small  bool   // authenticated whole by the first read (VerifyThreshold)
+	whole  []byte // authenticated plaintext of a small object, once read
 	seq    *seqReader
 	closed bool
 }
@@ -59,16 +63,51 @@ func (f *FS) newReader(ctx context.Context, o *object) (*readHandle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.authenticated() && o.plainSize <= f.opt.VerifyThreshold {
-		whole, err := r.readAll(ctx)
-		if err != nil {
-			r.zero()
-			return nil, err
-		}
-		r.whole = whole
-		f.setVerified(o.key, o.info.ETag)
-	}
+	r.small = o.authenticated() && o.plainSize <= f.opt.VerifyThreshold
 	return r, nil
+}
+
+// object is the version the handle reads (loadWhole may move a small
+// object's handle to a newer one before its first read).
+func (r *readHandle) object() *object {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.obj
+}
+
+// loadWhole fetches and authenticates a small object for the handle's
+// first read. If the object was replaced since open (the GET pinned to the
+// ETag fails), the handle has returned nothing yet, so it moves to the
+// current version, once, as an open made now would have: fstat on the
+// handle then shows that version. r.mu is held.
+func (r *readHandle) loadWhole(ctx context.Context) error {
+	for try := 0; ; try++ {
+		whole, err := r.readAll(ctx)
+		if err == nil {
+			r.whole = whole
+			r.fsys.setVerified(r.obj.key, r.obj.info.ETag)
+			return nil
+		}
+		if !errors.Is(err, objectstore.ErrPreconditionFailed) || try > 0 {
+			return err
+		}
+		f := r.fsys
+		f.putStat(r.obj.key, nil)
+		o, err := f.head(ctx, r.obj.key)
+		if err != nil {
+			return err
+		}
+		nr, err := f.newReaderNoPreload(ctx, o)
+		if err != nil {
+			return err
+		}
+		r.zero()
+		r.obj, r.key = o, nr.key
+		r.small = o.authenticated() && o.plainSize <= f.opt.VerifyThreshold
+		if !r.small {
+			return fmt.Errorf("object %s replaced by a large one since open: %w", o.key, objectstore.ErrPreconditionFailed)
+		}
+	}
 }
 
 // newReaderNoPreload opens o without authenticating small objects up front.
@@ -174,14 +213,15 @@ var _ fs.FileFsyncer = (*readHandle)(nil)
 // Fsync stores the file's deferred attribute changes (lazyattr.go): a
 // reader's fsync(2) makes chmod and utimes durable too.
 func (r *readHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	if err := r.fsys.flushAttrs(mutating(ctx), r.obj.key); err != nil {
-		return r.fsys.logErr("fsync", r.obj.key, err)
+	key := r.object().key
+	if err := r.fsys.flushAttrs(mutating(ctx), key); err != nil {
+		return r.fsys.logErr("fsync", key, err)
 	}
 	return 0
 }
 
 func (r *readHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
-	r.fsys.fileAttr(r.obj, &out.Attr)
+	r.fsys.fileAttr(r.object(), &out.Attr)
 	return 0
 }
 
@@ -191,19 +231,26 @@ func (r *readHandle) Read(ctx context.Context, dest []byte, off int64) (res fuse
 			r.fsys.countRead(res.Size())
 		}
 	}()
-	ctx, done := r.fsys.untilKilled(ctx, "read", r.obj.key)
+	ctx, done := r.fsys.untilKilled(ctx, "read", r.object().key)
 	defer done()
-	o := r.obj
-	if off >= o.plainSize || len(dest) == 0 {
-		return fuse.ReadResultData(nil), 0
-	}
-	n := min(int64(len(dest)), o.plainSize-off)
-	dest = dest[:n]
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return nil, syscall.EBADF
 	}
+	if r.small && r.whole == nil {
+		if err := r.loadWhole(ctx); err != nil {
+			r.mu.Unlock()
+			return nil, r.fsys.logErr("read", r.obj.key, err)
+		}
+	}
+	o := r.obj
+	if off >= o.plainSize || len(dest) == 0 {
+		r.mu.Unlock()
+		return fuse.ReadResultData(nil), 0
+	}
+	n := min(int64(len(dest)), o.plainSize-off)
+	dest = dest[:n]
 	if r.whole != nil {
 		r.mu.Unlock()
 		return fuse.ReadResultData(r.whole[off : off+n]), 0
