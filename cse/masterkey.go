@@ -103,17 +103,7 @@ func (p *KeyringProvider) GenerateKey(_ context.Context, req KeyRequest) ([]byte
 	if _, err := rand.Read(key); err != nil {
 		return nil, WrappedKey{}, fmt.Errorf("cse: random data key: %w: %w", ErrMalformed, err)
 	}
-	w := WrappedKey{CEKAlg: req.CEKAlg, MatDesc: make(map[string]string, len(req.MatDesc)+1)}
-	maps.Copy(w.MatDesc, req.MatDesc)
-	w.MatDesc[KeyNameKey] = mk.Name
-	var err error
-	if mk.AES != nil {
-		w.WrapAlg = WrapAESGCM
-		w.Blob, err = wrapKeyAESGCM(mk.AES, key, req.CEKAlg, rand.Reader)
-	} else {
-		w.WrapAlg = WrapRSAOAEPSHA1
-		w.Blob, err = wrapKeyRSAOAEPSHA1(&mk.RSA.PublicKey, key, req.CEKAlg, rand.Reader)
-	}
+	w, err := mk.wrap(key, req)
 	if err != nil {
 		Zero(key)
 		return nil, WrappedKey{}, err
@@ -195,4 +185,25 @@ func describe(md map[string]string) string {
 	}
 	b.WriteByte('}')
 	return b.String()
+}
+
+// wrap wraps key with mk for req's content algorithm (AES/GCM for an AES
+// key, RSA-OAEP-SHA1 for an RSA one), recording req's materials
+// description and mk's name ("keyname").
+func (mk *MasterKey) wrap(key []byte, req KeyRequest) (WrappedKey, error) {
+	w := WrappedKey{CEKAlg: req.CEKAlg, MatDesc: make(map[string]string, len(req.MatDesc)+1)}
+	maps.Copy(w.MatDesc, req.MatDesc)
+	w.MatDesc[KeyNameKey] = mk.Name
+	var err error
+	if mk.AES != nil {
+		w.WrapAlg = WrapAESGCM
+		w.Blob, err = wrapKeyAESGCM(mk.AES, key, req.CEKAlg, rand.Reader)
+	} else {
+		w.WrapAlg = WrapRSAOAEPSHA1
+		w.Blob, err = wrapKeyRSAOAEPSHA1(&mk.RSA.PublicKey, key, req.CEKAlg, rand.Reader)
+	}
+	if err != nil {
+		return WrappedKey{}, err
+	}
+	return w, nil
 }

@@ -2,7 +2,6 @@ package cse
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"maps"
 
@@ -84,17 +83,7 @@ func (p *KeyringProvider) WrapKey(_ context.Context, key []byte, req KeyRequest)
 		return WrappedKey{}, fmt.Errorf("cse: data key of %d bytes: %w", len(key), ErrMalformed)
 	}
 	mk := p.keys[p.encryptWith]
-	w := WrappedKey{CEKAlg: req.CEKAlg, MatDesc: make(map[string]string, len(req.MatDesc)+1)}
-	maps.Copy(w.MatDesc, req.MatDesc)
-	w.MatDesc[KeyNameKey] = mk.Name
-	var err error
-	if mk.AES != nil {
-		w.WrapAlg = WrapAESGCM
-		w.Blob, err = wrapKeyAESGCM(mk.AES, key, req.CEKAlg, rand.Reader)
-	} else {
-		w.WrapAlg = WrapRSAOAEPSHA1
-		w.Blob, err = wrapKeyRSAOAEPSHA1(&mk.RSA.PublicKey, key, req.CEKAlg, rand.Reader)
-	}
+	w, err := mk.wrap(key, req)
 	if err != nil {
 		return WrappedKey{}, err
 	}
