@@ -87,7 +87,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "cache-size", Value: "10GiB", Usage: "bound on the --cache-dir's size; least recently used blocks are evicted"},
 			&cli.StringFlag{Name: "part-size", Value: "16MiB", Usage: "multipart upload part size"},
 			&cli.StringFlag{Name: "memory-budget", Value: "128MiB", Usage: "read-ahead and upload buffers of all open files together, beyond a minimum per file (one ranged GET and 2 MiB of read-ahead per reader, one part per writer); past it reads fetch less ahead and writes upload fewer parts at once (0: no shared bound)"},
-			&cli.StringFlag{Name: "memory-target", Value: "160MiB", Usage: "soft limit for the daemon's Go heap (GOMEMLIMIT): garbage is collected harder near it; buffers are bounded by --memory-budget regardless (0: Go's default)"},
+			&cli.StringFlag{Name: "memory-target", Value: "224MiB", Usage: "soft limit for the daemon's Go heap (GOMEMLIMIT): garbage is collected harder near it; buffers are bounded by --memory-budget regardless; keep it well above one writer's part buffers (upload-concurrency+1 parts), or the collector runs all the time (0: Go's default)"},
 			&cli.IntFlag{Name: "upload-concurrency", Value: 8, Usage: "parts of one file uploaded in parallel (8 parts of 16 MiB keep a link of 50-100 MB/s per connection, 20 ms away, busy); beyond the first part they come from --memory-budget"},
 			&cli.IntFlag{Name: "key-cache-size", Value: 1024, Usage: "unwrapped data keys kept in memory"},
 			&cli.DurationFlag{Name: "key-cache-ttl", Value: 10 * time.Minute, Usage: "how long an unwrapped data key is kept"},

@@ -81,7 +81,7 @@ type Config struct {
 	// inherited (harden.go); for debugging only.
 	AllowCoreDumps bool
 
-	MemoryTarget string // soft Go heap limit, e.g. "160MiB" ("0": none)
+	MemoryTarget string // soft Go heap limit, e.g. "224MiB" ("0": none)
 	// MemoryBudget bounds the read-ahead and upload part buffers of all open
 	// files together, beyond a small minimum per file (0: no shared bound).
 	MemoryBudget      int64
