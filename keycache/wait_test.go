@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/csefs/csefs/internal/testwait"
 )
 
 // hangBound is how long a test waits for the code under test before it
@@ -12,29 +14,16 @@ import (
 // here comes near it, even under -race on a loaded machine.
 const hangBound = 10 * time.Second
 
-// recvOrFail receives from ch, or fails the test if nothing comes within
-// hangBound; what names the awaited event in the failure.
+// recvOrFail receives from ch, or fails the test after hangBound.
 func recvOrFail[T any](t testing.TB, ch <-chan T, what string) T {
 	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(hangBound):
-		t.Fatalf("%s: nothing after %v (hung?)", what, hangBound)
-		panic("unreachable")
-	}
+	return testwait.Recv(t, ch, hangBound, what)
 }
 
-// waitOrFail waits for wg, or fails the test if it is not done within
-// hangBound; what names the awaited goroutines in the failure.
+// waitOrFail waits for wg, or fails the test after hangBound.
 func waitOrFail(t testing.TB, wg *sync.WaitGroup, what string) {
 	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-	recvOrFail(t, done, what)
+	testwait.Wait(t, wg, hangBound, what)
 }
 
 // spinUntil yields until cond holds. It synchronises on state the code under
