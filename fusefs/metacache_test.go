@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -181,10 +182,15 @@ func TestHeldStreamSeeks(t *testing.T) {
 	}
 }
 
-// countingStore counts LIST and HEAD calls.
+// countingStore counts LIST, HEAD and GET calls.
 type countingStore struct {
 	objectstore.Store
-	lists, heads atomic.Int64
+	lists, heads, gets atomic.Int64
+}
+
+func (c *countingStore) Get(ctx context.Context, key string, opt objectstore.GetOptions) (io.ReadCloser, *objectstore.Info, error) {
+	c.gets.Add(1)
+	return c.Store.Get(ctx, key, opt)
 }
 
 func (c *countingStore) List(ctx context.Context, prefix, delim string, fn func(objectstore.ListPage) error) error {

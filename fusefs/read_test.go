@@ -3,24 +3,9 @@ package fusefs
 import (
 	"bytes"
 	"context"
-	"io"
-	"sync/atomic"
 	"syscall"
 	"testing"
-
-	"github.com/csefs/csefs/objectstore"
 )
-
-// getCounter counts GETs.
-type getCounter struct {
-	objectstore.Store
-	gets atomic.Int64
-}
-
-func (g *getCounter) Get(ctx context.Context, key string, opt objectstore.GetOptions) (io.ReadCloser, *objectstore.Info, error) {
-	g.gets.Add(1)
-	return g.Store.Get(ctx, key, opt)
-}
 
 func readHandleAt(t *testing.T, r *readHandle, off, n int) ([]byte, syscall.Errno) {
 	t.Helper()
@@ -38,7 +23,7 @@ func readHandleAt(t *testing.T, r *readHandle, off, n int) ([]byte, syscall.Errn
 // returning nothing. (Before, open fetched the object.)
 func TestSmallObjectVerifiedAtFirstRead(t *testing.T) {
 	f, _, st := newTestFS(t, ObjectMetadata, true)
-	g := &getCounter{Store: st}
+	g := &countingStore{Store: st}
 	f.store = g
 	f.opt.VerifyThreshold = 1 << 20
 	ctx := context.Background()
