@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"time"
 )
 
 // traceRequests (CSEFS_BENCH_TRACE=1) prints every request the counting
@@ -52,10 +53,14 @@ func newCountingProxy(target string, classify func(*http.Request) string) (*coun
 		p.mu.Lock()
 		p.counts[op]++
 		p.mu.Unlock()
-		if traceRequests {
-			fmt.Fprintf(os.Stderr, "bench: request %s %s?%s\n", op, r.URL.Path, r.URL.RawQuery)
+		if !traceRequests {
+			rp.ServeHTTP(w, r)
+			return
 		}
+		t0 := time.Now()
 		rp.ServeHTTP(w, r)
+		fmt.Fprintf(os.Stderr, "bench: request %s %s?%s %s at %s took %s\n", op, r.URL.Path, r.URL.RawQuery,
+			r.Header.Get("Range"), t0.Format("15:04:05.000"), time.Since(t0).Round(time.Millisecond))
 	})}
 	go p.srv.Serve(ln)
 	return p, nil
