@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/csefs/csefs/e2e/testenv"
 )
 
 // asNobody runs a shell command as uid/gid 65534 and returns its output and
@@ -231,6 +233,97 @@ func TestDirAttrs(t *testing.T) {
 				t.Errorf("after remount: mode %o owner %d:%d mtime %v, want 040750 12:34 %v", st.Mode, st.Uid, st.Gid, mtimeOf(st), unlinked)
 			}
 		})
+	}
+}
+
+// TestDirAttrsDeferred: chmod, chown and utimes of a directory (tar x
+// and rsync -a end each directory with them) are shown at once and stored
+// later, without a request of their own: they succeed while S3 is
+// unreachable, one self-copy of the marker stores all three at the
+// directory's fsync, a rename right after a chmod keeps the mode, and an
+// rmdir right after one leaves no marker behind. The old code copied the
+// marker at each call, so the chmods failed (EIO) during the outage.
+func TestDirAttrsDeferred(t *testing.T) {
+	w := newWorld(t)
+	p := testenv.NewFaultProxy(t, w.S3.Endpoint, testenv.S3Op)
+	m := w.mountVia(t, p.URL, "--metadata-ttl", "1h")
+	for _, d := range []string{"d", "d/sub", "gone"} {
+		if err := os.Mkdir(m.path(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(m.path("d", "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	statT(t, m.path("d"))
+	statT(t, m.path("d", "sub"))
+	old := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	if err := p.Outage(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(m.path("d"), 0o750); err != nil {
+		t.Errorf("chmod of a directory while S3 is unreachable: %v", err)
+	}
+	if err := os.Chown(m.path("d"), 12, 34); err != nil {
+		t.Errorf("chown of a directory while S3 is unreachable: %v", err)
+	}
+	if err := os.Chtimes(m.path("d"), old, old); err != nil {
+		t.Errorf("utimes of a directory while S3 is unreachable: %v", err)
+	}
+	want := func(m *mounted, mtime time.Time) {
+		t.Helper()
+		st := statT(t, m.path("d"))
+		if st.Mode != syscall.S_IFDIR|0o750 || st.Uid != 12 || st.Gid != 34 || !mtimeOf(st).Equal(mtime) {
+			t.Errorf("d: mode %o owner %d:%d mtime %v, want 040750 12:34 %v", st.Mode, st.Uid, st.Gid, mtimeOf(st), mtime)
+		}
+	}
+	want(m, old)
+	if err := p.Outage(false); err != nil {
+		t.Fatal(err)
+	}
+	copies := p.Requests("CopyObject")
+	dir, err := os.Open(m.path("d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dir.Sync(); err != nil {
+		t.Errorf("fsync of the directory: %v", err)
+	}
+	dir.Close()
+	// The delayed flush may have tried (and failed) during the outage;
+	// whichever stores them, the three changes travel in one copy.
+	if n := p.Requests("CopyObject") - copies; n > 1 {
+		t.Errorf("chmod, chown and utimes of a directory stored in %d copies, want 1", n)
+	}
+	if _, meta := w.head(t, "d/"); len(meta) == 0 {
+		t.Errorf("d/ has no stored attributes after its fsync")
+	}
+
+	if err := os.Chmod(m.path("d", "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(m.path("d", "sub"), m.path("d", "moved")); err != nil {
+		t.Fatal(err)
+	}
+	// The rename inside d moves its mtime again; the unmount stores it.
+	renamed := mtimeOf(statT(t, m.path("d")))
+	if !renamed.After(old) {
+		t.Errorf("d's mtime %v after a rename inside it, want now", renamed)
+	}
+	if err := os.Chmod(m.path("gone"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(m.path("gone")); err != nil {
+		t.Fatal(err)
+	}
+	m.Unmount(t)
+	if keys := w.listKeys(t, "gone"); len(keys) != 0 {
+		t.Errorf("after chmod and rmdir: %v stored, want nothing", keys)
+	}
+	m = w.mount(t, "")
+	want(m, renamed)
+	if st := statT(t, m.path("d", "moved")); st.Mode != syscall.S_IFDIR|0o700 {
+		t.Errorf("d/moved after chmod, rename and remount: mode %o, want 040700", st.Mode)
 	}
 }
 

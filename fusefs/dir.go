@@ -73,8 +73,8 @@ func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 	return 0
 }
 
-// Setattr stores chmod, chown and utimes of a directory in its marker
-// (setattr.go: setDirMeta).
+// Setattr records chmod, chown and utimes of a directory, to be stored in
+// its marker (setattr.go: setDirMeta).
 func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	ctx = mutating(ctx)
 	f := d.fsys
@@ -82,9 +82,7 @@ func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAtt
 		if f.opt.ReadOnly {
 			return syscall.EROFS
 		}
-		if err := f.setDirMeta(ctx, d.prefix(), c); err != nil {
-			return f.logErr("setattr", d.prefix(), err)
-		}
+		f.setDirMeta(d.prefix(), c)
 	}
 	return d.Getattr(ctx, fh, out)
 }
@@ -183,6 +181,10 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		}
 	} else if f.knownAbsent(key) {
 		return nil, syscall.ENOENT
+	} else if f.knownDir(key + "/") {
+		// Its marker was seen (or written) within the TTL: a directory,
+		// whatever else the name is (probe shows the directory too).
+		k = entryDir
 	} else {
 		k, obj, err = f.probe(ctx, key)
 		if err == nil && k == entryNone {
@@ -544,10 +546,18 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if !empty {
 		return syscall.ENOTEMPTY
 	}
-	if err := f.store.Delete(ctx, key); err != nil {
+	// A flush of the directory's deferred attributes in flight would
+	// otherwise put the marker back (a directory without one gets one).
+	fl := f.flushLock(key)
+	fl.Lock()
+	err = f.store.Delete(ctx, key)
+	if err == nil {
+		f.forgetDir(key)
+	}
+	fl.Unlock()
+	if err != nil {
 		return f.logErr("rmdir", key, err)
 	}
-	f.forgetDir(key)
 	f.touchDir(d.prefix())
 	return 0
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -13,31 +14,34 @@ import (
 )
 
 // Directory state: what this mount knows of each directory's marker, and
-// the directory mtimes it has yet to store.
+// the directory attributes it has yet to store.
 //
 // A directory with a marker object ("dir/") keeps its mode, owner, mtime and
 // atime in the marker's user metadata, under the keys files use
 // (metadata/attrs.go). mkdir stores them with the marker it creates (no
-// extra request); chmod, chown and utimes copy the marker onto itself with
-// the metadata replaced, or create the marker of a directory that had none.
+// extra request).
 //
 // A change inside a directory (create, mkdir, symlink, mknod, unlink, rmdir,
-// rename) sets its mtime at once in this mount, and stores it lazily: one
-// HEAD and one self-copy of the marker per directory, dirFlushDelay after the
-// last change of a burst, at fsync(2) of the directory, and at unmount. A
-// create loop of N files therefore costs two requests, not N copies. A
-// directory without a marker (a prefix another tool wrote) keeps such an
+// rename) sets its mtime at once in this mount, and chmod, chown and utimes
+// of it (setDirMeta) are shown at once too. Both are stored lazily, together:
+// one HEAD and one self-copy of the marker per directory, dirFlushDelay after
+// the first change of a burst, at fsync(2) of the directory, before a rename
+// moves it, and at unmount. A create loop of N files therefore costs two
+// requests, not N copies, and tar x's chmod, chown and utimes of each
+// directory none on the caller's path. What a flush stores is kept as the
+// marker's known state, so getattr and lookup need no HEAD within the TTL.
+//
+// A directory without a marker (a prefix another tool wrote) keeps such an
 // mtime in memory only (creating a marker would make a directory that
 // another client emptied and so removed reappear); it shows the mount's
 // --dir-mode, --uid and --gid, and as mtime the time the mount started,
 // until chmod, chown or utimes gives it a marker. The root has no marker: its
 // attributes live in memory for the mount's lifetime.
 //
-// setattr.go stores chmod, chown and utimes (setDirMeta); attr.go renders a
-// directory's attributes from its state (fillDirAttr).
+// attr.go renders a directory's attributes from its state (fillDirAttr).
 
-// dirFlushDelay is how long a directory's changed mtime waits, after the
-// last change, before it is stored.
+// dirFlushDelay is how long a directory's changed attributes wait, after
+// the first change, before they are stored.
 const dirFlushDelay = time.Second
 
 // dirState is what this mount knows of one directory's attributes.
@@ -50,6 +54,10 @@ type dirState struct {
 	dirty   bool           // mtime is not stored yet
 	pending bool           // a flush is scheduled
 	gen     uint64         // bumped by every marker write of this mount
+	// change is a chmod, chown or utimes not stored yet (setDirMeta),
+	// inflight the one a flush is storing now; getattr shows both.
+	change, inflight       attrChange
+	hasChange, hasInflight bool
 }
 
 // dirStates holds the states by prefix.
@@ -105,7 +113,7 @@ func (f *FS) dirInfo(ctx context.Context, prefix string) (dirState, error) {
 		f.dirs.mu.Lock()
 		st := f.dirStateLocked(prefix)
 		if prefix == "" || (!st.at.IsZero() && time.Since(st.at) <= f.opt.MetadataTTL) {
-			out := *st
+			out := f.shownLocked(st)
 			f.dirs.mu.Unlock()
 			return out, nil
 		}
@@ -127,10 +135,50 @@ func (f *FS) dirInfo(ctx context.Context, prefix string) (dirState, error) {
 		if err == nil {
 			st.attrs, st.upload = metadata.ParseAttrs(info.Metadata), info.LastModified
 		}
-		out := *st
+		out := f.shownLocked(st)
 		f.dirs.mu.Unlock()
 		return out, nil
 	}
+}
+
+// knownDir reports whether prefix's marker is known to exist, seen or
+// written by this mount within the metadata TTL.
+func (f *FS) knownDir(prefix string) bool {
+	f.dirs.mu.Lock()
+	defer f.dirs.mu.Unlock()
+	st := f.dirs.m[prefix]
+	return st != nil && st.marker && !st.at.IsZero() && time.Since(st.at) <= f.opt.MetadataTTL
+}
+
+// shownLocked is st as getattr shows it: the stored attributes with the
+// changes not stored yet applied (f.dirs.mu held).
+func (f *FS) shownLocked(st *dirState) dirState {
+	out := *st
+	if !st.hasChange && !st.hasInflight {
+		return out
+	}
+	var c attrChange
+	if st.hasInflight {
+		c = st.inflight
+	}
+	if st.hasChange {
+		c = c.then(st.change)
+	}
+	out.attrs = c.apply(dirAttrsOr(f.storedDirAttrs(st.attrs, st.marker, st.upload), f.opt.DirMode), f.opt.UID, f.opt.GID)
+	return out
+}
+
+// storedDirAttrs are a directory's stored attributes as a change starts
+// from them: a marker's implicit mtime (its upload time) made explicit, a
+// directory without a marker given the mount's start.
+func (f *FS) storedDirAttrs(a metadata.Attrs, marker bool, upload time.Time) metadata.Attrs {
+	if !marker {
+		if !a.HasMtime {
+			a.Mtime, a.HasMtime = f.started, true
+		}
+		return a
+	}
+	return keepMtime(a, upload)
 }
 
 // forgetDir drops what is known of prefix (and below), after rmdir or a
@@ -190,99 +238,164 @@ func (f *FS) scheduleDirFlushLocked(prefix string, st *dirState, failures int) {
 		f.dirs.mu.Lock()
 		defer f.dirs.mu.Unlock()
 		s := f.dirs.m[prefix]
-		if s == nil || !s.dirty || s.pending {
+		if s == nil || (!s.dirty && !s.hasChange) || s.pending {
 			return // stored meanwhile, or another flush is armed
 		}
 		if failures+1 >= dirFlushRetries {
-			f.log.Error("could not store a directory's mtime; giving up until the next change, fsync or unmount",
+			f.log.Error("could not store a directory's attributes; giving up until the next change, fsync or unmount",
 				"object", f.uri(prefix), "attempts", failures+1, "cause", err.Error())
 			return
 		}
-		f.log.Warn("could not store a directory's mtime; retrying", "object", f.uri(prefix), "attempt", failures+1, "cause", err.Error())
+		f.log.Warn("could not store a directory's attributes; retrying", "object", f.uri(prefix), "attempt", failures+1, "cause", err.Error())
 		f.scheduleDirFlushLocked(prefix, s, failures+1)
 	})
 }
 
-// flushDir stores prefix's changed mtime in its marker, if it has one, and
-// returns once that is durable, also when another flush of prefix was
-// already under way (the timer's, while fsync(2) asks). A copy that loses to another writer of the marker (412: another mount's
-// flush, chmod or utimes) reads the marker again and retries, up to
-// attrCopyAttempts times, as persistAttrs does: an fsync(2) of the
-// directory must not fail because another mount changed it too.
+// flushDir stores prefix's changed mtime and its deferred chmod, chown and
+// utimes (setDirMeta) in its marker, and returns once they are durable, also
+// when another flush of prefix was already under way (the timer's, while
+// fsync(2) asks). A copy that loses to another writer of the marker (412:
+// another mount's flush, chmod or utimes) reads the marker again and
+// retries, up to attrCopyAttempts times, as persistAttrs does: an fsync(2)
+// of the directory must not fail because another mount changed it too. On
+// failure what was to be stored stays to be stored, before anything changed
+// since.
 func (f *FS) flushDir(ctx context.Context, prefix string) error {
 	fl := f.flushLock(prefix)
 	fl.Lock()
 	defer fl.Unlock()
 	f.dirs.mu.Lock()
 	st := f.dirs.m[prefix]
-	if st == nil || !st.dirty {
+	if st == nil || (!st.dirty && !st.hasChange) {
 		f.dirs.mu.Unlock()
 		return nil
 	}
-	mtime := st.mtime
-	st.dirty = false
+	var mtime time.Time
+	if st.dirty {
+		mtime = st.mtime
+	}
+	c, hasC := st.change, st.hasChange
+	st.dirty, st.change, st.hasChange = false, attrChange{}, false
+	st.inflight, st.hasInflight = c, hasC
 	f.dirs.mu.Unlock()
-	var err error
-	stored := false
+	var (
+		err    error
+		stored *storedMarker
+	)
 	for attempt := 0; attempt < attrCopyAttempts; attempt++ {
-		stored, err = f.storeDirMtime(ctx, prefix, mtime)
+		stored, err = f.storeDir(ctx, prefix, mtime, c, hasC)
 		if !errors.Is(err, objectstore.ErrPreconditionFailed) {
 			break
 		}
 	}
-	if err != nil {
-		f.redirty(prefix, mtime)
-		return err
-	}
-	if !stored {
-		return nil // no marker: the mtime stays in memory
-	}
 	f.dirs.mu.Lock()
 	defer f.dirs.mu.Unlock()
-	if st := f.dirs.m[prefix]; st != nil {
-		st.gen++
-		st.at = time.Time{} // HEAD again for the stored state
-		if !st.dirty && st.mtime.Equal(mtime) {
-			st.mtime = time.Time{}
+	st = f.dirs.m[prefix]
+	if st == nil {
+		return err // removed meanwhile (rmdir): nothing left to store
+	}
+	st.inflight, st.hasInflight = attrChange{}, false
+	if err != nil {
+		if !mtime.IsZero() && st.mtime.Equal(mtime) {
+			st.dirty = true
 		}
+		if hasC {
+			if st.hasChange {
+				c = c.then(st.change)
+			}
+			st.change, st.hasChange = c, true
+		}
+		return err
+	}
+	if stored == nil {
+		return nil // no marker: the mtime stays in memory
+	}
+	// What was just stored is what the marker holds now: kept, so that
+	// getattr and the next chmod need no HEAD (and work while the store
+	// is unreachable). A HEAD this write overtook is dropped (gen).
+	st.gen++
+	st.attrs, st.marker, st.upload, st.at = stored.attrs, true, stored.upload, time.Now()
+	if !st.dirty && st.mtime.Equal(mtime) {
+		st.mtime = time.Time{}
 	}
 	return nil
 }
 
-// storeDirMtime is one round of flushDir: it copies prefix's marker onto
-// itself with mtime set, pinned to the ETag of its HEAD. It reports false,
-// and no error, when there is no marker.
-func (f *FS) storeDirMtime(ctx context.Context, prefix string, mtime time.Time) (bool, error) {
+// storedMarker is what storeDir wrote: the marker's attributes and its new
+// upload time.
+type storedMarker struct {
+	attrs  metadata.Attrs
+	upload time.Time
+}
+
+// storeDir is one round of flushDir: it copies prefix's marker onto itself
+// with c applied (if hasC) and mtime set (if not zero; a change inside the
+// directory after c), pinned to the ETag of its HEAD. A directory without a
+// marker gets one if there is a change c (chmod, chown or utimes give it
+// one); an mtime alone stays in memory, and storeDir returns nil.
+func (f *FS) storeDir(ctx context.Context, prefix string, mtime time.Time, c attrChange, hasC bool) (*storedMarker, error) {
 	f.dirs.wmu.Lock()
 	defer f.dirs.wmu.Unlock()
 	info, err := f.store.Head(ctx, prefix)
-	if isNotFound(err) {
-		return false, nil
+	marker := err == nil
+	meta := map[string]string{}
+	var a metadata.Attrs
+	switch {
+	case isNotFound(err):
+		if !hasC {
+			return nil, nil
+		}
+		a = f.storedDirAttrs(a, false, time.Time{})
+	case err != nil:
+		return nil, err
+	default:
+		if info.Metadata != nil {
+			meta = maps.Clone(info.Metadata)
+		}
+		a = f.storedDirAttrs(metadata.ParseAttrs(meta), true, info.LastModified)
+	}
+	if hasC {
+		a = c.apply(dirAttrsOr(a, f.opt.DirMode), f.opt.UID, f.opt.GID)
+	}
+	if !mtime.IsZero() {
+		a.Mtime, a.HasMtime = mtime, true
+	}
+	a.Apply(meta)
+	var out *objectstore.Info
+	if marker {
+		out, err = f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag, Source: info})
+	} else {
+		out, err = f.store.Put(ctx, prefix, nil, meta)
 	}
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	meta := maps.Clone(info.Metadata)
-	if meta == nil {
-		meta = map[string]string{}
+	sm := &storedMarker{attrs: metadata.ParseAttrs(meta), upload: time.Now()}
+	if out != nil && !out.LastModified.IsZero() {
+		sm.upload = out.LastModified
 	}
-	a := metadata.ParseAttrs(meta)
-	a.Mtime, a.HasMtime = mtime, true
-	a.Apply(meta)
-	if _, err := f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag, Source: info}); err != nil {
-		return false, err
-	}
-	return true, nil
+	return sm, nil
 }
 
-// redirty marks a failed flush's mtime as still to be stored, unless a
-// later change did.
-func (f *FS) redirty(prefix string, mtime time.Time) {
+// flushDirsUnder stores the changed mtimes and deferred attributes of
+// every directory at or under prefix (a directory about to be renamed);
+// it returns the first error.
+func (f *FS) flushDirsUnder(ctx context.Context, prefix string) error {
 	f.dirs.mu.Lock()
-	defer f.dirs.mu.Unlock()
-	if st := f.dirs.m[prefix]; st != nil && st.mtime.Equal(mtime) {
-		st.dirty = true
+	var dirty []string
+	for p, st := range f.dirs.m {
+		if strings.HasPrefix(p, prefix) && (st.dirty || st.hasChange) {
+			dirty = append(dirty, p)
+		}
 	}
+	f.dirs.mu.Unlock()
+	var first error
+	for _, p := range dirty {
+		if err := f.flushDir(ctx, p); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // FlushDirs stores every deferred file attribute change (lazyattr.go) and
@@ -294,14 +407,14 @@ func (f *FS) FlushDirs(ctx context.Context) {
 	f.dirs.mu.Lock()
 	var dirty []string
 	for p, st := range f.dirs.m {
-		if st.dirty {
+		if st.dirty || st.hasChange {
 			dirty = append(dirty, p)
 		}
 	}
 	f.dirs.mu.Unlock()
 	for _, p := range dirty {
 		if err := f.flushDir(ctx, p); err != nil {
-			f.log.Warn("could not store a directory's mtime", "object", f.uri(p), "cause", err.Error())
+			f.log.Warn("could not store a directory's attributes", "object", f.uri(p), "cause", err.Error())
 		}
 	}
 }

@@ -341,7 +341,8 @@ func TestFlushDirRetriesLostCopy(t *testing.T) {
 }
 
 // TestSetDirMetaRetriesLostCopy: a chmod of a directory whose marker copy
-// loses to another writer of the marker (412) is retried on a fresh HEAD.
+// (at the directory's fsync) loses to another writer of the marker (412) is
+// retried on a fresh HEAD.
 func TestSetDirMetaRetriesLostCopy(t *testing.T) {
 	ctx := context.Background()
 	f, fst, local, _ := newFaultFS(t)
@@ -350,7 +351,8 @@ func TestSetDirMetaRetriesLostCopy(t *testing.T) {
 	}
 	fst.FailNext(faultstore.Copy, objectstore.ErrPreconditionFailed)
 	c := changeFrom(setAttrIn(fuse.FATTR_MODE, 0o700, 0, 0, time.Time{}))
-	if err := f.setDirMeta(ctx, "d/", c); err != nil {
+	f.setDirMeta("d/", c)
+	if err := f.flushDir(ctx, "d/"); err != nil {
 		t.Fatalf("chmod of a directory after one lost copy: %v (errno %v)", err, toErrno(err))
 	}
 	if n := fst.Calls(faultstore.Copy); n != 2 {

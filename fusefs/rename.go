@@ -253,6 +253,11 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		if err := f.flushAttrsUnder(ctx, src+"/"); err != nil {
 			return f.logErr("rename", src, err)
 		}
+		// The markers are copied as stored: store their pending
+		// attributes first (dirstate.go).
+		if err := f.flushDirsUnder(ctx, src+"/"); err != nil {
+			return f.logErr("rename", src, err)
+		}
 		switch {
 		case dk == entryFile:
 			return syscall.ENOTDIR

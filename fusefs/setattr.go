@@ -354,71 +354,38 @@ func keepMtime(a metadata.Attrs, uploaded time.Time) metadata.Attrs {
 	return a
 }
 
-// setDirMeta applies chmod, chown and utimes to a directory: the marker is
-// copied onto itself with its metadata replaced, or created with them. The
-// root keeps them in memory. A copy that loses to another writer of the
-// marker (412) is retried on a fresh HEAD, up to attrCopyAttempts times.
-func (f *FS) setDirMeta(ctx context.Context, prefix string, c attrChange) error {
-	var err error
-	for attempt := 0; attempt < attrCopyAttempts; attempt++ {
-		err = f.setDirMetaOnce(ctx, prefix, c)
-		if !errors.Is(err, objectstore.ErrPreconditionFailed) {
-			return err
-		}
-	}
-	return err
-}
-
-// setDirMetaOnce is one round of setDirMeta.
-func (f *FS) setDirMetaOnce(ctx context.Context, prefix string, c attrChange) error {
+// setDirMeta applies chmod, chown and utimes to a directory. They show in
+// this mount at once and are stored with its changed mtime by flushDir
+// (dirstate.go), dirFlushDelay later, at fsync(2) of the directory, before
+// a rename of it, and at unmount: tar x and rsync -a change each directory
+// they make three times at the end, and storing each change at once cost
+// a HEAD and a copy of the marker, one after the other, on the caller's
+// path. POSIX asks no durability of attributes before fsync. The root keeps
+// them in memory.
+func (f *FS) setDirMeta(prefix string, c attrChange) {
 	f.dirs.mu.Lock()
+	defer f.dirs.mu.Unlock()
 	st := f.dirStateLocked(prefix)
-	local := st.mtime
 	if prefix == "" {
 		st.attrs = c.apply(dirAttrsOr(st.attrs, f.opt.DirMode), f.opt.UID, f.opt.GID)
 		if c.setMtime {
 			st.mtime = time.Time{}
 		}
-		f.dirs.mu.Unlock()
-		return nil
+		return
 	}
-	f.dirs.mu.Unlock()
-	f.dirs.wmu.Lock()
-	defer f.dirs.wmu.Unlock()
-	info, err := f.store.Head(ctx, prefix)
-	var a metadata.Attrs
-	meta := map[string]string{}
-	switch {
-	case err == nil:
-		meta = maps.Clone(info.Metadata)
-		if meta == nil {
-			meta = map[string]string{}
-		}
-		a = keepMtime(metadata.ParseAttrs(meta), info.LastModified)
-	case isNotFound(err):
-		// A prefix-only directory gets a marker with its attributes.
-		a = metadata.Attrs{Mtime: f.started, HasMtime: true}
-	default:
-		return err
+	if st.hasChange {
+		c = st.change.then(c)
 	}
-	if !local.IsZero() {
-		a.Mtime, a.HasMtime = local, true
-	}
-	c.apply(dirAttrsOr(a, f.opt.DirMode), f.opt.UID, f.opt.GID).Apply(meta)
-	if err == nil {
-		_, err = f.store.Copy(ctx, prefix, prefix, objectstore.CopyOptions{Metadata: meta, IfMatch: info.ETag, Source: info})
-	} else {
-		_, err = f.store.Put(ctx, prefix, nil, meta)
-	}
-	f.dirs.mu.Lock()
-	defer f.dirs.mu.Unlock()
-	st = f.dirStateLocked(prefix)
-	st.gen++
-	st.at = time.Time{}
-	if err == nil && st.mtime.Equal(local) {
+	st.change, st.hasChange = c, true
+	if c.setMtime {
+		// The change sets the mtime: an earlier change inside the
+		// directory no longer shows, nor is stored. (A later one will,
+		// over c's: flushDir applies c first.)
 		st.mtime, st.dirty = time.Time{}, false
 	}
-	return err
+	if !st.pending {
+		f.scheduleDirFlushLocked(prefix, st, 0)
+	}
 }
 
 // dirAttrsOr gives a directory without a stored mode the mount's, and a
