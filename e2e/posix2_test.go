@@ -327,6 +327,44 @@ func TestDirAttrsDeferred(t *testing.T) {
 	}
 }
 
+// TestMkdirTreeRequests: mkdir needs no HEAD and LIST of its own when the
+// lookup before it, or the parent's listing, already found the name absent:
+// a tree made with mkdir (tar x, rsync, mkdir -p) costs one PUT per
+// directory. The old code probed every name again (a LIST and a HEAD) before
+// its PUT. The names still get EEXIST when they exist.
+func TestMkdirTreeRequests(t *testing.T) {
+	w := newWorld(t)
+	p := testenv.NewFaultProxy(t, w.S3.Endpoint, testenv.S3Op)
+	m := w.mountVia(t, p.URL)
+	if err := os.Mkdir(m.path("top"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lists, puts := p.Requests("ListObjects"), p.Requests("PutObject")
+	dirs := []string{"top/a", "top/a/b", "top/a/b/c", "top/x", "top/x/y"}
+	for _, d := range dirs {
+		if err := os.Mkdir(m.path(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := p.Requests("ListObjects") - lists; n != 0 {
+		t.Errorf("%d mkdirs in a tree made by this mount: %d LISTs, want 0", len(dirs), n)
+	}
+	if n := p.Requests("PutObject") - puts; n != len(dirs) {
+		t.Errorf("%d mkdirs: %d PUTs, want %d", len(dirs), n, len(dirs))
+	}
+	for _, d := range append(dirs, "top") {
+		if err := os.Mkdir(m.path(d), 0o755); !errors.Is(err, os.ErrExist) {
+			t.Errorf("mkdir %s again: %v, want EEXIST", d, err)
+		}
+	}
+	m.Unmount(t)
+	for _, d := range dirs {
+		if keys := w.listKeys(t, d+"/"); len(keys) == 0 {
+			t.Errorf("%s/ not stored", d)
+		}
+	}
+}
+
 // TestPrefixOnlyDir: a directory that exists only as a key prefix (written
 // by another tool, no marker) shows the mount's --dir-mode and owner and a
 // recent mtime (the mount's start), not 1970; chmod gives it a marker that

@@ -459,10 +459,24 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 		return nil, f.logErr("mkdir", d.prefix()+name, err)
 	}
 	key := childKey(d.prefix(), name)
-	if k, _, err := f.probe(ctx, key); err != nil {
-		return nil, f.logErr("mkdir", key, err)
-	} else if k != entryNone {
+	if f.pendingNode(key) != nil {
 		return nil, syscall.EEXIST
+	}
+	// The kernel's LOOKUP just before found nothing (knownAbsent), or the
+	// directory's fresh listing has no such name: then no key is at or
+	// under key/ as far as the TTL lets this mount know, and mkdir needs
+	// no HEAD and LIST of its own (tar x and rsync make trees of them).
+	absent := f.knownAbsent(key)
+	if !absent {
+		lk, ok, _ := f.listed(d.prefix(), name)
+		absent = ok && lk == entryNone
+	}
+	if !absent {
+		if k, _, err := f.probe(ctx, key); err != nil {
+			return nil, f.logErr("mkdir", key, err)
+		} else if k != entryNone {
+			return nil, syscall.EEXIST
+		}
 	}
 	now := time.Now()
 	meta := map[string]string{}
@@ -472,7 +486,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 		f.dirChanged(d.prefix())
 		return nil, f.logErr("mkdir", key+"/", err)
 	}
-	// The probe found nothing under key/: the new directory is empty.
+	// Nothing is under key/ (above): the new directory is empty.
 	f.putEmptyListing(key + "/")
 	f.listingAdd(d.prefix(), fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: ino(key, true)}, entryDir)
 	f.dirs.mu.Lock()
