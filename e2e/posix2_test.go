@@ -365,6 +365,38 @@ func TestMkdirTreeRequests(t *testing.T) {
 	}
 }
 
+// TestOpenAfterOwnCommit: opening a file this mount has just written (rsync
+// opens each file it wrote, to fchmod it, before its rename) needs no HEAD;
+// the old code HEADed at every open. What another client writes in that
+// window is still what the next open reads.
+func TestOpenAfterOwnCommit(t *testing.T) {
+	w := newWorld(t)
+	p := testenv.NewFaultProxy(t, w.S3.Endpoint, testenv.S3Op)
+	m := w.mountVia(t, p.URL)
+	other := w.mount(t, "")
+	if err := os.WriteFile(m.path("f"), []byte("one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	heads := p.Requests("HeadObject")
+	fd, err := os.Open(m.path("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fd.Chmod(0o644); err != nil {
+		t.Error(err)
+	}
+	fd.Close()
+	if n := p.Requests("HeadObject") - heads; n != 0 {
+		t.Errorf("open and fchmod of a file just written: %d HEADs, want 0", n)
+	}
+	if err := os.WriteFile(other.path("f"), []byte("two-two"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(m.path("f")); err != nil || string(got) != "two-two" {
+		t.Errorf("read after another mount's overwrite: %q, %v; want two-two", got, err)
+	}
+}
+
 // TestPrefixOnlyDir: a directory that exists only as a key prefix (written
 // by another tool, no marker) shows the mount's --dir-mode and owner and a
 // recent mtime (the mount's start), not 1970; chmod gives it a marker that

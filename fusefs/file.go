@@ -184,11 +184,27 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	// Close-to-open: every open sees the object as it is now. An object
 	// replaced between the HEAD and the first GET is resolved once more.
+	// The exception is a small file this node committed within
+	// deferAfterCommit (rsync opens each file it just wrote, to fchmod it):
+	// the version its commit returned is opened without a HEAD. A version
+	// another client wrote in those two seconds is still what the first
+	// read returns: a small file is read whole by a GET pinned to the
+	// ETag, and loadWhole moves the handle to the new version. (A large
+	// one's ranged reads could only fail, ESTALE: it is HEADed.)
 	var r *readHandle
 	listed := f.listedObject(n.key())
 	for try := 0; ; try++ {
-		f.putStat(n.key(), nil)
-		o, err := n.headFile(ctx)
+		var o *object
+		var err error
+		if try == 0 && time.Since(time.Unix(0, n.lastCommit.Load())) <= deferAfterCommit {
+			if c := f.cachedStat(n.key()); c != nil && regular(c) && c.authenticated() && c.plainSize <= f.opt.VerifyThreshold {
+				o = c
+			}
+		}
+		if o == nil {
+			f.putStat(n.key(), nil)
+			o, err = n.headFile(ctx)
+		}
 		if err == nil && listed != nil && listed.listed && !f.sameAttr(listed, o) {
 			// The kernel may hold the attributes derived from the LIST: a
 			// size it would end reads at (a CBC or plaintext object), a
