@@ -9,6 +9,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -251,5 +252,86 @@ func TestKillDuringRead(t *testing.T) {
 	}
 	if !slices.Equal(got, data) {
 		t.Fatal("read after the kill differs")
+	}
+}
+
+// TestRenameDeletesOldNameLater: rsync's rename of a temp file returns once
+// the copy to the new name has landed; the old name's delete goes on in the
+// background. Meanwhile the mount shows only the new name, a create of the
+// old name waits for that delete (so the delete cannot remove the new
+// file), and fsync(2) of the directory waits for it too. The old code held
+// the rename until the delete's reply, so the rename below never returned
+// while the DELETE was held.
+func TestRenameDeletesOldNameLater(t *testing.T) {
+	w := newWorld(t)
+	proxy := newHoldProxy(t, w.S3.Endpoint)
+	m := w.mountVia(t, proxy.URL)
+	t.Cleanup(proxy.releaseAll) // before the unmount: a failure must not leave a request held
+	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(m.path("d", ".f.tmp"), []byte("first"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	proxy.arm(func(r *http.Request) bool {
+		return r.Method == http.MethodDelete && strings.HasSuffix(r.URL.Path, "/d/.f.tmp")
+	})
+	renamed := make(chan error, 1)
+	go func() { renamed <- os.Rename(m.path("d", ".f.tmp"), m.path("d", "f")) }()
+	t.Logf("held %s", proxy.waitArrived(t))
+	select {
+	case err := <-renamed:
+		if err != nil {
+			t.Fatalf("rename: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the rename waited for the old name's DELETE")
+	}
+	ents, err := os.ReadDir(m.path("d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != "f" {
+		t.Errorf("readdir while the old name's delete is held: %v, want [f]", ents)
+	}
+	if _, err := os.Stat(m.path("d", ".f.tmp")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stat of the old name: %v, want ENOENT", err)
+	}
+	created := make(chan error, 1)
+	go func() { created <- os.WriteFile(m.path("d", ".f.tmp"), []byte("second"), 0o644) }()
+	synced := make(chan error, 1)
+	go func() {
+		dir, err := os.Open(m.path("d"))
+		if err == nil {
+			err = dir.Sync()
+			dir.Close()
+		}
+		synced <- err
+	}()
+	select {
+	case err := <-created:
+		t.Errorf("a create of the old name finished (%v) before its delete", err)
+	default:
+	}
+	proxy.releaseAll()
+	for _, c := range []struct {
+		what string
+		ch   chan error
+	}{{"create of the old name", created}, {"fsync of the directory", synced}} {
+		select {
+		case err := <-c.ch:
+			if err != nil {
+				t.Errorf("%s: %v", c.what, err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("%s never returned", c.what)
+		}
+	}
+	m.Unmount(t)
+	m = w.mount(t, "")
+	for name, want := range map[string]string{"f": "first", ".f.tmp": "second"} {
+		if got, err := os.ReadFile(m.path("d", name)); err != nil || string(got) != want {
+			t.Errorf("d/%s after remount: %q, %v; want %q", name, got, err, want)
+		}
 	}
 }

@@ -58,6 +58,9 @@ var (
 // The pending attribute change is the directory's mtime (dirstate.go).
 func (d *dirNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
 	ctx = mutating(ctx)
+	if err := d.fsys.awaitDeletesIn(ctx, d.prefix()); err != nil {
+		return d.fsys.logErr("fsync", d.prefix(), err)
+	}
 	if err := d.fsys.flushDir(ctx, d.prefix()); err != nil {
 		return d.fsys.logErr("fsync", d.prefix(), err)
 	}
@@ -152,6 +155,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, syscall.ENOENT
 	}
 	key := childKey(d.prefix(), name)
+	if f.deleting(key) {
+		return nil, syscall.ENOENT // renamed away (lazydelete.go)
+	}
 	if n := f.pendingNode(key); n != nil {
 		n.fillAttr(&out.Attr)
 		return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(key, false)}), 0
@@ -269,8 +275,8 @@ func (f *FS) listDir(ctx context.Context, prefix string, heads bool) (l *listing
 		}
 		for _, o := range p.Objects {
 			name := strings.TrimPrefix(o.Key, prefix)
-			if !validName(name) || metadata.IsInstructionKey(name) {
-				continue // the "dir/" marker itself, odd keys, instruction files
+			if !validName(name) || metadata.IsInstructionKey(name) || f.deleting(o.Key) {
+				continue // the "dir/" marker itself, odd keys, instruction files, old names of renames
 			}
 			files = append(files, o)
 			pf.add(o)
@@ -432,6 +438,9 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		return nil, nil, 0, f.logErr("create", d.prefix()+name, err)
 	}
 	key := childKey(d.prefix(), name)
+	if err := f.beforeUse(ctx, key); err != nil {
+		return nil, nil, 0, f.logErr("create", key, err)
+	}
 	n := newFileNode(f, key)
 	w, err := f.newWriter(ctx, n, f.withCreator(ctx, fileAttrs(mode)), true, flags&syscall.O_ACCMODE == syscall.O_RDWR)
 	if err != nil {
@@ -461,6 +470,9 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	key := childKey(d.prefix(), name)
 	if f.pendingNode(key) != nil {
 		return nil, syscall.EEXIST
+	}
+	if err := f.beforeUse(ctx, key); err != nil {
+		return nil, f.logErr("mkdir", key, err)
 	}
 	// The kernel's LOOKUP just before found nothing (knownAbsent), or the
 	// directory's fresh listing has no such name: then no key is at or
@@ -505,6 +517,9 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return syscall.EROFS
 	}
 	key := childKey(d.prefix(), name)
+	if err := f.beforeUse(ctx, key); err != nil {
+		return f.logErr("unlink", key, err)
+	}
 	if n := f.pendingNode(key); n != nil {
 		// Being written, not yet committed: the name goes now, and the
 		// upload is not committed at close (write.go finishStream).
@@ -578,6 +593,9 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 
 // dirEmpty reports whether nothing but prefix's own marker lies under it.
 func (f *FS) dirEmpty(ctx context.Context, prefix string) (bool, error) {
+	if err := f.awaitDeletesUnder(ctx, prefix); err != nil {
+		return false, err
+	}
 	empty := true
 	err := f.store.List(ctx, prefix, "/", func(p objectstore.ListPage) error {
 		for _, o := range p.Objects {

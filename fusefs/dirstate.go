@@ -401,6 +401,9 @@ func (f *FS) flushDirsUnder(ctx context.Context, prefix string) error {
 // FlushDirs stores every deferred file attribute change (lazyattr.go) and
 // every changed directory mtime now (unmount).
 func (f *FS) FlushDirs(ctx context.Context) {
+	if err := f.awaitDeletesUnder(ctx, ""); err != nil {
+		f.log.Warn("a renamed file's old name could not be deleted", "cause", err.Error())
+	}
 	if err := f.flushAttrsUnder(ctx, ""); err != nil {
 		f.log.Warn("could not store deferred file attributes", "cause", err.Error())
 	}

@@ -137,6 +137,8 @@ type FS struct {
 
 	meta metaCache // metacache.go: stats, listings, negative entries, HEADs in flight, verified ETags
 
+	deletes lazyDeletes // lazydelete.go: renamed files' old names being deleted
+
 	inflight sync.WaitGroup // open write handles
 
 	handlesMu sync.Mutex

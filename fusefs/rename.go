@@ -161,6 +161,16 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		return f.logErr("rename", nd.prefix()+newName, err)
 	}
 	src, dst := childKey(d.prefix(), name), childKey(nd.prefix(), newName)
+	// Either name may be an earlier rename's old name still being deleted
+	// (lazydelete.go), and a directory may hold some.
+	for _, k := range []string{src, dst} {
+		if err := f.beforeUse(ctx, k); err != nil {
+			return f.logErr("rename", k, err)
+		}
+	}
+	if err := f.awaitDeletesUnder(ctx, src+"/"); err != nil && ctx.Err() != nil {
+		return f.logErr("rename", src, err)
+	}
 	if err := f.renameAllowed(ctx, src, dst); err != nil {
 		return f.logErr("rename", src, err)
 	}
@@ -237,7 +247,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 			with = &lazy
 		}
 		var info *objectstore.Info
-		info, err = f.moveFile(ctx, sobj, dst, dobj, with)
+		info, err = f.moveFile(ctx, sobj, dst, dobj, with, d == nd)
 		if err == nil {
 			moved = true
 			if dobj != nil {
@@ -324,8 +334,10 @@ func (f *FS) movedFile(o *object, dst string, info *objectstore.Info, lazy *attr
 
 // moveFile moves the object o to dst (where dobj, if not nil, is replaced),
 // with the attribute change lazy applied to its metadata if not nil, and
-// returns the copy's info.
-func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, lazy *attrChange) (*objectstore.Info, error) {
+// returns the copy's info. With later (a rename within one directory), an
+// encrypted object without an instruction file has its old name deleted in
+// the background (lazydelete.go).
+func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, lazy *attrChange, later bool) (*objectstore.Info, error) {
 	src := o.key
 	defer f.putStat(src, nil)
 	defer f.putStat(dst, nil)
@@ -367,6 +379,10 @@ func (f *FS) moveFile(ctx context.Context, o *object, dst string, dobj *object, 
 			}
 			return nil, err
 		}
+	}
+	if later && !o.instr && o.kind != kindPlain {
+		f.deleteLater(src)
+		return info, nil
 	}
 	if err := f.store.Delete(ctx, src); err != nil {
 		return nil, err

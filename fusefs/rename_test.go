@@ -89,6 +89,9 @@ func TestRenameFile(t *testing.T) {
 				if errno := root.Rename(ctx, "a", root, "b", 0); errno != 0 {
 					t.Fatalf("rename: %v", errno)
 				}
+				if err := f.awaitDeletesUnder(ctx, ""); err != nil { // lazydelete.go
+					t.Fatal(err)
+				}
 				if exists(t, st, "a") || exists(t, st, metadata.InstructionKey("a")) {
 					t.Error("source (or its instruction file) still exists")
 				}

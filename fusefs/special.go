@@ -92,6 +92,9 @@ func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, rdev uint
 	if f.pendingNode(key) != nil {
 		return nil, syscall.EEXIST
 	}
+	if err := f.beforeUse(ctx, key); err != nil {
+		return nil, f.logErr("mknod", key, err)
+	}
 	if k, _, err := f.probe(ctx, key); err != nil {
 		return nil, f.logErr("mknod", key, err)
 	} else if k != entryNone {

@@ -89,6 +89,9 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 	if f.pendingNode(key) != nil {
 		return nil, syscall.EEXIST
 	}
+	if err := f.beforeUse(ctx, key); err != nil {
+		return nil, f.logErr("symlink", key, err)
+	}
 	if k, _, err := f.probe(ctx, key); err != nil {
 		return nil, f.logErr("symlink", key, err)
 	} else if k != entryNone {
