@@ -128,6 +128,12 @@ func runWriteModel(t *testing.T, name string, encrypt bool, rng chooser, steps i
 		if !bytes.Equal(got, model) {
 			fail("%s: stored %s: %d bytes %s, model %d bytes %s", what, key, len(got), digest(got), len(model), digest(model))
 		}
+		// A rename's old name is deleted in the background
+		// (lazydelete.go); fsync(2) of the directory waits for it, so
+		// does this check.
+		if err := f.awaitDeletesIn(ctx, ""); err != nil {
+			fail("%s: deleting %s after its rename: %v", what, other, err)
+		}
 		if _, err := st.Head(ctx, other); !isNotFound(err) {
 			fail("%s: %s, renamed away, is there (%v)", what, other, err)
 		}
