@@ -56,7 +56,7 @@ type prefetchReader struct {
 	cancel context.CancelFunc
 	store  objectstore.Store
 	key    string
-	etag   string
+	pin    *etagPin
 	end    int64
 
 	next     int64 // start of the next range to schedule
@@ -108,11 +108,11 @@ const streamFirst = 1<<20 + 128<<10
 
 // newPrefetchReader streams [off, size) of key with up to parallel ranges
 // of up to rangeMax bytes in flight.
-func newPrefetchReader(ctx context.Context, store objectstore.Store, key, etag string, off, size, rangeMax int64, parallel int, budget *objectstore.Budget) *prefetchReader {
+func newPrefetchReader(ctx context.Context, store objectstore.Store, key string, pin *etagPin, off, size, rangeMax int64, parallel int, budget *objectstore.Budget) *prefetchReader {
 	ctx, cancel := context.WithCancel(ctx)
 	parallel = max(parallel, 1)
 	budget.Join()
-	return &prefetchReader{ctx: ctx, cancel: cancel, store: store, key: key, etag: etag, end: size,
+	return &prefetchReader{ctx: ctx, cancel: cancel, store: store, key: key, pin: pin, end: size,
 		next: off, win: newReadWindow(streamFirst, rangeMax, int64(parallel)*rangeMax), parallel: parallel, budget: budget}
 }
 
@@ -166,7 +166,11 @@ func (p *prefetchReader) get(f *fetch, off, n int64) {
 	defer close(f.done)
 	ctx, cancel := context.WithTimeout(p.ctx, rangeTimeout)
 	defer cancel()
-	rc, _, err := p.store.Get(ctx, p.key, objectstore.GetOptions{Offset: off, Length: n, IfMatch: p.etag})
+	var rc io.ReadCloser
+	err := p.pin.do(ctx, func(etag string) (err error) {
+		rc, _, err = p.store.Get(ctx, p.key, objectstore.GetOptions{Offset: off, Length: n, IfMatch: etag})
+		return err
+	})
 	if err != nil {
 		f.err = err
 		return

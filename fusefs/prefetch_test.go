@@ -140,7 +140,7 @@ func TestPrefetchWindowGrowsWithinBudget(t *testing.T) {
 			}
 		}
 	}
-	p := newPrefetchReader(context.Background(), st, "obj", info.ETag, 0, int64(len(data)), 4<<20, 16, b)
+	p := newPrefetchReader(context.Background(), st, "obj", fixedPin(info.ETag), 0, int64(len(data)), 4<<20, 16, b)
 	p.onWait = st.onWait
 	maxQueue := 0
 	got := read(p, func() {
@@ -167,8 +167,8 @@ func TestPrefetchWindowGrowsWithinBudget(t *testing.T) {
 	}
 
 	// Two streams: each within its share, 12 MiB.
-	p1 := newPrefetchReader(context.Background(), st, "obj", info.ETag, 0, int64(len(data)), 4<<20, 16, b)
-	p2 := newPrefetchReader(context.Background(), st, "obj", info.ETag, 0, int64(len(data)), 4<<20, 16, b)
+	p1 := newPrefetchReader(context.Background(), st, "obj", fixedPin(info.ETag), 0, int64(len(data)), 4<<20, 16, b)
+	p2 := newPrefetchReader(context.Background(), st, "obj", fixedPin(info.ETag), 0, int64(len(data)), 4<<20, 16, b)
 	p1.onWait, p2.onWait = st.onWait, st.onWait
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -203,7 +203,7 @@ func TestPrefetchWindowGrowsWithinBudget(t *testing.T) {
 func TestPrefetchSeekShrinks(t *testing.T) {
 	data := seqData(64<<20 + 1)
 	local, info := localObject(t, data)
-	p := newPrefetchReader(context.Background(), local, "obj", info.ETag, 0, int64(len(data)), 4<<20, 16, nil)
+	p := newPrefetchReader(context.Background(), local, "obj", fixedPin(info.ETag), 0, int64(len(data)), 4<<20, 16, nil)
 	defer p.Close()
 	for range 8 {
 		if _, err := p.Next(4 << 20); err != nil {

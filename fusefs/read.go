@@ -43,7 +43,8 @@ const (
 type readHandle struct {
 	fsys *FS
 	obj  *object
-	key  []byte // data key; nil for plaintext
+	key  []byte   // data key; nil for plaintext
+	pin  *etagPin // the ETag its GETs are pinned to (pin.go)
 
 	mu     sync.Mutex
 	small  bool   // authenticated whole by the first read (VerifyThreshold)
@@ -102,7 +103,7 @@ func (r *readHandle) loadWhole(ctx context.Context) error {
 			return err
 		}
 		r.zero()
-		r.obj, r.key = o, nr.key
+		r.obj, r.key, r.pin = o, nr.key, nr.pin
 		r.small = o.authenticated() && o.plainSize <= f.opt.VerifyThreshold
 		if !r.small {
 			return fmt.Errorf("object %s replaced by a large one since open: %w", o.key, objectstore.ErrPreconditionFailed)
@@ -112,7 +113,7 @@ func (r *readHandle) loadWhole(ctx context.Context) error {
 
 // newReaderNoPreload opens o without authenticating small objects up front.
 func (f *FS) newReaderNoPreload(ctx context.Context, o *object) (*readHandle, error) {
-	r := &readHandle{fsys: f, obj: o}
+	r := &readHandle{fsys: f, obj: o, pin: f.pinFor(o)}
 	if o.kind != kindPlain {
 		k, err := f.dataKey(ctx, o)
 		if err != nil {
@@ -137,10 +138,12 @@ func (r *readHandle) openStream(ctx context.Context) (io.Reader, io.Closer, erro
 	o := r.obj
 	var rc io.ReadCloser
 	if o.info.Size > rangeMax {
-		rc = newPrefetchReader(ctx, r.fsys.store, o.key, o.info.ETag, 0, o.info.Size, rangeMax, streamParallel, r.fsys.opt.Budget)
+		rc = newPrefetchReader(ctx, r.fsys.store, o.key, r.pin, 0, o.info.Size, rangeMax, streamParallel, r.fsys.opt.Budget)
 	} else {
-		var err error
-		rc, _, err = r.fsys.store.Get(ctx, o.key, objectstore.GetOptions{Length: -1, IfMatch: o.info.ETag})
+		err := r.pin.do(ctx, func(etag string) (err error) {
+			rc, _, err = r.fsys.store.Get(ctx, o.key, objectstore.GetOptions{Length: -1, IfMatch: etag})
+			return err
+		})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -305,7 +308,11 @@ func (r *readHandle) readRange(ctx context.Context, dest []byte, off int64) erro
 	if o.kind == kindEncrypted {
 		fetchOff, fetchLen = o.content.Range(off, int64(len(dest)))
 	}
-	rc, _, err := r.fsys.store.Get(ctx, o.key, objectstore.GetOptions{Offset: fetchOff, Length: fetchLen, IfMatch: o.info.ETag})
+	var rc io.ReadCloser
+	err := r.pin.do(ctx, func(etag string) (err error) {
+		rc, _, err = r.fsys.store.Get(ctx, o.key, objectstore.GetOptions{Offset: fetchOff, Length: fetchLen, IfMatch: etag})
+		return err
+	})
 	if err != nil {
 		return err
 	}

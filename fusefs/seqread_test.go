@@ -204,7 +204,7 @@ func TestPrefetchBudget(t *testing.T) {
 	st, info := localObject(t, data)
 	for _, limit := range []int64{1, 2 << 20} {
 		b := objectstore.NewBudget(limit)
-		p := newPrefetchReader(context.Background(), st, "obj", info.ETag, 0, int64(len(data)), 1<<20, 4, b)
+		p := newPrefetchReader(context.Background(), st, "obj", fixedPin(info.ETag), 0, int64(len(data)), 1<<20, 4, b)
 		var got []byte
 		buf := make([]byte, 100<<10)
 		for {
@@ -254,7 +254,7 @@ func TestPrefetchRanges(t *testing.T) {
 	data := seqData(37<<20 + 5)
 	local, info := localObject(t, data)
 	st := &rangeRecorder{Store: local}
-	p := newPrefetchReader(context.Background(), st, "obj", info.ETag, 0, int64(len(data)), rangeMax, streamParallel, nil)
+	p := newPrefetchReader(context.Background(), st, "obj", fixedPin(info.ETag), 0, int64(len(data)), rangeMax, streamParallel, nil)
 	var got []byte
 	for {
 		b, err := p.Next(300 << 10)
