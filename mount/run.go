@@ -605,7 +605,6 @@ func pidFile(mnt string) string {
 	return filepath.Join(dir, "csefs", r.Replace(strings.Trim(mnt, "/"))+".pid")
 }
 
-// setMemoryTarget sets the Go runtime's soft memory limit, unless the
 // setReadAhead raises the kernel's read-ahead for the mount to n bytes. FUSE
 // can only lower the default (128 KiB) at INIT; the mount's backing device
 // takes more through sysfs (root only). With 1 MiB the kernel sends 1 MiB
@@ -623,6 +622,7 @@ func setReadAhead(mnt string, n int) error {
 	return os.WriteFile(path, []byte(strconv.Itoa(n>>10)), 0)
 }
 
+// setMemoryTarget sets the Go runtime's soft memory limit, unless the
 // GOMEMLIMIT environment variable already did. Part buffers and read-ahead
 // are reused, so the heap's live size is bounded per open file; without a
 // limit the collector lets the heap grow to twice that before it runs.
