@@ -14,9 +14,12 @@ import (
 
 // readWindow is how much a stream fetches ahead of its reader, in bytes of
 // ranged GETs scheduled and not yet consumed. It starts small, so that a
-// short read costs one small request, and doubles each time the reader
-// catches up with the fetches (it had to wait for the next range: the
-// store, not the reader, is the bottleneck), up to max. A seek shrinks it
+// short read costs one small request, and grows fourfold each time the
+// reader catches up with the fetches (it had to wait for the next range:
+// the store, not the reader, is the bottleneck), up to max. (Doubling took
+// seven waits, about a second on a store 20 ms away, to open 16 ranges:
+// the remote bench read 1 GiB in 2.40-2.46 s, against 1.95-2.05 s now and
+// the SDK's 1.61; eightfold was no faster.) A seek shrinks it
 // back to where it started. The ranges themselves grow from first to
 // rangeMax bytes, doubling with each one scheduled.
 type readWindow struct {
@@ -37,8 +40,8 @@ func (w *readWindow) fits(queued, n int64) bool { return queued == 0 || queued+n
 // scheduled records that a range was scheduled: the next is larger.
 func (w *readWindow) scheduled() { w.next = min(2*w.next, w.rangeMax) }
 
-// grow doubles the window: the reader waited for a range.
-func (w *readWindow) grow() { w.size = min(2*w.size, w.max) }
+// grow quadruples the window: the reader waited for a range.
+func (w *readWindow) grow() { w.size = min(4*w.size, w.max) }
 
 // shrink returns the window and the range size to where they started.
 func (w *readWindow) shrink() { w.size, w.next = w.first, w.first }

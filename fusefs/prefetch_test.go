@@ -29,7 +29,7 @@ func TestReadWindowGrowsAndShrinks(t *testing.T) {
 		w.grow()
 		sizes = append(sizes, w.size)
 	}
-	want := []int64{2 << 20, 4 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20, 128 << 20, 128 << 20, 128 << 20, 128 << 20}
+	want := []int64{4 << 20, 16 << 20, 64 << 20, 128 << 20, 128 << 20, 128 << 20, 128 << 20, 128 << 20, 128 << 20, 128 << 20}
 	for i := range want {
 		if sizes[i] != want[i] {
 			t.Fatalf("growth %v, want %v", sizes, want)
