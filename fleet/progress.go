@@ -108,7 +108,13 @@ func (p *Progress) begin() {
 			progressbar.OptionShowElapsedTimeOnFinish(),
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionClearOnFinish(),
+			// Drawn at once, not only after the throttle: a short run
+			// shows it too.
 			progressbar.OptionSetRenderBlankState(true),
+			// No spinner ticker: its goroutine draws while Reporter.write
+			// clears the bar (Clear takes no lock of the bar's), a data
+			// race. The bar is drawn by Add and Describe, under p.mu.
+			progressbar.OptionSetSpinnerChangeInterval(0),
 		)
 		return
 	}
